@@ -1,0 +1,144 @@
+/**
+ * Domain errors that callers catch by class. Everything else uses the
+ * built-in classes by meaning. Every error carries a `cause` where one exists.
+ *
+ * @module
+ */
+
+import type { CloseCode, OpenErrorCode, RejectCode } from "./protocol.ts";
+
+/**
+ * The peer broke the wire protocol: a bad frame, an unknown tag, a message its
+ * role may not send. The session that saw it closes; nothing else is harmed.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * const err = new ProtocolError("Cannot decode frame: unknown tag 99");
+ * if (err.name !== "ProtocolError") throw err;
+ * ```
+ */
+export class ProtocolError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ProtocolError";
+  }
+}
+
+/**
+ * A session could not be set up: the pin did not match, the Console refused,
+ * the versions differ. `code` says which, for exit codes and display.
+ *
+ * @example
+ * ```ts
+ * import { HandshakeError } from "./errors.ts";
+ * const err = new HandshakeError("fingerprint", "Cannot trust Console: fingerprint mismatch");
+ * if (err.code !== "fingerprint") throw err;
+ * ```
+ */
+export class HandshakeError extends Error {
+  readonly code: RejectCode | "fingerprint" | "timeout" | "refused" | "tls" | "closed";
+  constructor(code: HandshakeError["code"], message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "HandshakeError";
+    this.code = code;
+  }
+}
+
+/**
+ * The session ended while something still waited on it.
+ *
+ * @example
+ * ```ts
+ * import { SessionClosedError } from "./errors.ts";
+ * const err = new SessionClosedError("closed", "Cannot send: session closed");
+ * if (err.code !== "closed") throw err;
+ * ```
+ */
+export class SessionClosedError extends Error {
+  readonly code: CloseCode;
+  constructor(code: CloseCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SessionClosedError";
+    this.code = code;
+  }
+}
+
+/**
+ * The Daemon could not reach a stream's target.
+ *
+ * @example
+ * ```ts
+ * import { OpenError } from "./errors.ts";
+ * const err = new OpenError("refused", "Cannot connect to \"db:5432\": connection refused");
+ * if (err.code !== "refused") throw err;
+ * ```
+ */
+export class OpenError extends Error {
+  readonly code: OpenErrorCode;
+  constructor(code: OpenErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "OpenError";
+    this.code = code;
+  }
+}
+
+/**
+ * A settings file or a command-line value is wrong. `path`, `line` and
+ * `column` point at it when known (1-based).
+ *
+ * @example
+ * ```ts
+ * import { ConfigError } from "./errors.ts";
+ * const err = new ConfigError("Cannot read settings: unknown key \"colour\"", { path: "a.yaml", line: 3, column: 1 });
+ * if (!err.message.startsWith("a.yaml:3:1: ")) throw err;
+ * ```
+ */
+export class ConfigError extends SyntaxError {
+  readonly path?: string;
+  readonly line?: number;
+  readonly column?: number;
+  constructor(
+    message: string,
+    where: { path?: string; line?: number; column?: number; cause?: unknown } = {},
+  ) {
+    const prefix = where.path === undefined
+      ? ""
+      : where.line === undefined
+      ? `${where.path}: `
+      : `${where.path}:${where.line}:${where.column ?? 1}: `;
+    super(prefix + message, { cause: where.cause });
+    this.name = "ConfigError";
+    this.path = where.path;
+    this.line = where.line;
+    this.column = where.column;
+  }
+}
+
+/**
+ * A permission flag is missing. The message names the flag to add.
+ *
+ * @example
+ * ```ts
+ * import { permissionHint } from "./errors.ts";
+ * const msg = permissionHint(new Deno.errors.NotCapable("Requires net access to \"a:1\""), "--allow-net");
+ * if (!msg.includes("--allow-net")) throw new Error(msg);
+ * ```
+ */
+export function permissionHint(err: unknown, flag: string): string {
+  const detail = err instanceof Error ? err.message : String(err);
+  return `${detail} (run with ${flag})`;
+}
+
+/**
+ * The message of an unknown thrown value, for logs.
+ *
+ * @example
+ * ```ts
+ * import { errorMessage } from "./errors.ts";
+ * if (errorMessage(new Error("x")) !== "x") throw new Error("bad");
+ * ```
+ */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,353 @@
+/**
+ * The one wire definition of portferry: version, frame layout, message tags,
+ * message shapes, limits, and which side may send what.
+ *
+ * A session is one TLS connection from the Daemon to the Console. On it,
+ * every frame is
+ *
+ * ```
+ * u32 length (of tag + stream + body, big-endian) | u8 tag | u32 stream | body
+ * ```
+ *
+ * Hot-path frames (`DATA`, `WINDOW`, `FIN`) carry a raw or fixed binary body;
+ * every other frame carries a UTF-8 JSON object body. The codec
+ * (`codec.ts`) is the only code that turns these into bytes and back.
+ *
+ * @module
+ */
+
+/** Wire version. A peer with another version is refused with a clear message. */
+export const PROTOCOL_VERSION = 1;
+
+/** Bytes before the body: u32 length + u8 tag + u32 stream. */
+export const FRAME_HEADER_BYTES = 9;
+
+/** Largest DATA body a sender may put in one frame. */
+export const MAX_DATA_BYTES = 64 * 1024;
+
+/** Largest frame (tag + stream + body) accepted after authentication. */
+export const MAX_FRAME_BYTES = MAX_DATA_BYTES + 5;
+
+/** Largest frame accepted before the peer has been authenticated. */
+export const MAX_HANDSHAKE_FRAME_BYTES = 16 * 1024;
+
+/** Largest JSON control body, in bytes, at any time. */
+export const MAX_CONTROL_BYTES = 16 * 1024;
+
+/** Deadline for TLS + hello + auth, counted from the TCP accept. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Most TLS handshakes the Console runs at once before it sheds new ones. */
+export const MAX_PENDING_HANDSHAKES = 64;
+
+/** Interval between heartbeats when the link is otherwise quiet. */
+export const HEARTBEAT_MS = 4_000;
+
+/** A peer silent for this long is declared dead. */
+export const DEAD_PEER_MS = 12_000;
+
+/** Credit a stream starts with, each way, in bytes. */
+export const INITIAL_WINDOW_BYTES = 512 * 1024;
+
+/** Most streams open at once in one session. */
+export const MAX_STREAMS = 8192;
+
+/** Longest chat message, in characters. */
+export const MAX_CHAT_CHARS = 4096;
+
+/** Longest host name accepted in an open or a resolve request. */
+export const MAX_HOST_CHARS = 253;
+
+/** Frame tags. The numbers are the wire; never reuse one. */
+export const Tag = {
+  /** Daemon → Console, first frame: version and capabilities. */
+  HELLO: 1,
+  /** Console → Daemon: version, capabilities and the challenge to sign. */
+  CHALLENGE: 2,
+  /** Daemon → Console: who it is, its certificate, the signed challenge, the token. */
+  AUTH: 3,
+  /** Console → Daemon: authenticated, now waiting for the operator. */
+  PENDING: 4,
+  /** Console → Daemon: the session is established. */
+  ACCEPT: 5,
+  /** Console → Daemon: refused, with a code and a reason; the link closes after it. */
+  REJECT: 6,
+  /** Console → Daemon: open a stream to a target. */
+  OPEN: 7,
+  /** Daemon → Console: the stream's target is connected. */
+  OPEN_OK: 8,
+  /** Daemon → Console: the stream's target could not be reached. */
+  OPEN_ERR: 9,
+  /** Either way: stream bytes (raw body). */
+  DATA: 10,
+  /** Either way: more credit for a stream (u32 body). */
+  WINDOW: 11,
+  /** Either way: no more bytes on this stream in this direction (empty body). */
+  FIN: 12,
+  /** Either way: the stream is gone, drop it now. */
+  RESET: 13,
+  /** Either way: a chat message. */
+  CHAT: 14,
+  /** Console → Daemon: resolve a host name with the Daemon's resolver. */
+  RESOLVE: 15,
+  /** Daemon → Console: the answer to a resolve. */
+  RESOLVE_RESULT: 16,
+  /** Either way: heartbeat request. */
+  PING: 17,
+  /** Either way: heartbeat answer. */
+  PONG: 18,
+  /** Either way: the session ends, with a reason. */
+  CLOSE: 19,
+} as const;
+
+/** A frame tag value. */
+export type TagValue = typeof Tag[keyof typeof Tag];
+
+/** Coded reasons a Console gives when it refuses a Daemon. */
+export type RejectCode =
+  | "version"
+  | "token"
+  | "rejected"
+  | "busy"
+  | "identity"
+  | "protocol"
+  | "untrusted";
+
+/** Coded reasons a Daemon gives when a stream's target cannot be reached. */
+export type OpenErrorCode =
+  | "refused"
+  | "timeout"
+  | "unresolvable"
+  | "unreachable"
+  | "not-allowed"
+  | "limit"
+  | "error";
+
+/** Coded reasons for the end of a session. */
+export type CloseCode =
+  | "closed"
+  | "exit"
+  | "replaced"
+  | "protocol"
+  | "dead-peer"
+  | "untrusted";
+
+/** Daemon → Console, first frame. */
+export interface HelloMessage {
+  readonly tag: typeof Tag.HELLO;
+  readonly version: number;
+  readonly capabilities: readonly string[];
+}
+
+/** Console → Daemon, answer to hello. */
+export interface ChallengeMessage {
+  readonly tag: typeof Tag.CHALLENGE;
+  readonly version: number;
+  readonly capabilities: readonly string[];
+  /** Base64 of 32 random bytes the Daemon signs. */
+  readonly nonce: string;
+}
+
+/** Daemon → Console: identity proof and the facts the operator sees. */
+export interface AuthMessage {
+  readonly tag: typeof Tag.AUTH;
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+  /** Base64 of the Daemon's certificate DER. */
+  readonly cert: string;
+  /** Base64 signature over `authTranscript(nonce, consoleFingerprint)`. */
+  readonly signature: string;
+  /** The shared token, or null. Sent only after the Console's pin was checked. */
+  readonly token: string | null;
+}
+
+/** Console → Daemon: waiting for the operator. */
+export interface PendingMessage {
+  readonly tag: typeof Tag.PENDING;
+}
+
+/** Console → Daemon: established. */
+export interface AcceptMessage {
+  readonly tag: typeof Tag.ACCEPT;
+  /** Short id for logs on both sides. */
+  readonly session: string;
+}
+
+/** Console → Daemon: refused. */
+export interface RejectMessage {
+  readonly tag: typeof Tag.REJECT;
+  readonly code: RejectCode;
+  readonly reason: string;
+}
+
+/** Console → Daemon: open a stream to `host:port` with the Daemon's resolver. */
+export interface OpenMessage {
+  readonly tag: typeof Tag.OPEN;
+  readonly stream: number;
+  readonly proto: "tcp";
+  readonly host: string;
+  readonly port: number;
+  /** PFO name, for the Daemon's display. */
+  readonly pfo: string;
+  /** Console-side client address, for the Daemon's display. */
+  readonly client: string;
+}
+
+/** Daemon → Console: the target is connected. */
+export interface OpenOkMessage {
+  readonly tag: typeof Tag.OPEN_OK;
+  readonly stream: number;
+  /** The address the Daemon actually connected to. */
+  readonly address: string;
+}
+
+/** Daemon → Console: the target could not be reached. */
+export interface OpenErrMessage {
+  readonly tag: typeof Tag.OPEN_ERR;
+  readonly stream: number;
+  readonly code: OpenErrorCode;
+  readonly reason: string;
+}
+
+/** Either way: stream bytes. */
+export interface DataMessage {
+  readonly tag: typeof Tag.DATA;
+  readonly stream: number;
+  readonly data: Uint8Array;
+}
+
+/** Either way: more credit. */
+export interface WindowMessage {
+  readonly tag: typeof Tag.WINDOW;
+  readonly stream: number;
+  readonly credit: number;
+}
+
+/** Either way: half-close of one direction. */
+export interface FinMessage {
+  readonly tag: typeof Tag.FIN;
+  readonly stream: number;
+}
+
+/** Either way: the stream is aborted. */
+export interface ResetMessage {
+  readonly tag: typeof Tag.RESET;
+  readonly stream: number;
+  readonly reason: string;
+}
+
+/** Either way: chat. */
+export interface ChatMessage {
+  readonly tag: typeof Tag.CHAT;
+  readonly text: string;
+}
+
+/** Console → Daemon: resolve a host name. */
+export interface ResolveMessage {
+  readonly tag: typeof Tag.RESOLVE;
+  readonly id: number;
+  readonly host: string;
+}
+
+/** Daemon → Console: the resolved addresses, or an error. */
+export interface ResolveResultMessage {
+  readonly tag: typeof Tag.RESOLVE_RESULT;
+  readonly id: number;
+  readonly addresses: readonly string[];
+  readonly error: string | null;
+}
+
+/** Either way: heartbeat. */
+export interface PingMessage {
+  readonly tag: typeof Tag.PING;
+  readonly seq: number;
+}
+
+/** Either way: heartbeat answer. */
+export interface PongMessage {
+  readonly tag: typeof Tag.PONG;
+  readonly seq: number;
+}
+
+/** Either way: the session ends. */
+export interface CloseMessage {
+  readonly tag: typeof Tag.CLOSE;
+  readonly code: CloseCode;
+  readonly reason: string;
+  /** True when the Daemon should not reconnect (the Console operator closed it on purpose). */
+  readonly final: boolean;
+}
+
+/** Every message that can cross the wire. */
+export type Message =
+  | HelloMessage
+  | ChallengeMessage
+  | AuthMessage
+  | PendingMessage
+  | AcceptMessage
+  | RejectMessage
+  | OpenMessage
+  | OpenOkMessage
+  | OpenErrMessage
+  | DataMessage
+  | WindowMessage
+  | FinMessage
+  | ResetMessage
+  | ChatMessage
+  | ResolveMessage
+  | ResolveResultMessage
+  | PingMessage
+  | PongMessage
+  | CloseMessage;
+
+/** Which side sends a message. */
+export type Role = "console" | "daemon";
+
+/**
+ * What each side may send. A receiver closes the session when a peer sends a
+ * tag its role may not: this table is how the promise "no remote control, no
+ * command execution, no file access" is kept on the wire.
+ */
+export const SENDERS: Readonly<Record<TagValue, readonly Role[]>> = {
+  [Tag.HELLO]: ["daemon"],
+  [Tag.CHALLENGE]: ["console"],
+  [Tag.AUTH]: ["daemon"],
+  [Tag.PENDING]: ["console"],
+  [Tag.ACCEPT]: ["console"],
+  [Tag.REJECT]: ["console"],
+  [Tag.OPEN]: ["console"],
+  [Tag.OPEN_OK]: ["daemon"],
+  [Tag.OPEN_ERR]: ["daemon"],
+  [Tag.DATA]: ["console", "daemon"],
+  [Tag.WINDOW]: ["console", "daemon"],
+  [Tag.FIN]: ["console", "daemon"],
+  [Tag.RESET]: ["console", "daemon"],
+  [Tag.CHAT]: ["console", "daemon"],
+  [Tag.RESOLVE]: ["console"],
+  [Tag.RESOLVE_RESULT]: ["daemon"],
+  [Tag.PING]: ["console", "daemon"],
+  [Tag.PONG]: ["console", "daemon"],
+  [Tag.CLOSE]: ["console", "daemon"],
+};
+
+/** Capabilities this build offers in hello/challenge. */
+export const CAPABILITIES: readonly string[] = ["tcp"];
+
+/**
+ * The bytes a Daemon signs to prove its identity key: a fixed context, the
+ * Console's fingerprint (so a proof cannot be replayed to another Console)
+ * and the Console's fresh nonce.
+ *
+ * @example
+ * ```ts
+ * import { authTranscript } from "./protocol.ts";
+ * const bytes = authTranscript("bm9uY2U", "SHA256:abc");
+ * if (bytes.length === 0) throw new Error("empty transcript");
+ * ```
+ */
+export function authTranscript(nonce: string, consoleFingerprint: string): Uint8Array {
+  return new TextEncoder().encode(
+    `portferry-auth-v${PROTOCOL_VERSION}\n${consoleFingerprint}\n${nonce}`,
+  );
+}
