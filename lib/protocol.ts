@@ -104,33 +104,48 @@ export const Tag = {
 export type TagValue = typeof Tag[keyof typeof Tag];
 
 /** Coded reasons a Console gives when it refuses a Daemon. */
-export type RejectCode =
-  | "version"
-  | "token"
-  | "rejected"
-  | "busy"
-  | "identity"
-  | "protocol"
-  | "untrusted";
+export const REJECT_CODES = [
+  "version",
+  "token",
+  "rejected",
+  "busy",
+  "identity",
+  "protocol",
+  "untrusted",
+] as const;
+
+/** A coded reason a Console gives when it refuses a Daemon. */
+export type RejectCode = typeof REJECT_CODES[number];
 
 /** Coded reasons a Daemon gives when a stream's target cannot be reached. */
-export type OpenErrorCode =
-  | "refused"
-  | "timeout"
-  | "unresolvable"
-  | "unreachable"
-  | "not-allowed"
-  | "limit"
-  | "error";
+export const OPEN_ERROR_CODES = [
+  "refused",
+  "timeout",
+  "unresolvable",
+  "unreachable",
+  "not-allowed",
+  "limit",
+  "error",
+] as const;
+
+/** A coded reason a Daemon gives when a stream's target cannot be reached. */
+export type OpenErrorCode = typeof OPEN_ERROR_CODES[number];
 
 /** Coded reasons for the end of a session. */
-export type CloseCode =
-  | "closed"
-  | "exit"
-  | "replaced"
-  | "protocol"
-  | "dead-peer"
-  | "untrusted";
+export const CLOSE_CODES = [
+  "closed",
+  "exit",
+  "replaced",
+  "protocol",
+  "dead-peer",
+  "untrusted",
+] as const;
+
+/** A coded reason for the end of a session. */
+export type CloseCode = typeof CLOSE_CODES[number];
+
+/** Stream protocols an OPEN may ask for. */
+export const STREAM_PROTOS = ["tcp"] as const;
 
 /** Daemon → Console, first frame. */
 export interface HelloMessage {
@@ -185,7 +200,7 @@ export interface RejectMessage {
 export interface OpenMessage {
   readonly tag: typeof Tag.OPEN;
   readonly stream: number;
-  readonly proto: "tcp";
+  readonly proto: typeof STREAM_PROTOS[number];
   readonly host: string;
   readonly port: number;
   /** PFO name, for the Daemon's display. */
