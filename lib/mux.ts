@@ -1,0 +1,291 @@
+/**
+ * Streams multiplexed over one session link, with credit-based flow control
+ * and half-close carried one direction at a time.
+ *
+ * A {@linkcode Stream} joins one local TCP connection (the client's on the
+ * Console, the target's on the Daemon) to one stream id on the session. It
+ * reads the local socket only while it holds credit from the peer, so a peer
+ * that stops reading stalls only its own stream, and it grants credit back
+ * only after bytes reached the local socket, so memory per stream is bounded
+ * by {@linkcode INITIAL_WINDOW_BYTES}.
+ *
+ * @module
+ */
+
+import { writeFrameHeader } from "./codec.ts";
+import { errorMessage, ProtocolError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import {
+  FRAME_HEADER_BYTES,
+  INITIAL_WINDOW_BYTES,
+  MAX_DATA_BYTES,
+  type Message,
+  Tag,
+} from "./protocol.ts";
+
+/** The byte-stream side of a link or socket, as Deno's `Conn` has it. */
+export interface ByteConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+
+/** What a stream needs from its session. */
+export interface StreamHost {
+  /** Queue one encoded frame for the link. */
+  sendFrame(frame: Uint8Array): void;
+  /** Queue one message for the link. */
+  send(msg: Message): void;
+  /** A promise while the link's send queue is over its high-water mark, else null. */
+  backpressure(): Promise<void> | null;
+  /** The stream is finished; forget it. */
+  release(stream: Stream): void;
+}
+
+/** Final figures of a stream, for logs and status. */
+export interface StreamSummary {
+  readonly id: number;
+  /** Bytes read from the local socket and sent to the peer. */
+  readonly bytesSent: number;
+  /** Bytes received from the peer and written to the local socket. */
+  readonly bytesReceived: number;
+  readonly durationMs: number;
+  /** Why it ended: "done" after a clean close both ways, else the reset reason. */
+  readonly reason: string;
+}
+
+/** Options for {@linkcode Stream}. */
+export interface StreamOptions {
+  readonly log: Logger;
+  /** Called once when the stream is finished. */
+  readonly onEnd?: (summary: StreamSummary) => void;
+}
+
+const SMALL_READ = 4 * 1024;
+const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
+
+/**
+ * Write all of `p`, looping over partial writes.
+ *
+ * @example
+ * ```ts
+ * import { writeAll } from "./mux.ts";
+ * const got: number[] = [];
+ * const conn = { write: (p: Uint8Array) => { got.push(p[0]); return Promise.resolve(1); } };
+ * await writeAll(conn, new Uint8Array([1, 2, 3]));
+ * if (got.join() !== "1,2,3") throw new Error(got.join());
+ * ```
+ */
+export async function writeAll(
+  conn: Pick<ByteConn, "write">,
+  p: Uint8Array,
+): Promise<void> {
+  let off = 0;
+  while (off < p.length) off += await conn.write(off === 0 ? p : p.subarray(off));
+}
+
+/**
+ * One forwarded connection on a session.
+ *
+ * @example
+ * ```ts ignore
+ * const stream = new Stream(7, conn, host, { log });
+ * stream.start(); // after the open succeeded
+ * ```
+ */
+export class Stream {
+  readonly id: number;
+  readonly conn: ByteConn;
+  readonly openedAt = Date.now();
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  #host: StreamHost;
+  #log: Logger;
+  #onEnd?: (summary: StreamSummary) => void;
+
+  #sendCredit = INITIAL_WINDOW_BYTES;
+  #creditWaiter: (() => void) | null = null;
+
+  #recvQueue: Uint8Array[] = [];
+  #recvHead = 0;
+  /** Bytes the peer may still send before it needs more credit from us. */
+  #recvWindow = INITIAL_WINDOW_BYTES;
+  #ungranted = 0;
+  #writing = false;
+
+  #finSent = false;
+  #finReceived = false;
+  #writeClosed = false;
+  #ended = false;
+
+  constructor(id: number, conn: ByteConn, host: StreamHost, options: StreamOptions) {
+    this.id = id;
+    this.conn = conn;
+    this.#host = host;
+    this.#log = options.log;
+    this.#onEnd = options.onEnd;
+  }
+
+  /** True once the stream has ended and released its socket. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Start reading the local socket. Call once the open succeeded. */
+  start(): void {
+    this.#pump().catch((err) => this.reset(`internal error: ${errorMessage(err)}`));
+  }
+
+  async #pump(): Promise<void> {
+    let size = SMALL_READ;
+    while (!this.#ended) {
+      while (this.#sendCredit === 0 && !this.#ended) {
+        await new Promise<void>((resolve) => (this.#creditWaiter = resolve));
+      }
+      if (this.#ended) return;
+      const want = Math.min(size, this.#sendCredit);
+      const buf = new Uint8Array(FRAME_HEADER_BYTES + want);
+      let n: number | null;
+      try {
+        n = await this.conn.read(buf.subarray(FRAME_HEADER_BYTES));
+      } catch (err) {
+        if (!this.#ended) this.reset(`read failed: ${errorMessage(err)}`);
+        return;
+      }
+      if (this.#ended) return;
+      if (n === null) {
+        this.#finSent = true;
+        this.#host.send({ tag: Tag.FIN, stream: this.id });
+        this.#maybeDone();
+        return;
+      }
+      this.#sendCredit -= n;
+      this.bytesSent += n;
+      writeFrameHeader(buf, Tag.DATA, this.id, n);
+      this.#host.sendFrame(buf.subarray(0, FRAME_HEADER_BYTES + n));
+      // A busy socket earns a large buffer; an idle one keeps a small one.
+      if (n === want && size < MAX_DATA_BYTES) size = Math.min(size * 4, MAX_DATA_BYTES);
+      else if (n < size / 8 && size > SMALL_READ) size = Math.max(size / 4, SMALL_READ);
+      const wait = this.#host.backpressure();
+      if (wait) await wait;
+    }
+  }
+
+  /** Bytes from the peer. Throws ProtocolError when the peer overran its credit. */
+  onData(data: Uint8Array): void {
+    if (this.#ended) return;
+    if (this.#finReceived) {
+      throw new ProtocolError(`Cannot accept DATA on stream ${this.id}: after FIN`);
+    }
+    if (data.length > this.#recvWindow) {
+      throw new ProtocolError(
+        `Cannot accept DATA on stream ${this.id}: ${data.length} bytes exceeds the remaining credit of ${this.#recvWindow}`,
+      );
+    }
+    this.#recvWindow -= data.length;
+    this.#recvQueue.push(data);
+    if (!this.#writing) this.#drain();
+  }
+
+  /** More credit from the peer. */
+  onWindow(credit: number): void {
+    if (this.#ended) return;
+    this.#sendCredit += credit;
+    if (this.#sendCredit > 2 * INITIAL_WINDOW_BYTES) {
+      throw new ProtocolError(
+        `Cannot accept WINDOW on stream ${this.id}: credit ${this.#sendCredit} overflows`,
+      );
+    }
+    const wake = this.#creditWaiter;
+    this.#creditWaiter = null;
+    wake?.();
+  }
+
+  /** The peer will send no more bytes. */
+  onFin(): void {
+    if (this.#ended) return;
+    if (this.#finReceived) {
+      throw new ProtocolError(`Cannot accept FIN on stream ${this.id}: sent twice`);
+    }
+    this.#finReceived = true;
+    if (!this.#writing) this.#drain();
+  }
+
+  /** The peer dropped the stream. */
+  onReset(reason: string): void {
+    this.#end(`reset by peer: ${reason}`);
+  }
+
+  /** Drop the stream now and tell the peer why. */
+  reset(reason: string): void {
+    if (this.#ended) return;
+    this.#host.send({ tag: Tag.RESET, stream: this.id, reason });
+    this.#end(reason);
+  }
+
+  /** Close the local socket without telling the peer (the session is gone). */
+  abort(reason: string): void {
+    this.#end(reason);
+  }
+
+  async #drain(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#recvHead < this.#recvQueue.length && !this.#ended) {
+        const chunk = this.#recvQueue[this.#recvHead++];
+        await writeAll(this.conn, chunk);
+        this.bytesReceived += chunk.length;
+        this.#ungranted += chunk.length;
+        const empty = this.#recvHead === this.#recvQueue.length;
+        if (empty) {
+          this.#recvQueue = [];
+          this.#recvHead = 0;
+        }
+        if (!this.#ended && (this.#ungranted >= GRANT_THRESHOLD || empty)) {
+          this.#recvWindow += this.#ungranted;
+          this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit: this.#ungranted });
+          this.#ungranted = 0;
+        }
+      }
+      if (this.#finReceived && !this.#writeClosed && !this.#ended) {
+        this.#writeClosed = true;
+        await this.conn.closeWrite();
+        this.#maybeDone();
+      }
+    } catch (err) {
+      if (!this.#ended) this.reset(`write failed: ${errorMessage(err)}`);
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  #maybeDone(): void {
+    if (this.#finSent && this.#writeClosed) this.#end("done");
+  }
+
+  #end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#recvQueue = [];
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the other direction.
+    }
+    const wake = this.#creditWaiter;
+    this.#creditWaiter = null;
+    wake?.();
+    this.#host.release(this);
+    const summary: StreamSummary = {
+      id: this.id,
+      bytesSent: this.bytesSent,
+      bytesReceived: this.bytesReceived,
+      durationMs: Date.now() - this.openedAt,
+      reason,
+    };
+    if (reason !== "done") this.#log.debug("stream reset", { reason });
+    this.#onEnd?.(summary);
+  }
+}

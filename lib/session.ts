@@ -1,0 +1,757 @@
+/**
+ * One session over one link: the handshake on each side, then typed messages,
+ * heartbeats, streams and a close with a reason.
+ *
+ * The Console and the Daemon both use {@linkcode Session}; its `role` decides
+ * which messages it may send and accept (see `SENDERS` in `protocol.ts`).
+ *
+ * @module
+ */
+
+import { encodeMessage, FrameDecoder, tagName } from "./codec.ts";
+import {
+  errorMessage,
+  HandshakeError,
+  OpenError,
+  ProtocolError,
+  SessionClosedError,
+} from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { type ByteConn, Stream, type StreamHost, type StreamSummary } from "./mux.ts";
+import {
+  authTranscript,
+  CAPABILITIES,
+  type ChallengeMessage,
+  type CloseCode,
+  DEAD_PEER_MS,
+  HEARTBEAT_MS,
+  MAX_FRAME_BYTES,
+  MAX_HANDSHAKE_FRAME_BYTES,
+  MAX_STREAMS,
+  type Message,
+  type OpenMessage,
+  PROTOCOL_VERSION,
+  type ResolveMessage,
+  type Role,
+  SENDERS,
+  Tag,
+} from "./protocol.ts";
+
+/** Send-queue size above which streams wait before reading more. */
+const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/** Frames smaller than this are batched into one write. */
+const BATCH_BYTES = 256 * 1024;
+/** How long the Console waits for an OPEN_OK or OPEN_ERR. */
+const OPEN_TIMEOUT_MS = 20_000;
+/** How long a resolve may take. */
+const RESOLVE_TIMEOUT_MS = 15_000;
+
+/**
+ * Reads messages from a link, keeping any that arrive beyond the one asked
+ * for. The handshake and the session loop share one reader, so no byte is
+ * lost between them.
+ */
+export class MessageReader {
+  #link: ByteConn;
+  #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES });
+  #queue: Message[] = [];
+  #buf = new Uint8Array(256 * 1024);
+
+  constructor(link: ByteConn) {
+    this.#link = link;
+  }
+
+  /** Raise the frame cap once the peer is authenticated. */
+  trust(): void {
+    this.#decoder.maxFrameBytes = MAX_FRAME_BYTES;
+  }
+
+  /** Every message now available, reading the link once if none is queued; null at end of link. */
+  async batch(): Promise<Message[] | null> {
+    while (this.#queue.length === 0) {
+      const n = await this.#link.read(this.#buf);
+      if (n === null) return null;
+      this.#queue = this.#decoder.push(this.#buf.subarray(0, n));
+    }
+    const out = this.#queue;
+    this.#queue = [];
+    return out;
+  }
+
+  /** The next message; throws SessionClosedError at end of link. */
+  async next(): Promise<Message> {
+    if (this.#queue.length === 0) {
+      const got = await this.batch();
+      if (got === null) {
+        throw new SessionClosedError("closed", "Cannot read: the peer closed the connection");
+      }
+      this.#queue = got;
+    }
+    return this.#queue.shift()!;
+  }
+}
+
+/**
+ * Serializes frames onto the link. Small frames are batched into one write;
+ * large ones go as they are.
+ */
+export class FrameWriter {
+  #link: ByteConn;
+  #queue: Uint8Array[] = [];
+  #head = 0;
+  #queued = 0;
+  #running = false;
+  #failed: unknown = null;
+  #drainWaiters: (() => void)[] = [];
+  #idleWaiters: (() => void)[] = [];
+  #onError: (err: unknown) => void;
+
+  constructor(link: ByteConn, onError: (err: unknown) => void) {
+    this.#link = link;
+    this.#onError = onError;
+  }
+
+  /** Bytes queued and not yet written. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** Queue a frame. */
+  push(frame: Uint8Array): void {
+    if (this.#failed) return;
+    this.#queue.push(frame);
+    this.#queued += frame.length;
+    if (!this.#running) this.#run();
+  }
+
+  /** A promise while over the high-water mark, else null. */
+  backpressure(): Promise<void> | null {
+    if (this.#queued < SEND_HIGH_WATER || this.#failed) return null;
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Resolves when everything queued so far is written (or the link failed). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#head < this.#queue.length) {
+        let chunk = this.#queue[this.#head++];
+        if (chunk.length < BATCH_BYTES && this.#head < this.#queue.length) {
+          let total = chunk.length;
+          let end = this.#head;
+          while (end < this.#queue.length && total + this.#queue[end].length <= BATCH_BYTES) {
+            total += this.#queue[end++].length;
+          }
+          if (end > this.#head) {
+            const joined = new Uint8Array(total);
+            joined.set(chunk);
+            let at = chunk.length;
+            for (; this.#head < end; this.#head++) {
+              joined.set(this.#queue[this.#head], at);
+              at += this.#queue[this.#head].length;
+            }
+            chunk = joined;
+          }
+        }
+        if (this.#head === this.#queue.length) {
+          this.#queue = [];
+          this.#head = 0;
+        }
+        let off = 0;
+        while (off < chunk.length) {
+          off += await this.#link.write(off === 0 ? chunk : chunk.subarray(off));
+        }
+        this.#queued -= chunk.length;
+        if (this.#queued < SEND_HIGH_WATER / 2 && this.#drainWaiters.length > 0) {
+          for (const wake of this.#drainWaiters.splice(0)) wake();
+        }
+      }
+    } catch (err) {
+      this.#failed = err ?? new Error("write failed");
+      this.#queue = [];
+      this.#head = 0;
+      this.#queued = 0;
+      for (const wake of this.#drainWaiters.splice(0)) wake();
+      this.#onError(err);
+    } finally {
+      this.#running = false;
+      for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+}
+
+/** Send one message on a link outside a session (during the handshake). */
+async function sendNow(link: ByteConn, msg: Message): Promise<void> {
+  const bytes = encodeMessage(msg);
+  let off = 0;
+  while (off < bytes.length) off += await link.write(bytes.subarray(off));
+}
+
+function expectTag<T extends Message["tag"]>(
+  msg: Message,
+  tag: T,
+  during: string,
+): Extract<Message, { tag: T }> {
+  if (msg.tag !== tag) {
+    throw new ProtocolError(`Cannot ${during}: expected ${tagName(tag)}, got ${tagName(msg.tag)}`);
+  }
+  return msg as Extract<Message, { tag: T }>;
+}
+
+function base64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s).replace(/=+$/, "");
+}
+
+/** What the Console learns from a Daemon's hello and auth. */
+export interface DaemonClaim {
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+  /** Base64 certificate DER. */
+  readonly cert: string;
+  readonly signature: string;
+  readonly token: string | null;
+  /** The nonce the signature must cover. */
+  readonly nonce: string;
+}
+
+/**
+ * Console side of the handshake, after TLS: read hello, check the version,
+ * send the challenge, read auth. The caller verifies the signature and
+ * decides to accept, hold pending or reject.
+ *
+ * @example
+ * ```ts ignore
+ * const reader = new MessageReader(tlsConn);
+ * const claim = await consoleHandshake(tlsConn, reader);
+ * ```
+ */
+export async function consoleHandshake(
+  link: ByteConn,
+  reader: MessageReader,
+): Promise<DaemonClaim> {
+  const hello = expectTag(await reader.next(), Tag.HELLO, "start session");
+  if (hello.version !== PROTOCOL_VERSION) {
+    const reason = hello.version > PROTOCOL_VERSION
+      ? `the Daemon speaks protocol v${hello.version}, this Console speaks v${PROTOCOL_VERSION}: upgrade the Console`
+      : `the Daemon speaks protocol v${hello.version}, this Console speaks v${PROTOCOL_VERSION}: upgrade the Daemon`;
+    await sendNow(link, { tag: Tag.REJECT, code: "version", reason });
+    throw new HandshakeError("version", `Cannot start session: ${reason}`);
+  }
+  const nonce = base64(crypto.getRandomValues(new Uint8Array(32)));
+  await sendNow(link, {
+    tag: Tag.CHALLENGE,
+    version: PROTOCOL_VERSION,
+    capabilities: CAPABILITIES,
+    nonce,
+  });
+  const auth = expectTag(await reader.next(), Tag.AUTH, "authenticate Daemon");
+  return { ...auth, nonce };
+}
+
+/** Options for {@linkcode daemonHandshake}. */
+export interface DaemonHandshakeOptions {
+  /** The pinned Console fingerprint; it has been checked by the TLS layer. */
+  readonly consoleFingerprint: string;
+  /** Base64 of this Daemon's certificate DER. */
+  readonly cert: string;
+  /** Signs the auth transcript with this Daemon's identity key. */
+  readonly sign: (data: Uint8Array) => Promise<string>;
+  readonly token: string | null;
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+  /** Called when the Console holds the session for the operator. */
+  readonly onPending: () => void;
+}
+
+/**
+ * Daemon side of the handshake, after TLS and the pin check: hello, sign the
+ * challenge, then wait for accept or reject. Answers heartbeats while it waits.
+ * Returns the session id the Console gave.
+ *
+ * @example
+ * ```ts ignore
+ * const id = await daemonHandshake(link, reader, { consoleFingerprint, cert, sign, token: null, host, user, os, onPending });
+ * ```
+ */
+export async function daemonHandshake(
+  link: ByteConn,
+  reader: MessageReader,
+  options: DaemonHandshakeOptions,
+): Promise<string> {
+  await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: CAPABILITIES });
+  const first = await reader.next();
+  if (first.tag === Tag.REJECT) {
+    throw new HandshakeError(first.code, `Console refused the session: ${first.reason}`);
+  }
+  const challenge: ChallengeMessage = expectTag(first, Tag.CHALLENGE, "start session");
+  if (challenge.version !== PROTOCOL_VERSION) {
+    throw new HandshakeError(
+      "version",
+      `Cannot start session: the Console speaks protocol v${challenge.version}, this Daemon speaks v${PROTOCOL_VERSION}: upgrade the ${
+        challenge.version > PROTOCOL_VERSION ? "Daemon" : "Console"
+      }`,
+    );
+  }
+  const signature = await options.sign(authTranscript(challenge.nonce, options.consoleFingerprint));
+  await sendNow(link, {
+    tag: Tag.AUTH,
+    host: options.host,
+    user: options.user,
+    os: options.os,
+    cert: options.cert,
+    signature,
+    token: options.token,
+  });
+  while (true) {
+    const msg = await reader.next();
+    switch (msg.tag) {
+      case Tag.PENDING:
+        options.onPending();
+        break;
+      case Tag.PING:
+        await sendNow(link, { tag: Tag.PONG, seq: msg.seq });
+        break;
+      case Tag.ACCEPT:
+        reader.trust();
+        return msg.session;
+      case Tag.REJECT:
+        throw new HandshakeError(msg.code, `Console refused the session: ${msg.reason}`);
+      case Tag.CLOSE:
+        throw new HandshakeError("closed", `Console closed the session: ${msg.reason}`);
+      default:
+        throw new ProtocolError(`Cannot wait for acceptance: unexpected ${tagName(msg.tag)}`);
+    }
+  }
+}
+
+/** Why a session ended. */
+export interface SessionEnd {
+  readonly code: CloseCode;
+  readonly reason: string;
+  /** True when the peer (not this side) ended it. */
+  readonly remote: boolean;
+  /** True when the peer asked not to reconnect. */
+  readonly final: boolean;
+}
+
+/** Callbacks a session owner provides. */
+export interface SessionHandlers {
+  /** Daemon only: the Console asks for a stream. */
+  onOpen?(msg: OpenMessage): void;
+  /** Daemon only: the Console asks to resolve a name. */
+  onResolve?(msg: ResolveMessage): void;
+  onChat(text: string): void;
+  /** Once, when the session has ended and every stream is closed. */
+  onEnd(end: SessionEnd): void;
+}
+
+/** Options for {@linkcode Session}. */
+export interface SessionOptions {
+  readonly role: Role;
+  readonly id: string;
+  readonly log: Logger;
+  readonly handlers: SessionHandlers;
+  /** Defaults from protocol.ts; tests shorten them. */
+  readonly heartbeatMs?: number;
+  readonly deadPeerMs?: number;
+}
+
+/** Where to open a stream to, on the Daemon's side. */
+export interface OpenTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly pfo: string;
+  readonly client: string;
+}
+
+interface PendingOpen {
+  readonly stream: Stream;
+  readonly resolve: (address: string) => void;
+  readonly reject: (err: Error) => void;
+  readonly timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * An established session: streams, chat, resolve, heartbeats and close.
+ *
+ * @example
+ * ```ts ignore
+ * const session = new Session(link, reader, { role: "console", id, log, handlers });
+ * session.run();
+ * const stream = await session.open(clientConn, { host: "db01", port: 5432, pfo: "db", client: "127.0.0.1:5000" });
+ * ```
+ */
+export class Session implements StreamHost {
+  readonly id: string;
+  readonly role: Role;
+  readonly startedAt = Date.now();
+  #peer: Role;
+  #link: ByteConn;
+  #reader: MessageReader;
+  #writer: FrameWriter;
+  #log: Logger;
+  #handlers: SessionHandlers;
+  #streams = new Map<number, Stream>();
+  #pendingOpens = new Map<number, PendingOpen>();
+  #resolves = new Map<
+    number,
+    { resolve: (a: string[]) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+  >();
+  #nextStream = 1;
+  #nextResolve = 1;
+  #lastHeard = Date.now();
+  #pingSeq = 0;
+  #heartbeat: ReturnType<typeof setInterval>;
+  #deadPeerMs: number;
+  #ended: SessionEnd | null = null;
+  #endWaiters: (() => void)[] = [];
+
+  constructor(link: ByteConn, reader: MessageReader, options: SessionOptions) {
+    this.id = options.id;
+    this.role = options.role;
+    this.#peer = options.role === "console" ? "daemon" : "console";
+    this.#link = link;
+    this.#reader = reader;
+    this.#log = options.log;
+    this.#handlers = options.handlers;
+    this.#deadPeerMs = options.deadPeerMs ?? DEAD_PEER_MS;
+    this.#writer = new FrameWriter(
+      link,
+      (err) =>
+        this.#finish("dead-peer", `Cannot write to the peer: ${errorMessage(err)}`, false, false),
+    );
+    reader.trust();
+    this.#heartbeat = setInterval(() => this.#beat(), options.heartbeatMs ?? HEARTBEAT_MS);
+  }
+
+  /** Number of open streams. */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** The open streams. */
+  streams(): IterableIterator<Stream> {
+    return this.#streams.values();
+  }
+
+  /** The end, once it has happened. */
+  get ended(): SessionEnd | null {
+    return this.#ended;
+  }
+
+  /** Resolves when the session has ended. */
+  done(): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    return new Promise((resolve) => this.#endWaiters.push(resolve));
+  }
+
+  // StreamHost
+  sendFrame(frame: Uint8Array): void {
+    if (!this.#ended) this.#writer.push(frame);
+  }
+
+  send(msg: Message): void {
+    if (!SENDERS[msg.tag].includes(this.role)) {
+      throw new TypeError(`Cannot send ${tagName(msg.tag)}: a ${this.role} may not send it`);
+    }
+    if (!this.#ended) this.#writer.push(encodeMessage(msg));
+  }
+
+  backpressure(): Promise<void> | null {
+    return this.#writer.backpressure();
+  }
+
+  release(stream: Stream): void {
+    this.#streams.delete(stream.id);
+  }
+
+  /** Read and dispatch until the link ends. Call once. */
+  async run(): Promise<void> {
+    try {
+      while (!this.#ended) {
+        const batch = await this.#reader.batch();
+        if (batch === null) {
+          this.#finish("dead-peer", "the peer closed the connection", true, false);
+          return;
+        }
+        this.#lastHeard = Date.now();
+        for (const msg of batch) {
+          if (this.#ended) return;
+          this.#dispatch(msg);
+        }
+      }
+    } catch (err) {
+      if (this.#ended) return;
+      if (err instanceof ProtocolError) {
+        this.#log.error("peer broke the protocol, closing the session", { error: err.message });
+        this.close("protocol", err.message);
+      } else {
+        this.#finish("dead-peer", `Cannot read from the peer: ${errorMessage(err)}`, false, false);
+      }
+    }
+  }
+
+  #dispatch(msg: Message): void {
+    if (!SENDERS[msg.tag].includes(this.#peer)) {
+      throw new ProtocolError(`Cannot accept ${tagName(msg.tag)}: a ${this.#peer} may not send it`);
+    }
+    switch (msg.tag) {
+      case Tag.DATA:
+        this.#streams.get(msg.stream)?.onData(msg.data);
+        return;
+      case Tag.WINDOW:
+        this.#streams.get(msg.stream)?.onWindow(msg.credit);
+        return;
+      case Tag.FIN:
+        this.#streams.get(msg.stream)?.onFin();
+        return;
+      case Tag.RESET: {
+        const pending = this.#pendingOpens.get(msg.stream);
+        if (pending) {
+          this.#settleOpen(msg.stream, new OpenError("error", msg.reason));
+          return;
+        }
+        this.#streams.get(msg.stream)?.onReset(msg.reason);
+        return;
+      }
+      case Tag.PING:
+        this.send({ tag: Tag.PONG, seq: msg.seq });
+        return;
+      case Tag.PONG:
+        return;
+      case Tag.CHAT:
+        this.#handlers.onChat(msg.text);
+        return;
+      case Tag.CLOSE:
+        this.#finish(msg.code, msg.reason, true, msg.final);
+        return;
+      case Tag.OPEN:
+        if (this.#streams.has(msg.stream)) {
+          throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
+        }
+        if (this.#streams.size >= MAX_STREAMS) {
+          this.#log.warn("stream limit reached, refusing open", { limit: MAX_STREAMS });
+          this.send({
+            tag: Tag.OPEN_ERR,
+            stream: msg.stream,
+            code: "limit",
+            reason: `the Daemon holds ${MAX_STREAMS} streams already`,
+          });
+          return;
+        }
+        this.#handlers.onOpen?.(msg);
+        return;
+      case Tag.OPEN_OK: {
+        const pending = this.#pendingOpens.get(msg.stream);
+        if (!pending) {
+          throw new ProtocolError(`Cannot accept OPEN_OK: stream ${msg.stream} is not opening`);
+        }
+        this.#settleOpen(msg.stream, msg.address);
+        return;
+      }
+      case Tag.OPEN_ERR: {
+        if (!this.#pendingOpens.has(msg.stream)) {
+          throw new ProtocolError(`Cannot accept OPEN_ERR: stream ${msg.stream} is not opening`);
+        }
+        this.#settleOpen(msg.stream, new OpenError(msg.code, msg.reason));
+        return;
+      }
+      case Tag.RESOLVE:
+        this.#handlers.onResolve?.(msg);
+        return;
+      case Tag.RESOLVE_RESULT: {
+        const waiter = this.#resolves.get(msg.id);
+        if (!waiter) return;
+        this.#resolves.delete(msg.id);
+        clearTimeout(waiter.timer);
+        if (msg.error !== null) waiter.reject(new OpenError("unresolvable", msg.error));
+        else waiter.resolve([...msg.addresses]);
+        return;
+      }
+      default:
+        throw new ProtocolError(
+          `Cannot accept ${tagName(msg.tag)}: not valid in an established session`,
+        );
+    }
+  }
+
+  #settleOpen(id: number, result: string | Error): void {
+    const pending = this.#pendingOpens.get(id);
+    if (!pending) return;
+    this.#pendingOpens.delete(id);
+    clearTimeout(pending.timer);
+    if (typeof result === "string") {
+      this.#streams.set(id, pending.stream);
+      pending.resolve(result);
+    } else {
+      pending.reject(result);
+    }
+  }
+
+  /**
+   * Console: open a stream to `target` on the Daemon's side and join it to
+   * `conn`. Resolves with the running stream and the address the Daemon
+   * reached; rejects with OpenError (target failed) or SessionClosedError.
+   */
+  open(
+    conn: ByteConn,
+    target: OpenTarget,
+    options: { log: Logger; onEnd?: (s: StreamSummary) => void },
+  ): Promise<{ stream: Stream; address: string }> {
+    if (this.#ended) {
+      return Promise.reject(
+        new SessionClosedError(this.#ended.code, "Cannot open stream: session ended"),
+      );
+    }
+    if (this.#streams.size + this.#pendingOpens.size >= MAX_STREAMS) {
+      return Promise.reject(
+        new OpenError("limit", `Cannot open stream: ${MAX_STREAMS} streams are open already`),
+      );
+    }
+    const id = this.#nextStream++;
+    const stream = new Stream(id, conn, this, {
+      log: options.log.child({ stream: id }),
+      onEnd: options.onEnd,
+    });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#settleOpen(
+          id,
+          new OpenError("timeout", `the Daemon did not answer within ${OPEN_TIMEOUT_MS} ms`),
+        );
+        this.send({ tag: Tag.RESET, stream: id, reason: "open timed out" });
+      }, OPEN_TIMEOUT_MS);
+      this.#pendingOpens.set(id, {
+        stream,
+        timer,
+        resolve: (address) => {
+          stream.start();
+          resolve({ stream, address });
+        },
+        reject,
+      });
+      this.send({ tag: Tag.OPEN, stream: id, proto: "tcp", ...target });
+    });
+  }
+
+  /** Daemon: the target for OPEN `id` is connected; start relaying. */
+  accept(
+    id: number,
+    conn: ByteConn,
+    address: string,
+    options: { log: Logger; onEnd?: (s: StreamSummary) => void },
+  ): Stream | null {
+    if (this.#ended) {
+      conn.close();
+      return null;
+    }
+    const stream = new Stream(id, conn, this, options);
+    this.#streams.set(id, stream);
+    this.send({ tag: Tag.OPEN_OK, stream: id, address });
+    stream.start();
+    return stream;
+  }
+
+  /** Console: resolve `host` with the Daemon's resolver. */
+  resolve(host: string): Promise<string[]> {
+    if (this.#ended) {
+      return Promise.reject(
+        new SessionClosedError(this.#ended.code, "Cannot resolve: session ended"),
+      );
+    }
+    const id = this.#nextResolve++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#resolves.delete(id);
+        reject(
+          new OpenError(
+            "timeout",
+            `Cannot resolve "${host}": the Daemon did not answer within ${RESOLVE_TIMEOUT_MS} ms`,
+          ),
+        );
+      }, RESOLVE_TIMEOUT_MS);
+      this.#resolves.set(id, { resolve, reject, timer });
+      this.send({ tag: Tag.RESOLVE, id, host });
+    });
+  }
+
+  /** Send a chat message. */
+  chat(text: string): void {
+    this.send({ tag: Tag.CHAT, text });
+  }
+
+  /** Wait until no stream is open, or `ms` has passed. */
+  async drain(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.#streams.size > 0 && Date.now() < deadline && !this.#ended) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(50, deadline - Date.now())));
+    }
+  }
+
+  /** End the session: tell the peer why, flush briefly, close everything. */
+  close(code: CloseCode, reason: string, options: { final?: boolean } = {}): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    this.send({ tag: Tag.CLOSE, code, reason, final: options.final ?? false });
+    const flushed = this.#writer.idle();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bounded = Promise.race([
+      flushed,
+      new Promise<void>((r) => (timer = setTimeout(r, 1000))),
+    ]);
+    return bounded.finally(() => {
+      clearTimeout(timer);
+      this.#finish(code, reason, false, options.final ?? false);
+    });
+  }
+
+  #beat(): void {
+    if (this.#ended) return;
+    const silent = Date.now() - this.#lastHeard;
+    if (silent > this.#deadPeerMs) {
+      this.#log.warn("peer is silent, ending the session", { silentMs: silent });
+      this.#finish(
+        "dead-peer",
+        `no word from the peer for ${Math.round(silent / 1000)} s`,
+        false,
+        false,
+      );
+      return;
+    }
+    this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
+  }
+
+  #finish(code: CloseCode, reason: string, remote: boolean, final: boolean): void {
+    if (this.#ended) return;
+    this.#ended = { code, reason, remote, final };
+    clearInterval(this.#heartbeat);
+    try {
+      this.#link.close();
+    } catch {
+      // Already closed.
+    }
+    for (const id of [...this.#pendingOpens.keys()]) {
+      this.#settleOpen(
+        id,
+        new SessionClosedError(code, `Cannot open stream: session ended (${reason})`),
+      );
+    }
+    for (const [id, waiter] of this.#resolves) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new SessionClosedError(code, `Cannot resolve: session ended (${reason})`));
+      this.#resolves.delete(id);
+    }
+    for (const stream of [...this.#streams.values()]) stream.abort(`session ended: ${reason}`);
+    this.#streams.clear();
+    this.#handlers.onEnd(this.#ended);
+    for (const wake of this.#endWaiters.splice(0)) wake();
+  }
+}

@@ -1,0 +1,273 @@
+import assert from "node:assert/strict";
+import { type MemoryConn, memoryConnPair } from "./_memory_conn.ts";
+import { encodeMessage } from "./codec.ts";
+import { HandshakeError, OpenError } from "./errors.ts";
+import { createLogger } from "./log.ts";
+import { INITIAL_WINDOW_BYTES, PROTOCOL_VERSION, Tag } from "./protocol.ts";
+import {
+  consoleHandshake,
+  daemonHandshake,
+  MessageReader,
+  Session,
+  type SessionEnd,
+  type SessionHandlers,
+} from "./session.ts";
+
+const log = createLogger({ level: "error" });
+
+interface Pair {
+  console: Session;
+  daemon: Session;
+  /** Target-side ends of every stream the daemon accepted, by stream id. */
+  targets: Map<number, MemoryConn>;
+  targetArrived: () => Promise<MemoryConn>;
+  ends: { console?: SessionEnd; daemon?: SessionEnd };
+  chats: { console: string[]; daemon: string[] };
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A Console and a Daemon session over a small in-memory link. */
+function sessionPair(
+  options: { linkCapacity?: number; targetCapacity?: number; daemon?: Partial<SessionHandlers> } =
+    {},
+): Pair {
+  const [consoleLink, daemonLink] = memoryConnPair(options.linkCapacity ?? 4096);
+  const targets = new Map<number, MemoryConn>();
+  const waiting: ((c: MemoryConn) => void)[] = [];
+  const ends: Pair["ends"] = {};
+  const chats = { console: [] as string[], daemon: [] as string[] };
+  const consoleSession = new Session(consoleLink, new MessageReader(consoleLink), {
+    role: "console",
+    id: "t",
+    log,
+    handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
+  });
+  const daemon: Session = new Session(daemonLink, new MessageReader(daemonLink), {
+    role: "daemon",
+    id: "t",
+    log,
+    handlers: {
+      onOpen: (msg) => {
+        if (msg.port === 1) {
+          daemon.send({
+            tag: Tag.OPEN_ERR,
+            stream: msg.stream,
+            code: "refused",
+            reason: "connection refused",
+          });
+          return;
+        }
+        const [app, relay] = memoryConnPair(options.targetCapacity ?? 4096);
+        targets.set(msg.stream, app);
+        daemon.accept(msg.stream, relay, `${msg.host}:${msg.port}`, { log });
+        waiting.shift()?.(app);
+      },
+      onResolve: (msg) =>
+        daemon.send({
+          tag: Tag.RESOLVE_RESULT,
+          id: msg.id,
+          addresses: [`10.0.0.${msg.host.length}`],
+          error: null,
+        }),
+      onChat: (t) => chats.daemon.push(t),
+      onEnd: (e) => (ends.daemon = e),
+      ...options.daemon,
+    },
+  });
+  consoleSession.run();
+  daemon.run();
+  return {
+    console: consoleSession,
+    daemon,
+    targets,
+    ends,
+    chats,
+    targetArrived: () => new Promise((resolve) => waiting.push(resolve)),
+    async [Symbol.asyncDispose]() {
+      await consoleSession.close("exit", "test over");
+      await daemon.done();
+    },
+  };
+}
+
+async function readAll(conn: MemoryConn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(7000);
+  let n: number | null;
+  while ((n = await conn.read(buf)) !== null) parts.push(buf.slice(0, n));
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function writeAll(conn: MemoryConn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off, off + 10_000));
+}
+
+function pattern(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (i * 31 + seed) & 0xff;
+  return out;
+}
+
+Deno.test("Session.open() carries bytes both ways and half-close one direction at a time", async () => {
+  await using pair = sessionPair();
+  const [client, relay] = memoryConnPair(3000);
+  const arrived = pair.targetArrived();
+  const { stream } = await pair.console.open(relay, {
+    host: "db",
+    port: 5432,
+    pfo: "db",
+    client: "c",
+  }, { log });
+  const target = await arrived;
+  const up = pattern(1_000_000, 1);
+  const down = pattern(700_000, 2);
+  // Client sends everything, then shuts its write side, and still reads the reply.
+  const clientDone = (async () => {
+    await writeAll(client, up);
+    await client.closeWrite();
+    return await readAll(client);
+  })();
+  const gotUp = await readAll(target); // ends when the client's FIN arrives
+  assert.deepEqual(gotUp, up);
+  await writeAll(target, down);
+  await target.closeWrite();
+  assert.deepEqual(await clientDone, down);
+  assert.equal(stream.bytesSent, up.length);
+  assert.equal(stream.bytesReceived, down.length);
+  while (!stream.ended) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(pair.console.streamCount, 0);
+});
+
+Deno.test("Stream flow control: a stalled reader holds at most one window and does not slow another stream", async () => {
+  await using pair = sessionPair({ targetCapacity: 1024 });
+  const [stalledClient, stalledRelay] = memoryConnPair(1024);
+  let arrived = pair.targetArrived();
+  await pair.console.open(stalledRelay, { host: "t", port: 2, pfo: "p", client: "c" }, { log });
+  const stalledTarget = await arrived;
+  // The client pushes 4 windows' worth; the target never reads.
+  const pushing = writeAll(stalledClient, pattern(4 * INITIAL_WINDOW_BYTES, 3)).catch(() => {});
+  arrived = pair.targetArrived();
+  const [client, relay] = memoryConnPair(4096);
+  await pair.console.open(relay, { host: "t", port: 3, pfo: "p", client: "c" }, { log });
+  const target = await arrived;
+  const data = pattern(3 * INITIAL_WINDOW_BYTES, 4);
+  const reading = readAll(target);
+  await writeAll(client, data);
+  await client.closeWrite();
+  assert.deepEqual(await reading, data);
+  // What the stalled stream has in flight is bounded by its window plus small socket buffers.
+  const daemonStalled = [...pair.daemon.streams()].find((s) => s.id === 1)!;
+  assert.ok(daemonStalled.bytesReceived + stalledTarget.unread <= INITIAL_WINDOW_BYTES + 2048);
+  const consoleStalled = [...pair.console.streams()].find((s) => s.id === 1)!;
+  assert.ok(consoleStalled.bytesSent <= INITIAL_WINDOW_BYTES, `sent ${consoleStalled.bytesSent}`);
+  stalledClient.close();
+  await pushing;
+});
+
+Deno.test("Session.open() rejects with the Daemon's coded reason", async () => {
+  await using pair = sessionPair();
+  const [, relay] = memoryConnPair();
+  await assert.rejects(
+    pair.console.open(relay, { host: "t", port: 1, pfo: "p", client: "c" }, { log }),
+    (e) => e instanceof OpenError && e.code === "refused",
+  );
+});
+
+Deno.test("Session chat, resolve and close reach the other side", async () => {
+  const pair = sessionPair();
+  pair.console.chat("hello daemon");
+  pair.daemon.chat("hello console");
+  assert.deepEqual(await pair.console.resolve("db01"), ["10.0.0.4"]);
+  assert.deepEqual(pair.chats.daemon, ["hello daemon"]);
+  assert.deepEqual(pair.chats.console, ["hello console"]);
+  await pair.daemon.close("closed", "user closed", { final: true });
+  await pair.console.done();
+  assert.equal(pair.ends.console?.remote, true);
+  assert.equal(pair.ends.console?.reason, "user closed");
+  assert.equal(pair.ends.console?.final, true);
+});
+
+Deno.test("Session closes with a protocol error when the peer sends what its role may not", async () => {
+  const [consoleLink, daemonLink] = memoryConnPair();
+  let end: SessionEnd | undefined;
+  const session = new Session(consoleLink, new MessageReader(consoleLink), {
+    role: "console",
+    id: "t",
+    log,
+    handlers: { onChat: () => {}, onEnd: (e) => (end = e) },
+  });
+  session.run();
+  // A Daemon that tries to open a stream on the Console.
+  await daemonLink.write(
+    encodeMessage({
+      tag: Tag.OPEN,
+      stream: 1,
+      proto: "tcp",
+      host: "x",
+      port: 22,
+      pfo: "p",
+      client: "c",
+    }),
+  );
+  await session.done();
+  assert.equal(end?.code, "protocol");
+  assert.match(end!.reason, /a daemon may not send it/);
+});
+
+Deno.test("Session notices a silent peer", async () => {
+  const [consoleLink] = memoryConnPair();
+  let end: SessionEnd | undefined;
+  const session = new Session(consoleLink, new MessageReader(consoleLink), {
+    role: "console",
+    id: "t",
+    log,
+    heartbeatMs: 20,
+    deadPeerMs: 100,
+    handlers: { onChat: () => {}, onEnd: (e) => (end = e) },
+  });
+  session.run();
+  await session.done();
+  assert.equal(end?.code, "dead-peer");
+});
+
+Deno.test("consoleHandshake() and daemonHandshake() agree, and a version mismatch says who must upgrade", async () => {
+  const [c, d] = memoryConnPair(512);
+  const cr = new MessageReader(c);
+  let pending = false;
+  const daemonSide = daemonHandshake(d, new MessageReader(d), {
+    consoleFingerprint: "SHA256:x",
+    cert: "Y2VydA",
+    sign: () => Promise.resolve("c2ln"),
+    token: "tok",
+    host: "home",
+    user: "ann",
+    os: "linux",
+    onPending: () => (pending = true),
+  });
+  const claim = await consoleHandshake(c, cr);
+  assert.equal(claim.host, "home");
+  assert.equal(claim.token, "tok");
+  await c.write(encodeMessage({ tag: Tag.PENDING }));
+  await c.write(encodeMessage({ tag: Tag.ACCEPT, session: "s9" }));
+  assert.equal(await daemonSide, "s9");
+  assert.ok(pending);
+
+  const [c2, d2] = memoryConnPair(512);
+  const consoleSide = consoleHandshake(c2, new MessageReader(c2));
+  await d2.write(
+    encodeMessage({ tag: Tag.HELLO, version: PROTOCOL_VERSION + 1, capabilities: [] }),
+  );
+  await assert.rejects(
+    consoleSide,
+    (e) => e instanceof HandshakeError && /upgrade the Console/.test(e.message),
+  );
+  const reply = await new MessageReader(d2).next();
+  assert.equal(reply.tag, Tag.REJECT);
+});
