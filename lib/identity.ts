@@ -12,6 +12,7 @@
 
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { writeFileAtomic } from "./settings.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 
 x509.cryptoProvider.set(crypto);
@@ -59,24 +60,6 @@ export interface Identity {
   readonly created: boolean;
   /** Problems worth telling the user about, e.g. a key file others can read. */
   readonly warnings: readonly string[];
-}
-
-/**
- * The identity files that sit beside a settings file:
- * `portferry-console.yaml` → `portferry-console.key`, `.crt`, `.trust.json`.
- *
- * @example
- * ```ts
- * import { identityPaths } from "./identity.ts";
- * const p = identityPaths("/etc/portferry-console.yaml");
- * if (p.key !== "/etc/portferry-console.key" || p.trust !== "/etc/portferry-console.trust.json") {
- *   throw new Error(JSON.stringify(p));
- * }
- * ```
- */
-export function identityPaths(settingsPath: string): IdentityPaths & { trust: string } {
-  const base = settingsPath.replace(/\.(ya?ml)$/i, "");
-  return { key: `${base}.key`, cert: `${base}.crt`, trust: `${base}.trust.json` };
 }
 
 /**
@@ -353,7 +336,7 @@ export class TrustStore {
 
   async #save(entries: TrustedDaemon[]): Promise<void> {
     const text = JSON.stringify({ daemons: entries }, null, 2) + "\n";
-    await _writeFileAtomic(this.path, new TextEncoder().encode(text), 0o600);
+    await writeFileAtomic(this.path, text);
     this.#entries = entries;
   }
 }
@@ -407,11 +390,10 @@ async function _createIdentity(paths: IdentityPaths, role: Role): Promise<Identi
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
   const keyPem = x509.PemConverter.encode(pkcs8.buffer, "PRIVATE KEY") + "\n";
   const certPem = cert.toString("pem") + "\n";
-  const encoder = new TextEncoder();
   // Key first: a crash in between leaves a key without a certificate, which
   // loading reports instead of silently replacing.
-  await _writeFileAtomic(paths.key, encoder.encode(keyPem), 0o600);
-  await _writeFileAtomic(paths.cert, encoder.encode(certPem), 0o644);
+  await writeFileAtomic(paths.key, keyPem);
+  await writeFileAtomic(paths.cert, certPem);
   return { ...(await _parseIdentity(paths, keyPem, certPem)), created: true, warnings: [] };
 }
 
@@ -464,26 +446,6 @@ async function _readIfExists(path: string): Promise<string | null> {
     return await Deno.readTextFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
-  }
-}
-
-/**
- * Replace `path` with `data` so readers see the old or the new file, never a
- * part. The file is created with `mode` from the start.
- * TODO: switch to `writeFileAtomic` from settings.ts once it lands.
- */
-async function _writeFileAtomic(path: string, data: Uint8Array, mode: number): Promise<void> {
-  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16)).join(
-    "",
-  );
-  const tmp = `${path}.${suffix}.tmp`;
-  try {
-    await Deno.writeFile(tmp, data, { mode, createNew: true });
-    if (Deno.build.os !== "windows") await Deno.chmod(tmp, mode);
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
     throw err;
   }
 }

@@ -3,7 +3,6 @@ import * as nodeCrypto from "node:crypto";
 import {
   fingerprintFromHex,
   fingerprintOf,
-  identityPaths,
   isFingerprint,
   loadOrCreateIdentity,
   signChallenge,
@@ -35,6 +34,7 @@ Deno.test("loadOrCreateIdentity() creates an owner-only key that reloads to the 
     assert.ok(isFingerprint(first.fingerprint), first.fingerprint);
     assert.equal(first.fingerprint, await fingerprintOf(first.certDer));
     if (isPosix) assert.equal((await Deno.stat(paths.key)).mode! & 0o777, 0o600);
+    if (isPosix) assert.equal((await Deno.stat(paths.cert)).mode! & 0o777, 0o600);
     assert.deepEqual((await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort(), [
       "portferry-daemon.crt",
       "portferry-daemon.key",
@@ -127,14 +127,6 @@ Deno.test("loadOrCreateIdentity() names the file that does not parse or does not
       () => loadOrCreateIdentity(a, { role: "daemon" }),
       (err: Error) => err.message.includes(`key "${a.key}" is not`),
     );
-  });
-});
-
-Deno.test("identityPaths() puts the files beside the settings file", () => {
-  assert.deepEqual(identityPaths("dir/portferry-console.yaml"), {
-    key: "dir/portferry-console.key",
-    cert: "dir/portferry-console.crt",
-    trust: "dir/portferry-console.trust.json",
   });
 });
 
