@@ -31,6 +31,7 @@ import {
   type Message,
   type OpenMessage,
   PROTOCOL_VERSION,
+  type RejectCode,
   type ResolveMessage,
   type Role,
   SENDERS,
@@ -185,8 +186,15 @@ export class FrameWriter {
   }
 }
 
-/** Send one message on a link outside a session (during the handshake). */
-async function sendNow(link: ByteConn, msg: Message): Promise<void> {
+/**
+ * Send one message on a link outside a session (during the handshake).
+ *
+ * @example
+ * ```ts ignore
+ * await sendNow(link, { tag: Tag.REJECT, code: "busy", reason: "another Daemon holds the session" });
+ * ```
+ */
+export async function sendNow(link: ByteConn, msg: Message): Promise<void> {
   const bytes = encodeMessage(msg);
   let off = 0;
   while (off < bytes.length) off += await link.write(bytes.subarray(off));
@@ -551,17 +559,15 @@ export class Session implements StreamHost {
         this.#handlers.onOpen?.(msg);
         return;
       case Tag.OPEN_OK: {
-        const pending = this.#pendingOpens.get(msg.stream);
-        if (!pending) {
-          throw new ProtocolError(`Cannot accept OPEN_OK: stream ${msg.stream} is not opening`);
+        if (!this.#pendingOpens.has(msg.stream)) {
+          // We gave up on this open (timeout); the Daemon connected anyway.
+          this.send({ tag: Tag.RESET, stream: msg.stream, reason: "open abandoned by the Console" });
+          return;
         }
         this.#settleOpen(msg.stream, msg.address);
         return;
       }
       case Tag.OPEN_ERR: {
-        if (!this.#pendingOpens.has(msg.stream)) {
-          throw new ProtocolError(`Cannot accept OPEN_ERR: stream ${msg.stream} is not opening`);
-        }
         this.#settleOpen(msg.stream, new OpenError(msg.code, msg.reason));
         return;
       }
@@ -701,6 +707,17 @@ export class Session implements StreamHost {
   close(code: CloseCode, reason: string, options: { final?: boolean } = {}): Promise<void> {
     if (this.#ended) return Promise.resolve();
     this.send({ tag: Tag.CLOSE, code, reason, final: options.final ?? false });
+    return this.#flushAndFinish(code, reason, options.final ?? false);
+  }
+
+  /** Refuse a session still waiting for acceptance, with a coded reason. */
+  reject(code: RejectCode, reason: string): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    this.send({ tag: Tag.REJECT, code, reason });
+    return this.#flushAndFinish("closed", `rejected: ${reason}`, true);
+  }
+
+  #flushAndFinish(code: CloseCode, reason: string, final: boolean): Promise<void> {
     const flushed = this.#writer.idle();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const bounded = Promise.race([
@@ -709,7 +726,7 @@ export class Session implements StreamHost {
     ]);
     return bounded.finally(() => {
       clearTimeout(timer);
-      this.#finish(code, reason, false, options.final ?? false);
+      this.#finish(code, reason, false, final);
     });
   }
 

@@ -1,0 +1,384 @@
+/**
+ * portferry Console: `deno task console [subcommand]`.
+ *
+ * With no subcommand it runs the Console. The subcommands talk to the running
+ * Console found through its settings file (`--config`, any position).
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import {
+  EXIT,
+  exitSignals,
+  extractGlobalOptions,
+  interactive,
+  printErr,
+  printOut,
+  runLogger,
+  runMain,
+  stdinLines,
+  UsageError,
+  VERSION,
+} from "./lib/cli.ts";
+import { callControl, ControlCallError } from "./lib/control.ts";
+import {
+  type ConsoleStatus,
+  type Decision,
+  type PeerInfo,
+  runConsole,
+} from "./lib/console/server.ts";
+import type { PfoStatus } from "./lib/console/pfos.ts";
+import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
+import { errorMessage } from "./lib/errors.ts";
+import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
+
+function buildProgram(settingsPath: string) {
+  const program = new Command("console")
+    .name("deno task console")
+    .usage("[options] [command]")
+    .description(
+      "portferry Console: accept a Daemon's session and forward ports to its network.\n" +
+        "With no command, runs the Console.",
+    )
+    .version(VERSION, "-V, --version")
+    .exitOverride()
+    .showHelpAfterError(true)
+    .configureOutput({
+      writeOut: (s) => printOut(s.trimEnd()),
+      writeErr: (s) => printErr(s.trimEnd()),
+    })
+    .option("--config <file>", `settings file (default: ${settingsPath})`)
+    .option("--log-level <level>", "debug, info, warn or error")
+    .option("--log-format <format>", "text or json")
+    .option("--session <[host:]port>", "where Daemons connect (default 0.0.0.0:7470)")
+    .option("--auto-accept", "accept every Daemon without asking")
+    .option("--token-file <file>", "accept Daemons that present this shared token, reject the rest")
+    .option("--headless", "never prompt; accept pending sessions with `session accept`")
+    .allowExcessArguments(false);
+
+  const control = (command: string, body: Record<string, unknown> = {}) =>
+    callControl(settingsPaths(settingsPath).control, command, body, "Console");
+
+  program.command("fingerprint")
+    .description("print this Console's identity fingerprint (creates the identity on first use)")
+    .action(async () => {
+      const paths = settingsPaths(settingsPath);
+      const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+        role: "console",
+      });
+      printOut(identity.fingerprint);
+    });
+
+  program.command("status")
+    .description("show the session and every PFO")
+    .option("--json", "print JSON only")
+    .action(async (opts) => {
+      const status = await control("status") as ConsoleStatus;
+      if (opts.json) return printOut(JSON.stringify(status, null, 2));
+      const s = status.session;
+      printOut(`fingerprint: ${status.fingerprint}`);
+      printOut(`session port: ${status.listen}`);
+      printOut(
+        `session: ${s.state}` +
+          (s.peer
+            ? `  ${s.peer.user}@${s.peer.host} from ${s.peer.address}  ${s.peer.fingerprint}`
+            : "") +
+          (s.state === "established" ? `  streams: ${s.streams}` : ""),
+      );
+      printPfos(status.pfos);
+    });
+
+  const session = program.command("session").description("accept, reject or close the session");
+  session.command("accept")
+    .description("accept the pending session")
+    .option("--remember", "trust this Daemon's fingerprint from now on")
+    .action(async (opts) => {
+      await control("session/accept", { remember: opts.remember === true });
+      printOut("session accepted");
+    });
+  session.command("reject").description("reject the pending session").action(async () => {
+    await control("session/reject");
+    printOut("session rejected");
+  });
+  session.command("close").description("close the session (the Daemon will not reconnect)").action(
+    async () => {
+      await control("session/close");
+      printOut("session closed");
+    },
+  );
+
+  const pfo = program.command("pfo").description(
+    "create, edit, enable, disable, list and delete PFOs",
+  );
+  pfo.command("add")
+    .description("add a PFO (saved to the settings file)")
+    .argument("<name>", "1-64 characters of A-Za-z0-9._-")
+    .requiredOption("--listen <[host:]port>", "Console-side address (host defaults to 127.0.0.1)")
+    .requiredOption("--target <host:port>", "Daemon-side target, resolved on the Daemon's side")
+    .option("--disabled", "save it disabled")
+    .action(async (name, opts) => {
+      const result = await pfoCall(control, "pfo/add", {
+        name,
+        proto: "tcp",
+        listen: opts.listen,
+        target: opts.target,
+        enabled: opts.disabled !== true,
+      });
+      printPfos([result]);
+    });
+  pfo.command("edit")
+    .description("change a PFO's listen address or target")
+    .argument("<name>")
+    .option("--listen <[host:]port>", "new Console-side address")
+    .option("--target <host:port>", "new Daemon-side target")
+    .action(async (name, opts) => {
+      if (opts.listen === undefined && opts.target === undefined) {
+        throw new UsageError("pfo edit needs --listen and/or --target");
+      }
+      printPfos([
+        await pfoCall(control, "pfo/edit", { name, listen: opts.listen, target: opts.target }),
+      ]);
+    });
+  for (
+    const [verb, what] of [["enable", "start listening"], ["disable", "stop listening"]] as const
+  ) {
+    pfo.command(verb).description(`${what} (saved to the settings file)`).argument("<name>").action(
+      async (name) => {
+        printPfos([await pfoCall(control, `pfo/${verb}`, { name })]);
+      },
+    );
+  }
+  pfo.command("rm").description("delete a PFO (saved to the settings file)").argument("<name>")
+    .action(async (name) => {
+      await control("pfo/rm", { name });
+      printOut(`PFO "${name}" removed`);
+    });
+  pfo.command("list")
+    .description("list PFOs")
+    .option("--json", "print JSON only")
+    .action(async (opts) => {
+      const list = await control("pfo/list") as PfoStatus[];
+      if (opts.json) printOut(JSON.stringify(list, null, 2));
+      else printPfos(list);
+    });
+
+  program.command("chat")
+    .description("send a chat message to the Daemon's user")
+    .argument("<text...>")
+    .action(async (words) => {
+      await control("chat", { text: words.join(" ") });
+    });
+
+  program.command("resolve")
+    .description("resolve a host name on the Daemon's side")
+    .argument("<host>")
+    .option("--json", "print JSON only")
+    .action(async (host, opts) => {
+      try {
+        const result = await control("resolve", { host }) as { host: string; addresses: string[] };
+        if (opts.json) printOut(JSON.stringify({ ...result, error: null }));
+        else printOut(`${host}: ${result.addresses.join(" ")}`);
+      } catch (err) {
+        if (opts.json && err instanceof ControlCallError && err.result) {
+          printOut(JSON.stringify(err.result));
+        }
+        throw err;
+      }
+    });
+
+  const trust = program.command("trust").description("list or remove trusted Daemon fingerprints");
+  trust.command("list").option("--json", "print JSON only").action(async (opts) => {
+    let list: { fingerprint: string; source: string; host?: string; user?: string }[];
+    try {
+      list = await control("trust/list") as typeof list;
+    } catch (err) {
+      if (!(err instanceof ControlCallError) || !/not running/.test(err.message)) throw err;
+      // Not running: read the files directly.
+      const store = await TrustStore.load(settingsPaths(settingsPath).trust);
+      const { settings } = await loadConsoleSettings(settingsPath);
+      list = [
+        ...store.list().map((t) => ({ ...t, source: "trust store" })),
+        ...settings.trusted.map((fingerprint) => ({ fingerprint, source: "settings" })),
+      ];
+    }
+    if (opts.json) return printOut(JSON.stringify(list, null, 2));
+    if (list.length === 0) return printOut("no trusted Daemons");
+    for (const t of list) {
+      printOut(`${t.fingerprint}  ${t.user ?? ""}${t.host ? "@" + t.host : ""}  (${t.source})`);
+    }
+  });
+  trust.command("rm").argument("<fingerprint>").action(async (fingerprint) => {
+    await control("trust/rm", { fingerprint });
+    printOut(`${fingerprint} is no longer trusted`);
+  });
+
+  return program;
+}
+
+async function pfoCall(
+  control: (command: string, body: Record<string, unknown>) => Promise<unknown>,
+  command: string,
+  body: Record<string, unknown>,
+): Promise<PfoStatus> {
+  try {
+    return await control(command, body) as PfoStatus;
+  } catch (err) {
+    if (err instanceof ControlCallError && err.result) printPfos([err.result as PfoStatus]);
+    throw err;
+  }
+}
+
+function printPfos(list: readonly PfoStatus[]): void {
+  if (list.length === 0) return printOut("no PFOs");
+  const rows = list.map((p) => [
+    p.name,
+    p.proto,
+    p.bound.length === 1 ? p.bound[0] : p.listen,
+    p.target ?? "-",
+    p.state + (p.listeners > 1 ? `(${p.listeners})` : ""),
+    String(p.connections),
+    `${p.bytesOut}/${p.bytesIn}`,
+    p.error ?? "",
+  ]);
+  const head = ["NAME", "PROTO", "LISTEN", "TARGET", "STATE", "CONNS", "OUT/IN BYTES", "ERROR"];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  for (const row of [head, ...rows]) {
+    printOut(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  }
+}
+
+async function run(
+  settingsPath: string,
+  opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true },
+  logLevel: string | null,
+  logFormat: string | null,
+): Promise<number> {
+  const { settings } = await loadConsoleSettings(settingsPath);
+  const log = runLogger(
+    (logLevel ?? settings.logLevel) as "info",
+    (logFormat ?? settings.logFormat) as "text",
+  );
+  const isInteractive = interactive(opts.headless === true);
+  const signals = exitSignals();
+  const compiled = !Deno.mainModule.endsWith(".ts");
+  const daemonCommand = compiled
+    ? "portferry-daemon {address} --fingerprint {fingerprint}"
+    : "deno task daemon {address} --fingerprint {fingerprint}";
+
+  let answer: ((line: string) => void) | null = null;
+  const ask = isInteractive
+    ? (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
+      printOut(
+        `Accept the session from ${peer.user}@${peer.host}? [y]es / [n]o / [t]rust always: `,
+      );
+      return new Promise((resolve, reject) => {
+        answer = (line) => {
+          const a = line.trim().toLowerCase();
+          if (a === "y" || a === "yes") resolve("accept");
+          else if (a === "n" || a === "no") resolve("reject");
+          else if (a === "t" || a === "trust") resolve("trust");
+          else return printOut("Answer y, n or t: ");
+          answer = null;
+        };
+        signal.addEventListener("abort", () => {
+          answer = null;
+          reject(signal.reason);
+        }, { once: true });
+      });
+    }
+    : undefined;
+
+  try {
+    await runConsole({
+      settingsPath,
+      session: opts.session,
+      autoAccept: opts.autoAccept,
+      tokenFile: opts.tokenFile,
+      log,
+      out: printOut,
+      daemonCommand,
+      ask,
+      signal: signals.exit.signal,
+      forceSignal: signals.force.signal,
+      onReady: (_address, command) => {
+        if (!isInteractive) return;
+        printOut(
+          "Type a line to chat with the Daemon's user; /status, /close, /quit, /help for more.",
+        );
+        (async () => {
+          for await (const line of stdinLines()) {
+            if (answer) {
+              answer(line);
+              continue;
+            }
+            try {
+              await interactiveLine(line, command, signals.exit);
+            } catch (err) {
+              printOut(`error: ${errorMessage(err)}`);
+            }
+          }
+        })();
+      },
+    });
+  } finally {
+    signals.dispose();
+  }
+  return EXIT.ok;
+}
+
+async function interactiveLine(
+  line: string,
+  command: (name: string, body?: Record<string, unknown>) => Promise<unknown>,
+  exit: AbortController,
+): Promise<void> {
+  const text = line.trim();
+  if (text === "") return;
+  if (!text.startsWith("/")) {
+    await command("chat", { text });
+    return;
+  }
+  const [verb, ...rest] = text.slice(1).split(/\s+/);
+  switch (verb) {
+    case "status": {
+      const s = await command("status") as ConsoleStatus;
+      printOut(
+        `session: ${s.session.state}${
+          s.session.peer ? ` with ${s.session.peer.user}@${s.session.peer.host}` : ""
+        }`,
+      );
+      printPfos(s.pfos);
+      return;
+    }
+    case "close":
+      await command("session/close");
+      return;
+    case "resolve": {
+      const r = await command("resolve", { host: rest[0] ?? "" }) as { addresses: string[] };
+      printOut(`${rest[0]}: ${r.addresses.join(" ")}`);
+      return;
+    }
+    case "quit":
+    case "exit":
+      exit.abort();
+      return;
+    default:
+      printOut("/status  /resolve HOST  /close (end the session)  /quit (exit the Console)");
+  }
+}
+
+if (import.meta.main) {
+  let usage = () => "";
+  await runMain(async () => {
+    const { args, options } = extractGlobalOptions(Deno.args);
+    const settingsPath = options.config ?? defaultSettingsFile("console");
+    const program = buildProgram(settingsPath);
+    usage = () => program.helpInformation();
+    let exitCode: number = EXIT.ok;
+    program.action(async (opts) => {
+      exitCode = await run(settingsPath, opts, options.logLevel, options.logFormat);
+    });
+    await program.parseAsync(args, { from: "user" });
+    return exitCode;
+  }, () => usage());
+}

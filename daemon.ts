@@ -1,0 +1,141 @@
+/**
+ * portferry Daemon: `deno task daemon HOST[:PORT] --fingerprint SHA256:...`.
+ *
+ * Dials out to the Console, so nothing opens on this side. `status`, `chat`
+ * and `close` talk to the running Daemon found through its settings file.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import {
+  EXIT,
+  exitSignals,
+  extractGlobalOptions,
+  printErr,
+  printOut,
+  runLogger,
+  runMain,
+  UsageError,
+  VERSION,
+} from "./lib/cli.ts";
+import { callControl } from "./lib/control.ts";
+import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
+import { isFingerprint } from "./lib/identity.ts";
+import { formatHostPort } from "./lib/pfo.ts";
+import { defaultSettingsFile, loadDaemonSettings, settingsPaths } from "./lib/settings.ts";
+
+function buildProgram(settingsPath: string) {
+  const program = new Command("daemon")
+    .name("deno task daemon")
+    .usage("HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close")
+    .description(
+      "portferry Daemon: dial out to a Console and let it reach TCP services on this network.\n" +
+        "Shows every connection made through it.",
+    )
+    .version(VERSION, "-V, --version")
+    .exitOverride()
+    .showHelpAfterError(true)
+    .configureOutput({
+      writeOut: (s) => printOut(s.trimEnd()),
+      writeErr: (s) => printErr(s.trimEnd()),
+    })
+    .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
+    .option("--config <file>", `settings file (default: ${settingsPath})`)
+    .option("--log-level <level>", "debug, info, warn or error")
+    .option("--log-format <format>", "text or json")
+    .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
+    .option("--token-file <file>", "send the shared token in this file")
+    .option("--headless", "never prompt (the Daemon never prompts today; accepted for symmetry)")
+    .option("--no-reconnect", "exit when the session ends or cannot be set up")
+    .allowExcessArguments(false);
+
+  const control = (command: string, body: Record<string, unknown> = {}) =>
+    callControl(settingsPaths(settingsPath).control, command, body, "Daemon");
+
+  program.command("status")
+    .description("show the session and the connections made through this Daemon")
+    .option("--json", "print JSON only")
+    .action(async (opts) => {
+      const status = await control("status") as DaemonStatus;
+      if (opts.json) return printOut(JSON.stringify(status, null, 2));
+      printOut(`fingerprint: ${status.fingerprint}`);
+      printOut(`console: ${status.console}`);
+      printOut(
+        `session: ${status.session.state} (${status.session.phase})` +
+          (status.session.lastError ? `  last error: ${status.session.lastError}` : ""),
+      );
+      for (const c of status.connections) {
+        printOut(
+          `  #${c.stream} ${c.pfo}: ${c.client} -> ${c.target} (${c.address})  in ${c.bytesIn} out ${c.bytesOut}`,
+        );
+      }
+    });
+  program.command("chat")
+    .description("send a chat message to the Console's operator")
+    .argument("<text...>")
+    .action(async (words) => {
+      await control("chat", { text: words.join(" ") });
+    });
+  program.command("close")
+    .description("close the session and stop the Daemon")
+    .action(async () => {
+      await control("close");
+      printOut("session closed");
+    });
+  return program;
+}
+
+if (import.meta.main) {
+  let usage = () => "";
+  await runMain(async () => {
+    const { args, options } = extractGlobalOptions(Deno.args);
+    const settingsPath = options.config ?? defaultSettingsFile("daemon");
+    const program = buildProgram(settingsPath);
+    usage = () => program.helpInformation();
+    let exitCode: number = EXIT.ok;
+    program.action(async (consoleArg, opts) => {
+      const { settings } = await loadDaemonSettings(settingsPath);
+      const consoleAddr = consoleArg ??
+        (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
+      if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
+      const fingerprint: string | null = (opts.fingerprint as string | undefined) ??
+        settings.fingerprint;
+      if (!fingerprint) {
+        throw new UsageError(
+          "missing --fingerprint: copy it from the Console's banner or `deno task console fingerprint`",
+        );
+      }
+      if (!isFingerprint(fingerprint)) {
+        throw new UsageError(
+          `--fingerprint "${fingerprint}" is not a fingerprint: expected SHA256: and 43 base64 characters`,
+        );
+      }
+      const log = runLogger(
+        options.logLevel ?? settings.logLevel,
+        options.logFormat ?? settings.logFormat,
+      );
+      const signals = exitSignals();
+      try {
+        await runDaemon({
+          settingsPath,
+          console: consoleAddr,
+          fingerprint,
+          tokenFile: opts.tokenFile ?? settings.tokenFile,
+          reconnect: opts.reconnect && settings.reconnect,
+          backoffMaxMs: settings.backoffMaxMs,
+          connectTimeoutMs: settings.connectTimeoutMs,
+          log,
+          out: printOut,
+          signal: signals.exit.signal,
+          forceSignal: signals.force.signal,
+        });
+      } finally {
+        signals.dispose();
+      }
+      exitCode = EXIT.ok;
+    });
+    await program.parseAsync(args, { from: "user" });
+    return exitCode;
+  }, () => usage());
+}

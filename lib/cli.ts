@@ -1,0 +1,221 @@
+/**
+ * What the two entry files share: global options that work in any position,
+ * exit codes, the logger for the command line, stdin lines, signals.
+ *
+ * @module
+ */
+
+import { CommanderError } from "commander";
+import { ControlCallError } from "./control.ts";
+import { ConfigError, errorMessage, HandshakeError } from "./errors.ts";
+import {
+  createLogger,
+  isLogLevel,
+  LOG_LEVELS,
+  type LogFormat,
+  type Logger,
+  type LogLevel,
+} from "./log.ts";
+
+/** portferry's version, shown by `--version`. */
+export const VERSION = "0.1.0";
+
+/** Exit codes. */
+export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
+
+/** Options every command takes, in any position. */
+export interface GlobalOptions {
+  readonly config: string | null;
+  readonly logLevel: LogLevel | null;
+  readonly logFormat: LogFormat | null;
+}
+
+/** A usage error: the entry prints it with the usage text and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+const GLOBAL_FLAGS = ["--config", "--log-level", "--log-format"] as const;
+
+/**
+ * Take `--config FILE`, `--log-level L` and `--log-format F` out of `args`,
+ * wherever they stand, so that every subcommand accepts them.
+ *
+ * @example
+ * ```ts
+ * import { extractGlobalOptions } from "./cli.ts";
+ * const { args, options } = extractGlobalOptions(["pfo", "list", "--config=a.yaml", "--json"]);
+ * if (options.config !== "a.yaml" || args.join(" ") !== "pfo list --json") throw new Error("bad");
+ * ```
+ */
+export function extractGlobalOptions(
+  argv: readonly string[],
+): { args: string[]; options: GlobalOptions } {
+  const args: string[] = [];
+  const found: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") {
+      args.push(...argv.slice(i));
+      break;
+    }
+    const flag = GLOBAL_FLAGS.find((f) => arg === f || arg.startsWith(f + "="));
+    if (!flag) {
+      args.push(arg);
+      continue;
+    }
+    let value: string | undefined;
+    if (arg.length > flag.length) value = arg.slice(flag.length + 1);
+    else value = argv[++i];
+    if (value === undefined || value === "") {
+      throw new UsageError(`option '${flag} <value>' argument missing`);
+    }
+    found[flag] = value;
+  }
+  const level = found["--log-level"];
+  if (level !== undefined && !isLogLevel(level)) {
+    throw new UsageError(
+      `option '--log-level' must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`,
+    );
+  }
+  const format = found["--log-format"];
+  if (format !== undefined && format !== "text" && format !== "json") {
+    throw new UsageError(`option '--log-format' must be text or json, got "${format}"`);
+  }
+  return {
+    args,
+    options: {
+      config: found["--config"] ?? null,
+      logLevel: (level as LogLevel | undefined) ?? null,
+      logFormat: (format as LogFormat | undefined) ?? null,
+    },
+  };
+}
+
+const encoder = new TextEncoder();
+
+/** Write a line to stdout, never throwing on a closed pipe. */
+export function printOut(text: string): void {
+  try {
+    Deno.stdout.writeSync(encoder.encode(text + "\n"));
+  } catch {
+    // stdout closed: nothing to do.
+  }
+}
+
+/** Write a line to stderr. */
+export function printErr(text: string): void {
+  try {
+    Deno.stderr.writeSync(encoder.encode(text + "\n"));
+  } catch {
+    // stderr closed: nothing to do.
+  }
+}
+
+/** The run-mode logger: records go to stdout, with the program's display, in order. */
+export function runLogger(level: LogLevel, format: LogFormat): Logger {
+  return createLogger({ level, format, sink: (line) => printOut(line) });
+}
+
+/** True when someone can answer prompts. */
+export function interactive(headless: boolean): boolean {
+  if (headless) return false;
+  try {
+    return Deno.stdin.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Lines typed on stdin, one at a time, until stdin ends.
+ */
+export async function* stdinLines(): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  const buf = new Uint8Array(4096);
+  while (true) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) break;
+    pending += decoder.decode(buf.subarray(0, n), { stream: true });
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, nl).replace(/\r$/, "");
+      pending = pending.slice(nl + 1);
+    }
+  }
+  if (pending) yield pending;
+}
+
+/**
+ * Signals: the first SIGINT/SIGTERM aborts `exit` (drain, then stop), a
+ * second aborts `force` (stop now).
+ */
+export function exitSignals(): { exit: AbortController; force: AbortController; dispose(): void } {
+  const exit = new AbortController();
+  const force = new AbortController();
+  const names: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT", "SIGBREAK"]
+    : ["SIGINT", "SIGTERM"];
+  const handler = () => {
+    if (!exit.signal.aborted) exit.abort();
+    else force.abort();
+  };
+  for (const name of names) Deno.addSignalListener(name, handler);
+  return {
+    exit,
+    force,
+    dispose() {
+      for (const name of names) Deno.removeSignalListener(name, handler);
+    },
+  };
+}
+
+/**
+ * Run a CLI main function and exit with portferry's codes: 0 ok, 1 runtime
+ * error (reason on stderr), 2 bad usage (usage text on stderr).
+ */
+export async function runMain(
+  main: () => Promise<number | void>,
+  usage: () => string,
+): Promise<never> {
+  let code: number = EXIT.ok;
+  try {
+    code = (await main()) ?? EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      code = err.code === "commander.helpDisplayed" || err.code === "commander.version" ||
+          err.code === "commander.help"
+        ? EXIT.ok
+        : EXIT.usage;
+    } else if (err instanceof UsageError) {
+      printErr(`error: ${err.message}\n`);
+      printErr(usage());
+      code = EXIT.usage;
+    } else {
+      printErr(`error: ${describeError(err)}`);
+      code = EXIT.runtime;
+    }
+  }
+  Deno.exit(code);
+}
+
+/** A runtime error as one or more readable lines, with its causes. */
+export function describeError(err: unknown): string {
+  if (err instanceof Deno.errors.NotCapable) {
+    return `${err.message}: a permission flag is missing (see README, "Permissions")`;
+  }
+  if (
+    err instanceof ConfigError || err instanceof HandshakeError || err instanceof ControlCallError
+  ) return err.message;
+  let text = errorMessage(err);
+  let cause = err instanceof Error ? err.cause : undefined;
+  for (let depth = 0; cause !== undefined && depth < 3; depth++) {
+    text += `\n  caused by: ${errorMessage(cause)}`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return text;
+}

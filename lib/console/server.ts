@@ -1,0 +1,698 @@
+/**
+ * The Console: accepts Daemon sessions on the session port, decides who may
+ * hold the one session, runs the PFO listeners and the local control API.
+ *
+ * @module
+ */
+
+import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
+import { errorMessage, HandshakeError } from "../errors.ts";
+import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
+import type { Logger } from "../log.ts";
+import {
+  formatHostPort,
+  parseHostPort,
+  type PfoSpec,
+  resolvePfo,
+  validatePfoName,
+} from "../pfo.ts";
+import {
+  authTranscript,
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_CHAT_CHARS,
+  MAX_PENDING_HANDSHAKES,
+  type RejectCode,
+  Tag,
+} from "../protocol.ts";
+import { consoleHandshake, type DaemonClaim, MessageReader, sendNow, Session } from "../session.ts";
+import {
+  type ConsoleSettings,
+  loadConsoleSettings,
+  parseConsoleSettings,
+  readTokenFile,
+  settingsPaths,
+  updateConsoleSettings,
+  watchSettings,
+} from "../settings.ts";
+import { listenSessions } from "../tls.ts";
+import { PfoManager, type PfoStatus } from "./pfos.ts";
+
+/** Session states as `status` shows them. */
+export type SessionState = "none" | "pending" | "established" | "closing";
+
+/** Who is on the other end. */
+export interface PeerInfo {
+  readonly address: string;
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+  readonly fingerprint: string;
+}
+
+/** What `status --json` prints. */
+export interface ConsoleStatus {
+  readonly session: {
+    readonly state: SessionState;
+    readonly id: string | null;
+    readonly since: string | null;
+    readonly peer: PeerInfo | null;
+    readonly streams: number;
+  };
+  readonly fingerprint: string;
+  readonly listen: string;
+  readonly settings: string;
+  readonly pfos: readonly PfoStatus[];
+}
+
+/** The operator's answer to a pending session. */
+export type Decision = "accept" | "reject" | "trust";
+
+/** Options for {@linkcode runConsole}. */
+export interface ConsoleOptions {
+  readonly settingsPath: string;
+  /** `--session [HOST:]PORT`, overriding the settings. */
+  readonly session?: string;
+  /** `--auto-accept`, overriding the settings. */
+  readonly autoAccept?: boolean;
+  /** `--token-file F`, overriding the settings. */
+  readonly tokenFile?: string;
+  readonly log: Logger;
+  /** Operator display: banner, chat, prompts (stdout). */
+  readonly out: (text: string) => void;
+  /** How the Daemon's user runs the Daemon, for the banner. */
+  readonly daemonCommand: string;
+  /**
+   * Ask the operator about a pending session (interactive mode). Absent in
+   * headless mode: the session waits for `session accept|reject`.
+   */
+  readonly ask?: (peer: PeerInfo, signal: AbortSignal) => Promise<Decision>;
+  /** Aborted on exit (SIGINT/SIGTERM): drain, then stop. */
+  readonly signal: AbortSignal;
+  /** Aborted on force exit: stop now. */
+  readonly forceSignal?: AbortSignal;
+  /**
+   * Called once the Console serves, with its bound session address and a way
+   * to run control commands in-process (the interactive screen uses it).
+   */
+  readonly onReady?: (
+    address: string,
+    command: (name: string, body?: Record<string, unknown>) => Promise<unknown>,
+  ) => void;
+}
+
+interface Current {
+  session: Session;
+  state: SessionState;
+  peer: PeerInfo;
+  since: Date;
+  /** Abort an open operator prompt. */
+  prompt: AbortController;
+}
+
+/**
+ * Run the Console until `signal` aborts.
+ *
+ * @example
+ * ```ts ignore
+ * await runConsole({ settingsPath, log, out: console.log, daemonCommand, signal });
+ * ```
+ */
+export async function runConsole(options: ConsoleOptions): Promise<void> {
+  const { log, out } = options;
+  const paths = settingsPaths(options.settingsPath);
+  const loaded = await loadConsoleSettings(options.settingsPath);
+  let settings = loaded.settings;
+  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+    role: "console",
+  });
+  for (const warning of identity.warnings ?? []) log.warn(warning);
+  const trust = await TrustStore.load(paths.trust);
+  let token = await loadToken(settings);
+
+  async function loadToken(s: ConsoleSettings): Promise<string | null> {
+    const file = options.tokenFile ?? s.tokenFile;
+    return file ? await readTokenFile(file) : null;
+  }
+  function autoAccept(): boolean {
+    return options.autoAccept ?? settings.autoAccept;
+  }
+
+  let current: Current | null = null;
+  /** Daemons accepted during this run: a reconnect takes its session back without a prompt. */
+  const acceptedBefore = new Set<string>();
+  let pendingHandshakes = 0;
+
+  const pfos = new PfoManager({
+    log,
+    session: () => (current?.state === "established" ? current.session : null),
+  });
+
+  // --- session port ---------------------------------------------------------
+  const sessionAddr = options.session === undefined
+    ? settings.session
+    : parseHostPort(options.session, { defaultHost: "0.0.0.0", allowPortZero: true });
+  let listener: Deno.TlsListener;
+  try {
+    listener = listenSessions({ hostname: sessionAddr.host, port: sessionAddr.port, identity });
+  } catch (cause) {
+    const reason = cause instanceof Deno.errors.AddrInUse
+      ? "address already in use"
+      : errorMessage(cause);
+    throw new Error(
+      `Cannot listen for Daemons on ${
+        formatHostPort(sessionAddr.host, sessionAddr.port)
+      }: ${reason}`,
+      { cause },
+    );
+  }
+  const bound = listener.addr as Deno.NetAddr;
+  const boundText = formatHostPort(bound.hostname, bound.port);
+
+  // --- PFOs start listening now, whatever the session state -----------------
+  applyPfos(settings.pfos);
+
+  function applyPfos(specs: readonly PfoSpec[]): void {
+    pfos.apply(specs);
+  }
+
+  // --- status ---------------------------------------------------------------
+  function status(): ConsoleStatus {
+    return {
+      session: {
+        state: current?.state ?? "none",
+        id: current?.session.id ?? null,
+        since: current?.since.toISOString() ?? null,
+        peer: current?.peer ?? null,
+        streams: current?.session.streamCount ?? 0,
+      },
+      fingerprint: identity.fingerprint,
+      listen: boundText,
+      settings: options.settingsPath,
+      pfos: pfos.list(),
+    };
+  }
+
+  // --- deciding who holds the session ---------------------------------------
+  function accept(c: Current, how: string): void {
+    c.state = "established";
+    c.since = new Date();
+    c.session.send({ tag: Tag.ACCEPT, session: c.session.id });
+    acceptedBefore.add(c.peer.fingerprint);
+    log.info("session established", { session: c.session.id, how, ...peerFields(c.peer) });
+    out(`Session established with ${describe(c.peer)} (${how})`);
+  }
+
+  async function rejectCurrent(c: Current, code: RejectCode, reason: string): Promise<void> {
+    c.prompt.abort();
+    log.info("session rejected", { session: c.session.id, code, reason, ...peerFields(c.peer) });
+    await c.session.reject(code, reason);
+  }
+
+  function trusted(fingerprint: string): boolean {
+    return trust.has(fingerprint) || settings.trusted.includes(fingerprint);
+  }
+
+  async function onAuthenticated(
+    conn: Deno.TlsConn,
+    reader: MessageReader,
+    claim: DaemonClaim,
+    fingerprint: string,
+  ) {
+    const peer: PeerInfo = {
+      address: addrText(conn.remoteAddr),
+      host: claim.host,
+      user: claim.user,
+      os: claim.os,
+      fingerprint,
+    };
+    let takeOver = false;
+    if (current) {
+      if (current.peer.fingerprint !== fingerprint) {
+        log.warn("session refused: busy", {
+          ...peerFields(peer),
+          holder: current.peer.fingerprint,
+        });
+        await refuse(
+          conn,
+          "busy",
+          `the Console already has a ${current.state} session with another Daemon`,
+        );
+        return;
+      }
+      takeOver = current.state === "established";
+      log.info("the same Daemon connected again, replacing its stale session", {
+        session: current.session.id,
+      });
+      const old = current;
+      current = null;
+      old.prompt.abort();
+      await old.session.close("replaced", "the same Daemon connected again");
+    }
+    if (token !== null && !timingSafeEqual(claim.token ?? "", token)) {
+      log.warn("session refused: bad token", peerFields(peer));
+      await refuse(
+        conn,
+        "token",
+        claim.token === null ? "this Console requires a token (--token-file)" : "wrong token",
+      );
+      return;
+    }
+    const id = Array.from(
+      crypto.getRandomValues(new Uint8Array(4)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const slog = log.child({ session: id });
+    const c: Current = {
+      peer,
+      state: "pending",
+      since: new Date(),
+      prompt: new AbortController(),
+      session: new Session(conn, reader, {
+        role: "console",
+        id,
+        log: slog,
+        handlers: {
+          onChat: (text) => out(`[chat] ${peer.user}@${peer.host}: ${printable(text)}`),
+          onEnd: (end) => {
+            c.prompt.abort();
+            if (current === c) current = null;
+            slog.info("session ended", {
+              code: end.code,
+              reason: end.reason,
+              by: end.remote ? "daemon" : "console",
+            });
+            out(`Session with ${describe(peer)} ended: ${end.reason}`);
+          },
+        },
+      }),
+    };
+    current = c;
+    c.session.run();
+    if (token !== null) return accept(c, "token");
+    if (takeOver) return accept(c, "took over its stale session");
+    if (autoAccept()) return accept(c, "auto-accept");
+    if (trusted(fingerprint)) return accept(c, "trusted fingerprint");
+    if (acceptedBefore.has(fingerprint)) return accept(c, "accepted earlier in this run");
+    c.session.send({ tag: Tag.PENDING });
+    slog.info("session pending: waiting for the operator", peerFields(peer));
+    out(
+      `Daemon ${describe(peer)} asks for a session.\n  fingerprint: ${peer.fingerprint}\n` +
+        (options.ask
+          ? ""
+          : "  accept: deno task console session accept    reject: deno task console session reject"),
+    );
+    if (options.ask) {
+      options.ask(peer, c.prompt.signal).then(async (decision) => {
+        if (current !== c || c.state !== "pending") return;
+        if (decision === "reject") {
+          return await rejectCurrent(c, "rejected", "the Console operator rejected the session");
+        }
+        if (decision === "trust") {
+          await trust.add({ fingerprint, host: peer.host, user: peer.user });
+        }
+        accept(c, decision === "trust" ? "operator, remembered as trusted" : "operator");
+      }, () => {});
+    }
+  }
+
+  async function refuse(conn: Deno.TlsConn, code: RejectCode, reason: string): Promise<void> {
+    try {
+      await sendNow(conn, { tag: Tag.REJECT, code, reason });
+    } catch {
+      // The peer is gone already.
+    }
+    closeQuietly(conn);
+  }
+
+  async function handleLink(conn: Deno.TlsConn): Promise<void> {
+    const remote = addrText(conn.remoteAddr);
+    if (pendingHandshakes >= MAX_PENDING_HANDSHAKES) {
+      log.warn("too many pending handshakes, dropping a new one", {
+        remote,
+        limit: MAX_PENDING_HANDSHAKES,
+      });
+      closeQuietly(conn);
+      return;
+    }
+    pendingHandshakes++;
+    const timer = setTimeout(() => {
+      log.warn("handshake timed out", { remote, ms: HANDSHAKE_TIMEOUT_MS });
+      closeQuietly(conn);
+    }, HANDSHAKE_TIMEOUT_MS);
+    let reader: MessageReader;
+    let claim: DaemonClaim;
+    let fingerprint: string;
+    try {
+      await conn.handshake();
+      reader = new MessageReader(conn);
+      claim = await consoleHandshake(conn, reader);
+      fingerprint = await verifyChallenge(
+        claim.cert,
+        claim.signature,
+        authTranscript(claim.nonce, identity.fingerprint),
+      );
+    } catch (err) {
+      log.warn("session attempt failed", { remote, error: errorMessage(err) });
+      if (!(err instanceof HandshakeError)) closeQuietly(conn);
+      else closeQuietly(conn);
+      return;
+    } finally {
+      clearTimeout(timer);
+      pendingHandshakes--;
+    }
+    try {
+      await onAuthenticated(conn, reader, claim, fingerprint);
+    } catch (err) {
+      log.error("session setup failed", { remote, error: errorMessage(err) });
+      closeQuietly(conn);
+    }
+  }
+
+  const acceptLoop = (async () => {
+    while (true) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+          return;
+        }
+        log.warn("session accept failed", { error: errorMessage(err) });
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      handleLink(conn);
+    }
+  })();
+
+  // --- control --------------------------------------------------------------
+  function requirePfo(body: Record<string, unknown>): string {
+    const name = String(body.name ?? "");
+    if (!pfos.has(name)) {
+      throw new ControlError(`Cannot find PFO "${name}": see \`pfo list\``, { status: 404 });
+    }
+    return name;
+  }
+
+  function requireSession(what: string): Session {
+    if (current?.state !== "established") {
+      throw new ControlError(
+        `Cannot ${what}: no session is established (state: ${current?.state ?? "none"})`,
+        {
+          status: 409,
+        },
+      );
+    }
+    return current.session;
+  }
+
+  async function savePfos(
+    change: Parameters<typeof updateConsoleSettings>[1],
+    name: string | null,
+  ) {
+    settings = await updateConsoleSettings(options.settingsPath, change);
+    applyPfos(settings.pfos);
+    if (name === null) return null;
+    const s = pfos.status(name);
+    if (s && (s.state === "error" || s.state === "partial")) {
+      throw new ControlError(`PFO "${name}" saved, but ${s.error}`, { status: 500, result: s });
+    }
+    return s ?? null;
+  }
+
+  const handlers: Record<string, ControlHandler> = {
+    status: () => status(),
+    "session/accept": async (body) => {
+      const c = current;
+      if (!c || c.state !== "pending") {
+        throw new ControlError(
+          `Cannot accept: no session is pending (state: ${c?.state ?? "none"})`,
+          { status: 409 },
+        );
+      }
+      c.prompt.abort();
+      if (body.remember === true) {
+        await trust.add({ fingerprint: c.peer.fingerprint, host: c.peer.host, user: c.peer.user });
+      }
+      accept(c, body.remember === true ? "operator, remembered as trusted" : "operator");
+      return status().session;
+    },
+    "session/reject": async () => {
+      const c = current;
+      if (!c || c.state !== "pending") {
+        throw new ControlError(
+          `Cannot reject: no session is pending (state: ${c?.state ?? "none"})`,
+          { status: 409 },
+        );
+      }
+      await rejectCurrent(c, "rejected", "the Console operator rejected the session");
+      return { state: "none" };
+    },
+    "session/close": async () => {
+      const c = current;
+      if (!c) throw new ControlError("Cannot close: there is no session", { status: 409 });
+      c.state = "closing";
+      if (c.session.ended === null) {
+        await c.session.close("closed", "the Console operator closed the session", { final: true });
+      }
+      return { state: "none" };
+    },
+    "pfo/add": async (body) => {
+      const spec: PfoSpec = {
+        name: String(body.name),
+        proto: body.proto === undefined ? "tcp" : String(body.proto) as PfoSpec["proto"],
+        listen: String(body.listen),
+        target: body.target === undefined || body.target === null ? null : String(body.target),
+        enabled: body.enabled !== false,
+      };
+      try {
+        validatePfoName(spec.name);
+        resolvePfo(spec);
+      } catch (err) {
+        throw new ControlError(errorMessage(err), { status: 400 });
+      }
+      if (pfos.has(spec.name)) {
+        throw new ControlError(
+          `Cannot add PFO "${spec.name}": the name is taken; pick another or use \`pfo edit\``,
+          {
+            status: 409,
+          },
+        );
+      }
+      return await savePfos({ op: "addPfo", pfo: spec }, spec.name);
+    },
+    "pfo/edit": async (body) => {
+      const name = requirePfo(body);
+      const changes: { listen?: string; target?: string } = {};
+      if (body.listen !== undefined) changes.listen = String(body.listen);
+      if (body.target !== undefined) changes.target = String(body.target);
+      if (Object.keys(changes).length === 0) {
+        throw new ControlError(`Cannot edit PFO "${name}": give --listen and/or --target`, {
+          status: 400,
+        });
+      }
+      const old = settings.pfos.find((p) => p.name === name)!;
+      try {
+        resolvePfo({ ...old, ...changes });
+      } catch (err) {
+        throw new ControlError(errorMessage(err), { status: 400 });
+      }
+      return await savePfos({ op: "editPfo", name, changes }, name);
+    },
+    "pfo/enable": async (body) =>
+      await savePfos(
+        { op: "setPfoEnabled", name: requirePfo(body), enabled: true },
+        requirePfo(body),
+      ),
+    "pfo/disable": async (body) =>
+      await savePfos(
+        { op: "setPfoEnabled", name: requirePfo(body), enabled: false },
+        requirePfo(body),
+      ),
+    "pfo/rm": async (body) => {
+      const name = requirePfo(body);
+      await savePfos({ op: "removePfo", name }, null);
+      return { removed: name };
+    },
+    "pfo/list": () => pfos.list(),
+    chat: (body) => {
+      const text = String(body.text ?? "");
+      if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
+        throw new ControlError(`Cannot chat: the message must be 1..${MAX_CHAT_CHARS} characters`, {
+          status: 400,
+        });
+      }
+      requireSession("chat").chat(text);
+      return { sent: text };
+    },
+    resolve: async (body) => {
+      const host = String(body.host ?? "");
+      const session = requireSession(`resolve "${host}"`);
+      try {
+        return { host, addresses: await session.resolve(host) };
+      } catch (err) {
+        throw new ControlError(
+          `Cannot resolve "${host}" on the Daemon's side: ${errorMessage(err)}`,
+          {
+            status: 502,
+            result: { host, addresses: [], error: errorMessage(err) },
+          },
+        );
+      }
+    },
+    "trust/list": () => [
+      ...trust.list().map((t) => ({ ...t, source: "trust store" })),
+      ...settings.trusted.map((fingerprint) => ({ fingerprint, source: "settings" })),
+    ],
+    "trust/rm": async (body) => {
+      const fingerprint = String(body.fingerprint ?? "");
+      const fromStore = await trust.remove(fingerprint);
+      const inSettings = settings.trusted.includes(fingerprint);
+      if (inSettings) {
+        settings = await updateConsoleSettings(options.settingsPath, {
+          op: "removeTrusted",
+          fingerprint,
+        });
+      }
+      if (!fromStore && !inSettings) {
+        throw new ControlError(
+          `Cannot remove "${fingerprint}": it is not trusted (see \`trust list\`)`,
+          { status: 404 },
+        );
+      }
+      acceptedBefore.delete(fingerprint);
+      if (current?.peer.fingerprint === fingerprint && !autoAccept() && token === null) {
+        log.info("trust removed for the live session's Daemon, closing it", {
+          session: current.session.id,
+        });
+        await current.session.close(
+          "untrusted",
+          "the Console operator removed this Daemon's trust",
+          { final: true },
+        );
+      }
+      return { removed: fingerprint };
+    },
+  };
+  const control = await serveControl({ path: paths.control, log, handlers });
+
+  // --- settings file edits are picked up live -------------------------------
+  const watchAbort = new AbortController();
+  watchSettings(options.settingsPath, {
+    parse: parseConsoleSettings,
+    knownText: loaded.text,
+    signal: watchAbort.signal,
+    onChange: async (next) => {
+      settings = next;
+      try {
+        token = await loadToken(next);
+      } catch (err) {
+        log.error("token file unreadable, keeping the previous token", {
+          error: errorMessage(err),
+        });
+      }
+      applyPfos(next.pfos);
+      log.info("settings reloaded", { pfos: next.pfos.length });
+    },
+    onError: (err) =>
+      log.error("settings file is invalid, keeping the running settings", { error: err.message }),
+  }).catch((err) => log.error("settings watch stopped", { error: errorMessage(err) }));
+
+  // --- ready ----------------------------------------------------------------
+  out(`portferry Console`);
+  out(`  settings:    ${options.settingsPath}`);
+  out(`  fingerprint: ${identity.fingerprint}`);
+  out(`  Daemon command (run it on the machine behind the firewall):`);
+  out(
+    `    ${
+      options.daemonCommand.replace("{address}", daemonAddress(bound)).replace(
+        "{fingerprint}",
+        identity.fingerprint,
+      )
+    }${token !== null ? " --token-file TOKEN_FILE" : ""}`,
+  );
+  out(`Console listening for Daemons on ${boundText}`);
+  log.info("console ready", {
+    listen: boundText,
+    fingerprint: identity.fingerprint,
+    control: control.port,
+  });
+  options.onReady?.(boundText, async (command, body) => await handlers[command](body ?? {}));
+
+  // --- exit -----------------------------------------------------------------
+  await new Promise<void>((resolve) => {
+    if (options.signal.aborted) resolve();
+    options.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  const force = options.forceSignal;
+  log.info("exiting", { graceMs: force?.aborted ? 0 : settings.graceMs });
+  watchAbort.abort();
+  closeQuietly(listener);
+  pfos.closeAll();
+  const c = current as Current | null;
+  if (c && c.session.ended === null) {
+    c.prompt.abort();
+    if (!force?.aborted && c.state === "established" && c.session.streamCount > 0) {
+      out(`Draining ${c.session.streamCount} open connection(s) for up to ${settings.graceMs} ms`);
+      const forced = new Promise<void>((r) =>
+        force?.addEventListener("abort", () => r(), { once: true })
+      );
+      await Promise.race([c.session.drain(settings.graceMs), forced]);
+    }
+    await c.session.close("exit", "the Console is exiting");
+  }
+  await control.close();
+  await acceptLoop;
+}
+
+function addrText(addr: Deno.Addr): string {
+  const a = addr as Deno.NetAddr;
+  return formatHostPort(a.hostname, a.port);
+}
+
+function daemonAddress(bound: Deno.NetAddr): string {
+  if (bound.hostname !== "0.0.0.0" && bound.hostname !== "::") {
+    return formatHostPort(bound.hostname, bound.port);
+  }
+  let host = "CONSOLE_HOST";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // --allow-sys=hostname not granted: leave the placeholder.
+  }
+  return formatHostPort(host, bound.port);
+}
+
+function peerFields(peer: PeerInfo) {
+  return { remote: peer.address, host: peer.host, user: peer.user, fingerprint: peer.fingerprint };
+}
+
+function describe(peer: PeerInfo): string {
+  return `${peer.user}@${peer.host} (${peer.os}) from ${peer.address}`;
+}
+
+/**
+ * Chat text as the receiver sees it: verbatim, except terminal control
+ * characters, which are shown escaped so a peer cannot drive the terminal.
+ *
+ * @example
+ * ```ts
+ * import { printable } from "./server.ts";
+ * if (printable("hi\x1b[2J") !== "hi\\x1b[2J") throw new Error(printable("hi\x1b[2J"));
+ * ```
+ */
+export function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(
+    /[\x00-\x08\x0b-\x1f\x7f]/g,
+    (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
+function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
+}

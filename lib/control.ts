@@ -1,0 +1,219 @@
+/**
+ * Local control: how CLI subcommands talk to the running Console or Daemon.
+ *
+ * The running program serves HTTP on 127.0.0.1 at a port the system picks,
+ * and writes `{ pid, port, secret }` to its control file beside its settings
+ * (owner-only). A subcommand reads that file and sends the secret as a bearer
+ * token. Requests from anywhere but loopback, or without the secret, are
+ * refused.
+ *
+ * @module
+ */
+
+import { errorMessage } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { writeFileAtomic } from "./settings.ts";
+
+/** What the control file holds. */
+export interface ControlFile {
+  readonly pid: number;
+  readonly port: number;
+  readonly secret: string;
+}
+
+/** A failure a handler reports to the caller, with the result so far. */
+export class ControlError extends Error {
+  readonly status: number;
+  readonly result: unknown;
+  constructor(
+    message: string,
+    options: { status?: number; result?: unknown; cause?: unknown } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "ControlError";
+    this.status = options.status ?? 400;
+    this.result = options.result ?? null;
+  }
+}
+
+/** A control command: gets the request body, returns the result. */
+export type ControlHandler = (body: Record<string, unknown>) => unknown | Promise<unknown>;
+
+/** Options for {@linkcode serveControl}. */
+export interface ControlServerOptions {
+  /** Path of the control file to write. */
+  readonly path: string;
+  readonly handlers: Readonly<Record<string, ControlHandler>>;
+  readonly log: Logger;
+}
+
+/** A running control server. */
+export interface ControlServer extends AsyncDisposable {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Compare two secrets in time that does not depend on where they differ.
+ *
+ * @example
+ * ```ts
+ * import { timingSafeEqual } from "./control.ts";
+ * if (!timingSafeEqual("abc", "abc") || timingSafeEqual("abc", "abd")) throw new Error("bad");
+ * ```
+ */
+export function timingSafeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+function isLoopback(host: string): boolean {
+  return host === "::1" || host.startsWith("127.") || host === "::ffff:127.0.0.1";
+}
+
+/**
+ * Serve control requests on 127.0.0.1 and write the control file.
+ *
+ * @example
+ * ```ts ignore
+ * await using control = await serveControl({ path, handlers: { status: () => ({}) }, log });
+ * ```
+ */
+export async function serveControl(options: ControlServerOptions): Promise<ControlServer> {
+  const secret = Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+  const { log, handlers } = options;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req, info) => {
+      const remote = (info.remoteAddr as Deno.NetAddr).hostname;
+      if (!isLoopback(remote)) {
+        return Response.json({ error: "Control is local only" }, {
+          status: 403,
+        });
+      }
+      const auth = req.headers.get("authorization") ?? "";
+      if (!timingSafeEqual(auth, `Bearer ${secret}`)) {
+        log.warn("control request refused: bad or missing secret", { remote });
+        return Response.json({ error: "Cannot run command: bad or missing control secret" }, {
+          status: 401,
+        });
+      }
+      const command = new URL(req.url).pathname.slice(1);
+      const handler = Object.hasOwn(handlers, command) ? handlers[command] : undefined;
+      if (req.method !== "POST" || !handler) {
+        return Response.json({ error: `Cannot run command: unknown command "${command}"` }, {
+          status: 404,
+        });
+      }
+      let body: Record<string, unknown>;
+      try {
+        const parsed = await req.json();
+        if (
+          typeof parsed !== "object" || parsed === null || Array.isArray(parsed)
+        ) throw new TypeError("not an object");
+        body = parsed;
+      } catch (cause) {
+        return Response.json({
+          error: `Cannot run command: body is not a JSON object (${errorMessage(cause)})`,
+        }, {
+          status: 400,
+        });
+      }
+      try {
+        return Response.json({ result: (await handler(body)) ?? null });
+      } catch (err) {
+        if (err instanceof ControlError) {
+          return Response.json({
+            error: err.message,
+            result: err.result,
+          }, { status: err.status });
+        }
+        log.error("control command failed", { command, error: errorMessage(err) });
+        return Response.json({ error: errorMessage(err) }, { status: 500 });
+      }
+    },
+  );
+  const port = server.addr.port;
+  const file: ControlFile = { pid: Deno.pid, port, secret };
+  await writeFileAtomic(options.path, JSON.stringify(file) + "\n", { mode: 0o600 });
+  let closed = false;
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    try {
+      const text = await Deno.readTextFile(options.path);
+      if ((JSON.parse(text) as ControlFile).secret === secret) await Deno.remove(options.path);
+    } catch {
+      // Gone or replaced by another instance: leave it.
+    }
+    await server.shutdown();
+  }
+  return { port, close, [Symbol.asyncDispose]: close };
+}
+
+/** Thrown by {@linkcode callControl}; `result` holds what the command returned with its error. */
+export class ControlCallError extends Error {
+  readonly result: unknown;
+  constructor(message: string, options: { result?: unknown; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.name = "ControlCallError";
+    this.result = options.result ?? null;
+  }
+}
+
+/**
+ * Run `command` on the program whose control file is `path`.
+ *
+ * @example
+ * ```ts ignore
+ * const status = await callControl("portferry-console.control.json", "status", {}, "Console");
+ * ```
+ */
+export async function callControl(
+  path: string,
+  command: string,
+  body: Record<string, unknown>,
+  program: "Console" | "Daemon",
+): Promise<unknown> {
+  let file: ControlFile;
+  try {
+    file = JSON.parse(await Deno.readTextFile(path));
+  } catch (cause) {
+    if (cause instanceof Deno.errors.NotFound) {
+      throw new ControlCallError(
+        `Cannot reach the ${program}: it is not running for these settings (no control file "${path}"); start it first, or pass the same --config`,
+        { cause },
+      );
+    }
+    throw new ControlCallError(`Cannot read control file "${path}": ${errorMessage(cause)}`, {
+      cause,
+    });
+  }
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${file.port}/${command}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${file.secret}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (cause) {
+    throw new ControlCallError(
+      `Cannot reach the ${program} at 127.0.0.1:${file.port}: it is not running (stale control file "${path}")`,
+      { cause },
+    );
+  }
+  const reply = await res.json() as { result?: unknown; error?: string };
+  if (!res.ok) {
+    throw new ControlCallError(reply.error ?? `${program} answered ${res.status}`, {
+      result: reply.result,
+    });
+  }
+  return reply.result;
+}

@@ -1,0 +1,397 @@
+/**
+ * The Daemon: dials out to the Console, pins its fingerprint, proves its own
+ * identity, and then does only what the wire allows a Console to ask for:
+ * connect to targets, resolve names, chat. It shows its user every
+ * connection made through it, and reconnects with back-off unless told not to.
+ *
+ * @module
+ */
+
+import { ControlError, serveControl } from "../control.ts";
+import { errorMessage, HandshakeError, OpenError } from "../errors.ts";
+import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
+import type { Logger } from "../log.ts";
+import { formatHostPort, parseHostPort } from "../pfo.ts";
+import { MAX_CHAT_CHARS, type OpenMessage, type ResolveMessage, Tag } from "../protocol.ts";
+import { daemonHandshake, MessageReader, Session } from "../session.ts";
+import { readTokenFile, settingsPaths } from "../settings.ts";
+import { connectPinned } from "../tls.ts";
+import { printable } from "../console/server.ts";
+import { connectTarget, resolveHost } from "./connector.ts";
+
+/** What the Daemon is doing now. */
+export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
+
+/** One connection made through the Daemon, as `status` shows it. */
+export interface DaemonConnection {
+  readonly stream: number;
+  readonly pfo: string;
+  readonly client: string;
+  readonly target: string;
+  readonly address: string;
+  readonly since: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** What `daemon status --json` prints: the Console's shape where it applies. */
+export interface DaemonStatus {
+  readonly session: {
+    readonly state: "none" | "pending" | "established" | "closing";
+    readonly phase: DaemonPhase;
+    readonly id: string | null;
+    readonly since: string | null;
+    readonly peer: {
+      readonly address: string;
+      readonly host: null;
+      readonly user: null;
+      readonly fingerprint: string;
+    } | null;
+    readonly streams: number;
+    readonly lastError: string | null;
+  };
+  readonly fingerprint: string;
+  readonly console: string;
+  readonly settings: string;
+  readonly pfos: readonly never[];
+  readonly connections: readonly DaemonConnection[];
+}
+
+/** Options for {@linkcode runDaemon}. */
+export interface DaemonOptions {
+  readonly settingsPath: string;
+  /** The Console's `HOST[:PORT]`. */
+  readonly console: string;
+  /** The pinned Console fingerprint. */
+  readonly fingerprint: string;
+  readonly tokenFile: string | null;
+  readonly reconnect: boolean;
+  readonly backoffMaxMs: number;
+  readonly connectTimeoutMs: number;
+  readonly log: Logger;
+  /** The Daemon user's display (stdout). */
+  readonly out: (text: string) => void;
+  readonly signal: AbortSignal;
+  readonly forceSignal?: AbortSignal;
+  /** Drain time on exit. */
+  readonly graceMs?: number;
+}
+
+/** Failures that retrying cannot fix. */
+const PERMANENT = new Set(["fingerprint", "version", "token", "rejected", "identity", "untrusted"]);
+
+/**
+ * Run the Daemon until the session ends for good or `signal` aborts. Throws
+ * {@linkcode HandshakeError} when it cannot get (or keep) a session and
+ * will not retry.
+ *
+ * @example
+ * ```ts ignore
+ * await runDaemon({ settingsPath, console: "office:7470", fingerprint, tokenFile: null, reconnect: true, backoffMaxMs: 15000, connectTimeoutMs: 10000, log, out: console.log, signal });
+ * ```
+ */
+export async function runDaemon(options: DaemonOptions): Promise<void> {
+  const { log, out, signal } = options;
+  const paths = settingsPaths(options.settingsPath);
+  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+    role: "daemon",
+  });
+  for (const warning of identity.warnings) log.warn(warning);
+  const token = options.tokenFile ? await readTokenFile(options.tokenFile) : null;
+  const consoleAddr = parseHostPort(options.console);
+  const consoleText = formatHostPort(consoleAddr.host, consoleAddr.port);
+  const certB64 = btoa(String.fromCharCode(...identity.certDer));
+  const facts = whoAmI();
+
+  let phase: DaemonPhase = "connecting";
+  let session: Session | null = null;
+  let sessionSince: Date | null = null;
+  let lastError: string | null = null;
+  const connections = new Map<number, Omit<DaemonConnection, "bytesIn" | "bytesOut">>();
+  let stopRequested = false;
+  const wake = new AbortController();
+
+  function status(): DaemonStatus {
+    const live = session && session.ended === null ? session : null;
+    const streams = new Map(live ? [...live.streams()].map((s) => [s.id, s]) : []);
+    return {
+      session: {
+        state: phase === "pending" ? "pending" : phase === "established" ? "established" : "none",
+        phase,
+        id: live?.id ?? null,
+        since: sessionSince?.toISOString() ?? null,
+        peer: { address: consoleText, host: null, user: null, fingerprint: options.fingerprint },
+        streams: live?.streamCount ?? 0,
+        lastError,
+      },
+      fingerprint: identity.fingerprint,
+      console: consoleText,
+      settings: options.settingsPath,
+      pfos: [],
+      connections: [...connections.values()].map((c) => ({
+        ...c,
+        bytesIn: streams.get(c.stream)?.bytesSent ?? 0,
+        bytesOut: streams.get(c.stream)?.bytesReceived ?? 0,
+      })),
+    };
+  }
+
+  function requireSession(what: string): Session {
+    if (phase !== "established" || !session || session.ended) {
+      throw new ControlError(`Cannot ${what}: no session is established (now: ${phase})`, {
+        status: 409,
+      });
+    }
+    return session;
+  }
+
+  const control = await serveControl({
+    path: paths.control,
+    log,
+    handlers: {
+      status: () => status(),
+      chat: (body) => {
+        const text = String(body.text ?? "");
+        if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
+          throw new ControlError(
+            `Cannot chat: the message must be 1..${MAX_CHAT_CHARS} characters`,
+            { status: 400 },
+          );
+        }
+        requireSession("chat").chat(text);
+        return { sent: text };
+      },
+      close: async () => {
+        stopRequested = true;
+        const s = session;
+        if (s && s.ended === null) {
+          await s.close("closed", "the Daemon's user closed the session", { final: true });
+        }
+        wake.abort();
+        return { state: "none" };
+      },
+    },
+  });
+
+  function onOpen(s: Session, msg: OpenMessage): void {
+    const target = formatHostPort(msg.host, msg.port);
+    const slog = log.child({ session: s.id, pfo: msg.pfo, stream: msg.stream });
+    connectTarget(msg.host, msg.port, { timeoutMs: options.connectTimeoutMs }).then(
+      ({ conn, address }) => {
+        const since = new Date();
+        const stream = s.accept(msg.stream, conn, address, {
+          log: slog,
+          onEnd: (summary) => {
+            connections.delete(msg.stream);
+            slog.info("connection closed", {
+              client: msg.client,
+              target,
+              bytesIn: summary.bytesSent,
+              bytesOut: summary.bytesReceived,
+              durationMs: summary.durationMs,
+              reason: summary.reason === "done" ? undefined : summary.reason,
+            });
+          },
+        });
+        if (!stream) return;
+        connections.set(msg.stream, {
+          stream: msg.stream,
+          pfo: msg.pfo,
+          client: msg.client,
+          target,
+          address,
+          since: since.toISOString(),
+        });
+        slog.info("connection opened", { client: msg.client, target, via: address });
+      },
+      (err) => {
+        const code = err instanceof OpenError ? err.code : "error";
+        const reason = errorMessage(err);
+        slog.warn("connection failed", { client: msg.client, target, code, reason });
+        if (s.ended === null) s.send({ tag: Tag.OPEN_ERR, stream: msg.stream, code, reason });
+      },
+    );
+  }
+
+  function onResolve(s: Session, msg: ResolveMessage): void {
+    resolveHost(msg.host).then(
+      (addresses) => {
+        log.info("resolved for the Console", {
+          session: s.id,
+          host: msg.host,
+          addresses: addresses.join(","),
+        });
+        if (s.ended === null) {
+          s.send({
+            tag: Tag.RESOLVE_RESULT,
+            id: msg.id,
+            addresses: addresses.slice(0, 64),
+            error: null,
+          });
+        }
+      },
+      (err) => {
+        log.info("resolve failed for the Console", {
+          session: s.id,
+          host: msg.host,
+          error: errorMessage(err),
+        });
+        if (s.ended === null) {
+          s.send({ tag: Tag.RESOLVE_RESULT, id: msg.id, addresses: [], error: errorMessage(err) });
+        }
+      },
+    );
+  }
+
+  /** One connect → handshake → session run. Returns whether to retry. */
+  async function attempt(): Promise<{ retry: boolean; established: boolean }> {
+    phase = "connecting";
+    out(`Connecting to the Console at ${consoleText}`);
+    log.info("connecting", { console: consoleText });
+    const link = await connectPinned({
+      hostname: consoleAddr.host,
+      port: consoleAddr.port,
+      fingerprint: options.fingerprint,
+      timeoutMs: options.connectTimeoutMs,
+      signal,
+    });
+    const reader = new MessageReader(link);
+    const abortLink = () => {
+      try {
+        link.close();
+      } catch {
+        // Closed already.
+      }
+    };
+    signal.addEventListener("abort", abortLink, { once: true });
+    let id: string;
+    try {
+      out("Connected; Console fingerprint verified. Waiting for acceptance");
+      phase = "pending";
+      id = await daemonHandshake(link, reader, {
+        consoleFingerprint: options.fingerprint,
+        cert: certB64,
+        sign: (data) => signChallenge(identity, data),
+        token,
+        ...facts,
+        onPending: () => {
+          out("Waiting for the Console operator to accept");
+          log.info("waiting for acceptance");
+        },
+      });
+    } catch (err) {
+      signal.removeEventListener("abort", abortLink);
+      abortLink();
+      throw err;
+    }
+    phase = "established";
+    lastError = null;
+    sessionSince = new Date();
+    const slog = log.child({ session: id });
+    let ended: { final: boolean; reason: string; remote: boolean } | null = null;
+    const s: Session = new Session(link, reader, {
+      role: "daemon",
+      id,
+      log: slog,
+      handlers: {
+        onOpen: (msg) => onOpen(s, msg),
+        onResolve: (msg) => onResolve(s, msg),
+        onChat: (text) => out(`[chat] console: ${printable(text)}`),
+        onEnd: (end) => {
+          ended = end;
+          connections.clear();
+          slog.info("session ended", {
+            code: end.code,
+            reason: end.reason,
+            by: end.remote ? "console" : "daemon",
+          });
+          out(`Session ended: ${end.reason}`);
+        },
+      },
+    });
+    session = s;
+    out(`Session established (id ${id}). Every connection made through this Daemon is shown here.`);
+    slog.info("session established", { console: consoleText });
+    s.run();
+    await s.done();
+    signal.removeEventListener("abort", abortLink);
+    sessionSince = null;
+    const end = ended as { final: boolean; reason: string; remote: boolean } | null;
+    lastError = end?.reason ?? null;
+    return { retry: !(end?.final ?? false) && !stopRequested, established: true };
+  }
+
+  let delay = 500;
+  try {
+    while (!signal.aborted && !stopRequested) {
+      let retry = true;
+      try {
+        const result = await attempt();
+        retry = result.retry;
+        if (result.established) delay = 500;
+      } catch (err) {
+        if (signal.aborted) break;
+        lastError = errorMessage(err);
+        const code = err instanceof HandshakeError ? err.code : "error";
+        log.error("session failed", { code, reason: lastError });
+        out(`Session failed: ${lastError}`);
+        if (PERMANENT.has(code)) throw err;
+        if (!options.reconnect) throw err;
+      }
+      if (!retry || !options.reconnect || signal.aborted || stopRequested) break;
+      phase = "waiting";
+      const wait = Math.round(delay / 2 + Math.random() * delay / 2);
+      out(`Reconnecting in ${(wait / 1000).toFixed(1)} s`);
+      await sleep(wait, [signal, wake.signal]);
+      delay = Math.min(delay * 2, options.backoffMaxMs);
+    }
+  } finally {
+    phase = "stopped";
+    const s = session as Session | null;
+    if (s && s.ended === null) {
+      if (!options.forceSignal?.aborted && s.streamCount > 0) {
+        out(`Draining ${s.streamCount} open connection(s) for up to ${options.graceMs ?? 5000} ms`);
+        await s.drain(options.graceMs ?? 5000);
+      }
+      await s.close("exit", "the Daemon is exiting");
+    }
+    await control.close();
+  }
+}
+
+function whoAmI(): { host: string; user: string; os: string } {
+  let host = "unknown";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // --allow-sys=hostname not granted.
+  }
+  let user = "unknown";
+  for (const name of ["USER", "USERNAME", "LOGNAME"]) {
+    try {
+      const value = Deno.env.get(name);
+      if (value) {
+        user = value;
+        break;
+      }
+    } catch {
+      // --allow-env for this name not granted.
+    }
+  }
+  return { host, user, os: Deno.build.os };
+}
+
+function sleep(ms: number, signals: AbortSignal[]): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      for (const s of signals) s.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    for (const s of signals) {
+      if (s.aborted) return done();
+      s.addEventListener("abort", done, { once: true });
+    }
+  });
+}
