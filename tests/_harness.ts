@@ -1,0 +1,304 @@
+/**
+ * End-to-end harness: spawns the real `console.ts` and `daemon.ts` with the
+ * same permission flags as the `deno task` entries, on port 0, and waits for
+ * their ready lines. Everything is an AsyncDisposable: `await using`.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../", import.meta.url);
+const decoder = new TextDecoder();
+
+/** The permission flags of a deno.json task, e.g. `taskFlags("console")`. */
+export async function taskFlags(task: "console" | "daemon"): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as { tasks: Record<string, string> };
+  const words = config.tasks[task].split(/\s+/);
+  const run = words.indexOf("run");
+  const entry = words.findIndex((w) => w.endsWith(".ts"));
+  if (run < 0 || entry < 0) throw new Error(`Cannot read flags of task "${task}": ${config.tasks[task]}`);
+  return words.slice(run + 1, entry);
+}
+
+/** Collects a process's output lines and lets tests wait for one. */
+export class Output {
+  readonly lines: string[] = [];
+  #waiters: { re: RegExp; from: number; resolve: (m: RegExpMatchArray) => void }[] = [];
+
+  async pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    for await (const chunk of stream) {
+      rest += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        this.#add(rest.slice(0, nl));
+        rest = rest.slice(nl + 1);
+      }
+    }
+    if (rest) this.#add(rest);
+  }
+
+  #add(line: string): void {
+    this.lines.push(line);
+    if (Deno.env.get("PF_TEST_VERBOSE")) console.error(line);
+    for (const w of [...this.#waiters]) {
+      const m = line.match(w.re);
+      if (m) {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  }
+
+  /** Number of lines so far; pass it as `from` to wait only for later lines. */
+  get mark(): number {
+    return this.lines.length;
+  }
+
+  /** Wait for a line matching `re` (from line index `from`), failing after `ms`. */
+  waitFor(re: RegExp, options: { from?: number; ms?: number } = {}): Promise<RegExpMatchArray> {
+    const from = options.from ?? 0;
+    for (let i = from; i < this.lines.length; i++) {
+      const m = this.lines[i].match(re);
+      if (m) return Promise.resolve(m);
+    }
+    const ms = options.ms ?? 15_000;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        reject(new Error(`Timed out after ${ms} ms waiting for ${re}; output:\n${this.lines.slice(-30).join("\n")}`));
+      }, ms);
+      const waiter = {
+        re,
+        from,
+        resolve: (m: RegExpMatchArray) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  text(): string {
+    return this.lines.join("\n");
+  }
+}
+
+/** A spawned portferry process. */
+export interface Proc extends AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly out: Output;
+  /** Resolves with the exit status. */
+  readonly status: Promise<Deno.CommandStatus>;
+  /** Send SIGTERM (graceful exit) and wait. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+function spawn(entry: string, flags: string[], args: string[], env: Record<string, string> = {}): Proc {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, entry, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...env },
+  }).spawn();
+  const out = new Output();
+  const pumps = Promise.all([out.pump(child.stdout), out.pump(child.stderr)]);
+  const status = child.status.then(async (s) => {
+    await pumps;
+    return s;
+  });
+  let stopped = false;
+  async function stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    if (!stopped) {
+      stopped = true;
+      try {
+        child.kill(signal);
+      } catch {
+        // Exited already.
+      }
+    }
+    return await status;
+  }
+  return { child, out, status, stop, [Symbol.asyncDispose]: async () => void await stop("SIGKILL") };
+}
+
+/** A Console process. */
+export interface ConsoleProc extends Proc {
+  readonly dir: string;
+  readonly settingsPath: string;
+  /** Where Daemons connect, e.g. "127.0.0.1:41234". */
+  readonly address: string;
+  readonly fingerprint: string;
+  /** Run a console subcommand against this Console. */
+  cli(...args: string[]): Promise<CliResult>;
+}
+
+/** What a finished CLI call printed. */
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Options for {@linkcode startConsole}. */
+export interface StartConsoleOptions {
+  /** Settings file text to start with. */
+  readonly settings?: string;
+  /** Extra command-line arguments. */
+  readonly args?: readonly string[];
+  /** Use this folder (default: a new temp folder). */
+  readonly dir?: string;
+}
+
+/** Run a CLI entry to completion. */
+export async function runCli(entry: "console.ts" | "daemon.ts", args: readonly string[]): Promise<CliResult> {
+  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, entry, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Start a Console on 127.0.0.1 port 0 in headless mode; resolves once it is ready. */
+export async function startConsole(options: StartConsoleOptions = {}): Promise<ConsoleProc> {
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-console-" });
+  const settingsPath = `${dir}/portferry-console.yaml`;
+  if (options.settings !== undefined) await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  const proc = spawn("console.ts", await taskFlags("console"), [
+    "--config",
+    settingsPath,
+    "--session",
+    "127.0.0.1:0",
+    "--headless",
+    ...(options.args ?? []),
+  ]);
+  try {
+    const [, fingerprint] = await proc.out.waitFor(/fingerprint: (SHA256:\S+)/);
+    const [, address] = await proc.out.waitFor(/Console listening for Daemons on (\S+)/);
+    return {
+      ...proc,
+      dir,
+      settingsPath,
+      address,
+      fingerprint,
+      cli: (...args) => runCli("console.ts", ["--config", settingsPath, ...args]),
+    };
+  } catch (err) {
+    await proc.stop("SIGKILL");
+    throw err;
+  }
+}
+
+/** A Daemon process. */
+export interface DaemonProc extends Proc {
+  readonly dir: string;
+  readonly settingsPath: string;
+  cli(...args: string[]): Promise<CliResult>;
+}
+
+/** Options for {@linkcode startDaemon}. */
+export interface StartDaemonOptions {
+  readonly fingerprint?: string;
+  readonly args?: readonly string[];
+  readonly settings?: string;
+  readonly dir?: string;
+}
+
+/** Start a Daemon dialing `console`. Resolves once spawned (not once established). */
+export async function startDaemon(
+  target: { address: string; fingerprint: string },
+  options: StartDaemonOptions = {},
+): Promise<DaemonProc> {
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-daemon-" });
+  const settingsPath = `${dir}/portferry-daemon.yaml`;
+  if (options.settings !== undefined) await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  const proc = spawn("daemon.ts", await taskFlags("daemon"), [
+    target.address,
+    "--fingerprint",
+    options.fingerprint ?? target.fingerprint,
+    "--config",
+    settingsPath,
+    ...(options.args ?? []),
+  ], { USER: "tester" });
+  return { ...proc, dir, settingsPath, cli: (...args) => runCli("daemon.ts", ["--config", settingsPath, ...args]) };
+}
+
+/** A Console with `--auto-accept` and a Daemon with an established session. */
+export async function startPair(
+  options: { console?: StartConsoleOptions; daemon?: StartDaemonOptions } = {},
+): Promise<{ console: ConsoleProc; daemon: DaemonProc } & AsyncDisposable> {
+  const consoleProc = await startConsole({
+    ...options.console,
+    args: ["--auto-accept", ...(options.console?.args ?? [])],
+  });
+  let daemon: DaemonProc | undefined;
+  try {
+    daemon = await startDaemon(consoleProc, options.daemon);
+    await daemon.out.waitFor(/Session established/);
+    await consoleProc.out.waitFor(/Session established/);
+  } catch (err) {
+    await daemon?.stop("SIGKILL");
+    await consoleProc.stop("SIGKILL");
+    throw err;
+  }
+  return {
+    console: consoleProc,
+    daemon,
+    async [Symbol.asyncDispose]() {
+      await daemon!.stop("SIGKILL");
+      await consoleProc.stop("SIGKILL");
+    },
+  };
+}
+
+/** Add a PFO on a running Console with listen port 0; returns the bound address. */
+export async function addPfo(consoleProc: ConsoleProc, name: string, target: string): Promise<string> {
+  const r = await consoleProc.cli("pfo", "add", name, "--listen", "127.0.0.1:0", "--target", target);
+  if (r.code !== 0) throw new Error(`pfo add failed (${r.code}): ${r.stderr}${r.stdout}`);
+  const status = JSON.parse((await consoleProc.cli("status", "--json")).stdout);
+  const pfo = status.pfos.find((p: { name: string }) => p.name === name);
+  return pfo.bound[0];
+}
+
+/** A TCP server on 127.0.0.1:0 running `handler` per connection. */
+export function tcpServer(handler: (conn: Deno.TcpConn) => Promise<void>): Deno.TcpListener & { port: number } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) handler(conn).catch(() => {}).finally(() => closeQuietly(conn));
+  })().catch(() => {});
+  return Object.assign(listener, { port: (listener.addr as Deno.NetAddr).port });
+}
+
+/** An echo server: writes back everything, half-closes after the client does. */
+export function echoServer(): Deno.TcpListener & { port: number } {
+  return tcpServer(async (conn) => {
+    const buf = new Uint8Array(64 * 1024);
+    let n: number | null;
+    while ((n = await conn.read(buf)) !== null) {
+      let off = 0;
+      while (off < n) off += await conn.write(buf.subarray(off, n));
+    }
+    await conn.closeWrite();
+  });
+}
+
+/** Close, ignoring "already closed". */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** Parse `host:port` / `[v6]:port` into connect options. */
+export function hostPort(text: string): { hostname: string; port: number } {
+  const m = text.match(/^\[?([^\]]+?)\]?:(\d+)$/);
+  if (!m) throw new Error(`bad address ${text}`);
+  return { hostname: m[1], port: Number(m[2]) };
+}
