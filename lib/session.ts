@@ -244,8 +244,10 @@ export interface DaemonClaim {
 export async function consoleHandshake(
   link: ByteConn,
   reader: MessageReader,
+  onHello?: () => void,
 ): Promise<DaemonClaim> {
   const hello = expectTag(await reader.next(), Tag.HELLO, "start session");
+  onHello?.();
   if (hello.version !== PROTOCOL_VERSION) {
     const reason = hello.version > PROTOCOL_VERSION
       ? `the Daemon speaks protocol v${hello.version}, this Console speaks v${PROTOCOL_VERSION}: upgrade the Console`
@@ -412,7 +414,11 @@ export class Session implements StreamHost {
   #pendingOpens = new Map<number, PendingOpen>();
   #resolves = new Map<
     number,
-    { resolve: (a: string[]) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }
+    {
+      resolve: (a: string[]) => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
   >();
   #nextStream = 1;
   #nextResolve = 1;
@@ -561,7 +567,11 @@ export class Session implements StreamHost {
       case Tag.OPEN_OK: {
         if (!this.#pendingOpens.has(msg.stream)) {
           // We gave up on this open (timeout); the Daemon connected anyway.
-          this.send({ tag: Tag.RESET, stream: msg.stream, reason: "open abandoned by the Console" });
+          this.send({
+            tag: Tag.RESET,
+            stream: msg.stream,
+            reason: "open abandoned by the Console",
+          });
           return;
         }
         this.#settleOpen(msg.stream, msg.address);

@@ -6,7 +6,7 @@
  */
 
 import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
-import { errorMessage, HandshakeError } from "../errors.ts";
+import { errorMessage, SessionClosedError } from "../errors.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -342,19 +342,28 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     let reader: MessageReader;
     let claim: DaemonClaim;
     let fingerprint: string;
+    let helloSeen = false;
     try {
       await conn.handshake();
       reader = new MessageReader(conn);
-      claim = await consoleHandshake(conn, reader);
+      claim = await consoleHandshake(conn, reader, () => (helloSeen = true));
       fingerprint = await verifyChallenge(
         claim.cert,
         claim.signature,
         authTranscript(claim.nonce, identity.fingerprint),
       );
     } catch (err) {
-      log.warn("session attempt failed", { remote, error: errorMessage(err) });
-      if (!(err instanceof HandshakeError)) closeQuietly(conn);
-      else closeQuietly(conn);
+      closeQuietly(conn);
+      if (
+        !helloSeen &&
+        (err instanceof SessionClosedError ||
+          /close_notify|unexpected ?eof/i.test(errorMessage(err)))
+      ) {
+        // A Daemon fetching our certificate to check its pin closes right after TLS.
+        log.debug("connection closed after TLS without a hello (a Daemon's pin probe)", { remote });
+      } else {
+        log.warn("session attempt failed", { remote, error: errorMessage(err) });
+      }
       return;
     } finally {
       clearTimeout(timer);

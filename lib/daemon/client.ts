@@ -7,6 +7,7 @@
  * @module
  */
 
+import { userInfo } from "node:os";
 import { ControlError, serveControl } from "../control.ts";
 import { errorMessage, HandshakeError, OpenError } from "../errors.ts";
 import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
@@ -312,9 +313,15 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     session = s;
     out(`Session established (id ${id}). Every connection made through this Daemon is shown here.`);
     slog.info("session established", { console: consoleText });
+    // From now on, exit means: drain, then tell the Console; force exit cuts the link.
+    signal.removeEventListener("abort", abortLink);
+    const exitGracefully = () => void closeSession(s);
+    signal.addEventListener("abort", exitGracefully, { once: true });
+    options.forceSignal?.addEventListener("abort", abortLink, { once: true });
     s.run();
     await s.done();
-    signal.removeEventListener("abort", abortLink);
+    signal.removeEventListener("abort", exitGracefully);
+    options.forceSignal?.removeEventListener("abort", abortLink);
     sessionSince = null;
     const end = ended as { final: boolean; reason: string; remote: boolean } | null;
     lastError = end?.reason ?? null;
@@ -348,14 +355,22 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   } finally {
     phase = "stopped";
     const s = session as Session | null;
-    if (s && s.ended === null) {
-      if (!options.forceSignal?.aborted && s.streamCount > 0) {
-        out(`Draining ${s.streamCount} open connection(s) for up to ${options.graceMs ?? 5000} ms`);
-        await s.drain(options.graceMs ?? 5000);
-      }
-      await s.close("exit", "the Daemon is exiting");
-    }
+    if (s) await closeSession(s);
     await control.close();
+  }
+
+  /** Drain open connections for the grace period (unless forced), then close. */
+  async function closeSession(s: Session): Promise<void> {
+    if (s.ended !== null) return;
+    const grace = options.graceMs ?? 5000;
+    if (!options.forceSignal?.aborted && s.streamCount > 0) {
+      out(`Draining ${s.streamCount} open connection(s) for up to ${grace} ms`);
+      const forced = new Promise<void>((r) =>
+        options.forceSignal?.addEventListener("abort", () => r(), { once: true })
+      );
+      await Promise.race([s.drain(grace), forced]);
+    }
+    await s.close("exit", "the Daemon is exiting");
   }
 }
 
@@ -367,16 +382,10 @@ function whoAmI(): { host: string; user: string; os: string } {
     // --allow-sys=hostname not granted.
   }
   let user = "unknown";
-  for (const name of ["USER", "USERNAME", "LOGNAME"]) {
-    try {
-      const value = Deno.env.get(name);
-      if (value) {
-        user = value;
-        break;
-      }
-    } catch {
-      // --allow-env for this name not granted.
-    }
+  try {
+    user = userInfo().username;
+  } catch {
+    // --allow-sys=uid,gid,userInfo not granted.
   }
   return { host, user, os: Deno.build.os };
 }
