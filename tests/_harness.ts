@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-console -- a build script / test output, not library code
 /**
  * End-to-end harness: spawns the real `console.ts` and `daemon.ts` with the
  * same permission flags as the `deno task` entries, on port 0, and waits for
@@ -11,11 +12,15 @@ const decoder = new TextDecoder();
 
 /** The permission flags of a deno.json task, e.g. `taskFlags("console")`. */
 export async function taskFlags(task: "console" | "daemon"): Promise<string[]> {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as { tasks: Record<string, string> };
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as {
+    tasks: Record<string, string>;
+  };
   const words = config.tasks[task].split(/\s+/);
   const run = words.indexOf("run");
   const entry = words.findIndex((w) => w.endsWith(".ts"));
-  if (run < 0 || entry < 0) throw new Error(`Cannot read flags of task "${task}": ${config.tasks[task]}`);
+  if (run < 0 || entry < 0) {
+    throw new Error(`Cannot read flags of task "${task}": ${config.tasks[task]}`);
+  }
   return words.slice(run + 1, entry);
 }
 
@@ -65,7 +70,13 @@ export class Output {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
-        reject(new Error(`Timed out after ${ms} ms waiting for ${re}; output:\n${this.lines.slice(-30).join("\n")}`));
+        reject(
+          new Error(
+            `Timed out after ${ms} ms waiting for ${re}; output:\n${
+              this.lines.slice(-30).join("\n")
+            }`,
+          ),
+        );
       }, ms);
       const waiter = {
         re,
@@ -94,7 +105,12 @@ export interface Proc extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
 }
 
-function spawn(entry: string, flags: string[], args: string[], env: Record<string, string> = {}): Proc {
+function spawn(
+  entry: string,
+  flags: string[],
+  args: string[],
+  env: Record<string, string> = {},
+): Proc {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, entry, ...args],
     cwd: ROOT,
@@ -121,7 +137,13 @@ function spawn(entry: string, flags: string[], args: string[], env: Record<strin
     }
     return await status;
   }
-  return { child, out, status, stop, [Symbol.asyncDispose]: async () => void await stop("SIGKILL") };
+  return {
+    child,
+    out,
+    status,
+    stop,
+    [Symbol.asyncDispose]: async () => void await stop("SIGKILL"),
+  };
 }
 
 /** A Console process. */
@@ -153,7 +175,10 @@ export interface StartConsoleOptions {
 }
 
 /** Run a CLI entry to completion. */
-export async function runCli(entry: "console.ts" | "daemon.ts", args: readonly string[]): Promise<CliResult> {
+export async function runCli(
+  entry: "console.ts" | "daemon.ts",
+  args: readonly string[],
+): Promise<CliResult> {
   const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, entry, ...args],
@@ -168,7 +193,9 @@ export async function runCli(entry: "console.ts" | "daemon.ts", args: readonly s
 export async function startConsole(options: StartConsoleOptions = {}): Promise<ConsoleProc> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-console-" });
   const settingsPath = `${dir}/portferry-console.yaml`;
-  if (options.settings !== undefined) await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  if (options.settings !== undefined) {
+    await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  }
   const proc = spawn("console.ts", await taskFlags("console"), [
     "--config",
     settingsPath,
@@ -216,7 +243,9 @@ export async function startDaemon(
 ): Promise<DaemonProc> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-daemon-" });
   const settingsPath = `${dir}/portferry-daemon.yaml`;
-  if (options.settings !== undefined) await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  if (options.settings !== undefined) {
+    await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
+  }
   const proc = spawn("daemon.ts", await taskFlags("daemon"), [
     target.address,
     "--fingerprint",
@@ -225,7 +254,12 @@ export async function startDaemon(
     settingsPath,
     ...(options.args ?? []),
   ], { USER: "tester" });
-  return { ...proc, dir, settingsPath, cli: (...args) => runCli("daemon.ts", ["--config", settingsPath, ...args]) };
+  return {
+    ...proc,
+    dir,
+    settingsPath,
+    cli: (...args) => runCli("daemon.ts", ["--config", settingsPath, ...args]),
+  };
 }
 
 /** A Console with `--auto-accept` and a Daemon with an established session. */
@@ -257,8 +291,20 @@ export async function startPair(
 }
 
 /** Add a PFO on a running Console with listen port 0; returns the bound address. */
-export async function addPfo(consoleProc: ConsoleProc, name: string, target: string): Promise<string> {
-  const r = await consoleProc.cli("pfo", "add", name, "--listen", "127.0.0.1:0", "--target", target);
+export async function addPfo(
+  consoleProc: ConsoleProc,
+  name: string,
+  target: string,
+): Promise<string> {
+  const r = await consoleProc.cli(
+    "pfo",
+    "add",
+    name,
+    "--listen",
+    "127.0.0.1:0",
+    "--target",
+    target,
+  );
   if (r.code !== 0) throw new Error(`pfo add failed (${r.code}): ${r.stderr}${r.stdout}`);
   const status = JSON.parse((await consoleProc.cli("status", "--json")).stdout);
   const pfo = status.pfos.find((p: { name: string }) => p.name === name);
@@ -266,10 +312,14 @@ export async function addPfo(consoleProc: ConsoleProc, name: string, target: str
 }
 
 /** A TCP server on 127.0.0.1:0 running `handler` per connection. */
-export function tcpServer(handler: (conn: Deno.TcpConn) => Promise<void>): Deno.TcpListener & { port: number } {
+export function tcpServer(
+  handler: (conn: Deno.TcpConn) => Promise<void>,
+): Deno.TcpListener & { port: number } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
-    for await (const conn of listener) handler(conn).catch(() => {}).finally(() => closeQuietly(conn));
+    for await (const conn of listener) {
+      handler(conn).catch(() => {}).finally(() => closeQuietly(conn));
+    }
   })().catch(() => {});
   return Object.assign(listener, { port: (listener.addr as Deno.NetAddr).port });
 }

@@ -691,8 +691,8 @@ function describe(peer: PeerInfo): string {
  * ```
  */
 export function printable(text: string): string {
-  // deno-lint-ignore no-control-regex
   return text.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x08\x0b-\x1f\x7f]/g,
     (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );

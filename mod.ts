@@ -1,0 +1,65 @@
+/**
+ * portferry: reach TCP services on a network you cannot connect into.
+ *
+ * A **Console** listens for a session; a **Daemon** behind a firewall dials
+ * out to it over TLS, pins its fingerprint and proves its own identity. The
+ * Console's operator then creates port forwarding operations (PFOs) whose
+ * connections are carried as streams over the session to targets on the
+ * Daemon's network.
+ *
+ * Most users run the programs (`deno task console`, `deno task daemon`);
+ * this module exposes the library they are built from.
+ *
+ * @example
+ * ```ts
+ * import { parseListen, PROTOCOL_VERSION } from "./mod.ts";
+ * const addr = parseListen("8080");
+ * if (addr.host !== "127.0.0.1" || PROTOCOL_VERSION < 1) throw new Error("bad");
+ * ```
+ *
+ * @module
+ */
+
+export * from "./lib/protocol.ts";
+export { decodeBody, encodeMessage, FrameDecoder, tagName, writeFrameHeader } from "./lib/codec.ts";
+export * from "./lib/errors.ts";
+export {
+  createLogger,
+  isLogLevel,
+  type LogFormat,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+} from "./lib/log.ts";
+export {
+  formatHostPort,
+  type ListenAddress,
+  parseHostPort,
+  parseListen,
+  parseTarget,
+  type PfoSpec,
+  type ResolvedPfo,
+  resolvePfo,
+  type TargetAddress,
+  targetPortFor,
+  validatePfoName,
+} from "./lib/pfo.ts";
+export {
+  type ConsoleSettings,
+  type DaemonSettings,
+  loadConsoleSettings,
+  loadDaemonSettings,
+  parseConsoleSettings,
+  parseDaemonSettings,
+  settingsPaths,
+  updateConsoleSettings,
+} from "./lib/settings.ts";
+export {
+  fingerprintOf,
+  type Identity,
+  isFingerprint,
+  loadOrCreateIdentity,
+  TrustStore,
+} from "./lib/identity.ts";
+export { type ConsoleOptions, type ConsoleStatus, runConsole } from "./lib/console/server.ts";
+export { type DaemonOptions, type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
