@@ -16,6 +16,7 @@ import {
   MAX_CHAT_CHARS,
   MAX_CONTROL_BYTES,
   MAX_DATA_BYTES,
+  MAX_DATAGRAM_BYTES,
   MAX_HOST_CHARS,
   type Message,
   OPEN_ERROR_CODES,
@@ -29,7 +30,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Tags whose body is binary, not JSON. */
-const BINARY_TAGS: ReadonlySet<number> = new Set([Tag.DATA, Tag.WINDOW, Tag.FIN]);
+const BINARY_TAGS: ReadonlySet<number> = new Set([Tag.DATA, Tag.WINDOW, Tag.FIN, Tag.DATAGRAM]);
 
 /** Tags that name a stream in the header. */
 const STREAM_TAGS: ReadonlySet<number> = new Set([
@@ -40,6 +41,7 @@ const STREAM_TAGS: ReadonlySet<number> = new Set([
   Tag.WINDOW,
   Tag.FIN,
   Tag.RESET,
+  Tag.DATAGRAM,
 ]);
 
 const TAG_NAMES: ReadonlyMap<number, string> = new Map(
@@ -108,6 +110,7 @@ function frame(tag: TagValue, stream: number, body: Uint8Array): Uint8Array {
 export function encodeMessage(msg: Message): Uint8Array {
   switch (msg.tag) {
     case Tag.DATA:
+    case Tag.DATAGRAM:
       return frame(msg.tag, msg.stream, msg.data);
     case Tag.WINDOW: {
       const body = new Uint8Array(4);
@@ -250,6 +253,13 @@ function decodeBinary(tag: number, stream: number, body: Uint8Array): Message {
         );
       }
       return { tag: Tag.DATA, stream, data: body.slice() };
+    case Tag.DATAGRAM:
+      if (body.length > MAX_DATAGRAM_BYTES) {
+        throw new ProtocolError(
+          `Cannot decode DATAGRAM: ${body.length} bytes exceeds ${MAX_DATAGRAM_BYTES}`,
+        );
+      }
+      return { tag: Tag.DATAGRAM, stream, data: body.slice() };
     case Tag.WINDOW: {
       if (body.length !== 4) {
         throw new ProtocolError(`Cannot decode WINDOW: body is ${body.length} bytes, expected 4`);

@@ -42,6 +42,8 @@ const SAMPLES: readonly Message[] = [
   { tag: Tag.PING, seq: 5 },
   { tag: Tag.PONG, seq: 5 },
   { tag: Tag.CLOSE, code: "closed", reason: "operator closed the session", final: true },
+  { tag: Tag.DATAGRAM, stream: 3, data: new Uint8Array(0) },
+  { tag: Tag.DATAGRAM, stream: 3, data: new Uint8Array(65_507).fill(7) },
 ];
 
 Deno.test("encodeMessage() round-trips every message type through FrameDecoder", () => {
@@ -96,6 +98,8 @@ Deno.test("decodeBody() rejects unknown tags, unknown fields, wrong types and ba
     [Tag.WINDOW, 1, new Uint8Array(4), /credit is 0/],
     [Tag.DATA, 1, new Uint8Array(0), /empty body/],
     [Tag.FIN, 1, new Uint8Array(1), /expected 0/],
+    [Tag.DATAGRAM, 1, new Uint8Array(65_508), /exceeds 65507/],
+    [Tag.DATAGRAM, 0, new Uint8Array(1), /stream 0 is reserved/],
     [Tag.REJECT, 0, enc({ code: "exec", reason: "x" }), /one of/],
     [Tag.OPEN, 1, enc({ proto: "exec", host: "a", port: 1, pfo: "p", client: "c" }), /one of/],
     [

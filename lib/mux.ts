@@ -31,6 +31,21 @@ export interface ByteConn {
   close(): void;
 }
 
+/**
+ * Anything a session multiplexes under a stream id: a TCP {@linkcode Stream}
+ * or a UDP flow.
+ */
+export interface Channel {
+  readonly id: number;
+  readonly ended: boolean;
+  /** The peer dropped it. */
+  onReset(reason: string): void;
+  /** Close it locally without telling the peer (the session is gone). */
+  abort(reason: string): void;
+  /** UDP flows only: one datagram from the peer. */
+  onDatagram?(data: Uint8Array): void;
+}
+
 /** What a stream needs from its session. */
 export interface StreamHost {
   /** Queue one encoded frame for the link. */
@@ -39,8 +54,8 @@ export interface StreamHost {
   send(msg: Message): void;
   /** A promise while the link's send queue is over its high-water mark, else null. */
   backpressure(): Promise<void> | null;
-  /** The stream is finished; forget it. */
-  release(stream: Stream): void;
+  /** The channel is finished; forget it. */
+  release(channel: Channel): void;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -94,7 +109,7 @@ export async function writeAll(
  * stream.start(); // after the open succeeded
  * ```
  */
-export class Stream {
+export class Stream implements Channel {
   readonly id: number;
   readonly conn: ByteConn;
   readonly openedAt = Date.now();

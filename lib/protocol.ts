@@ -49,6 +49,15 @@ export const DEAD_PEER_MS = 12_000;
 /** Credit a stream starts with, each way, in bytes. */
 export const INITIAL_WINDOW_BYTES = 512 * 1024;
 
+/** Largest UDP datagram carried (the IPv4 UDP payload limit). */
+export const MAX_DATAGRAM_BYTES = 65_507;
+
+/** Most UDP flows one UDP PFO keeps at once. */
+export const MAX_UDP_FLOWS_PER_PFO = 1024;
+
+/** A UDP flow with no datagram either way for this long is closed. */
+export const UDP_IDLE_MS = 60_000;
+
 /** Most streams open at once in one session. */
 export const MAX_STREAMS = 8192;
 
@@ -98,6 +107,8 @@ export const Tag = {
   PONG: 18,
   /** Either way: the session ends, with a reason. */
   CLOSE: 19,
+  /** Either way: one whole UDP datagram of a UDP flow (raw body, may be empty). */
+  DATAGRAM: 20,
 } as const;
 
 /** A frame tag value. */
@@ -145,7 +156,7 @@ export const CLOSE_CODES = [
 export type CloseCode = typeof CLOSE_CODES[number];
 
 /** Stream protocols an OPEN may ask for. */
-export const STREAM_PROTOS = ["tcp"] as const;
+export const STREAM_PROTOS = ["tcp", "udp"] as const;
 
 /** Daemon → Console, first frame. */
 export interface HelloMessage {
@@ -273,6 +284,13 @@ export interface ResolveResultMessage {
   readonly error: string | null;
 }
 
+/** Either way: one UDP datagram of flow `stream`. */
+export interface DatagramMessage {
+  readonly tag: typeof Tag.DATAGRAM;
+  readonly stream: number;
+  readonly data: Uint8Array;
+}
+
 /** Either way: heartbeat. */
 export interface PingMessage {
   readonly tag: typeof Tag.PING;
@@ -314,7 +332,8 @@ export type Message =
   | ResolveResultMessage
   | PingMessage
   | PongMessage
-  | CloseMessage;
+  | CloseMessage
+  | DatagramMessage;
 
 /** Which side sends a message. */
 export type Role = "console" | "daemon";
@@ -344,10 +363,11 @@ export const SENDERS: Readonly<Record<TagValue, readonly Role[]>> = {
   [Tag.PING]: ["console", "daemon"],
   [Tag.PONG]: ["console", "daemon"],
   [Tag.CLOSE]: ["console", "daemon"],
+  [Tag.DATAGRAM]: ["console", "daemon"],
 };
 
 /** Capabilities this build offers in hello/challenge. */
-export const CAPABILITIES: readonly string[] = ["tcp"];
+export const CAPABILITIES: readonly string[] = ["tcp", "udp"];
 
 /**
  * The bytes a Daemon signs to prove its identity key: a fixed context, the

@@ -17,7 +17,8 @@ import {
   SessionClosedError,
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { type ByteConn, Stream, type StreamHost, type StreamSummary } from "./mux.ts";
+import { type Channel, Stream, type StreamHost, type StreamOptions } from "./mux.ts";
+import type { ByteConn } from "./mux.ts";
 import {
   authTranscript,
   CAPABILITIES,
@@ -40,6 +41,8 @@ import {
 
 /** Send-queue size above which streams wait before reading more. */
 const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/** Send-queue size above which UDP datagrams are dropped instead of queued. */
+const DATAGRAM_HIGH_WATER = 1024 * 1024;
 /** Frames smaller than this are batched into one write. */
 const BATCH_BYTES = 256 * 1024;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
@@ -377,6 +380,7 @@ export interface SessionOptions {
 
 /** Where to open a stream to, on the Daemon's side. */
 export interface OpenTarget {
+  readonly proto: "tcp" | "udp";
   readonly host: string;
   readonly port: number;
   readonly pfo: string;
@@ -384,7 +388,7 @@ export interface OpenTarget {
 }
 
 interface PendingOpen {
-  readonly stream: Stream;
+  readonly channel: Channel;
   readonly resolve: (address: string) => void;
   readonly reject: (err: Error) => void;
   readonly timer: ReturnType<typeof setTimeout>;
@@ -410,7 +414,7 @@ export class Session implements StreamHost {
   #writer: FrameWriter;
   #log: Logger;
   #handlers: SessionHandlers;
-  #streams = new Map<number, Stream>();
+  #streams = new Map<number, Channel>();
   #pendingOpens = new Map<number, PendingOpen>();
   #resolves = new Map<
     number,
@@ -447,14 +451,14 @@ export class Session implements StreamHost {
     this.#heartbeat = setInterval(() => this.#beat(), options.heartbeatMs ?? HEARTBEAT_MS);
   }
 
-  /** Number of open streams. */
+  /** Number of open streams and UDP flows. */
   get streamCount(): number {
     return this.#streams.size;
   }
 
-  /** The open streams. */
-  streams(): IterableIterator<Stream> {
-    return this.#streams.values();
+  /** The open TCP streams. */
+  streams(): Stream[] {
+    return [...this.#streams.values()].filter((c): c is Stream => c instanceof Stream);
   }
 
   /** The end, once it has happened. */
@@ -484,8 +488,8 @@ export class Session implements StreamHost {
     return this.#writer.backpressure();
   }
 
-  release(stream: Stream): void {
-    this.#streams.delete(stream.id);
+  release(channel: Channel): void {
+    if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
   }
 
   /** Read and dispatch until the link ends. Call once. */
@@ -520,14 +524,23 @@ export class Session implements StreamHost {
     }
     switch (msg.tag) {
       case Tag.DATA:
-        this.#streams.get(msg.stream)?.onData(msg.data);
+        this.#tcp(msg.stream, "DATA")?.onData(msg.data);
         return;
       case Tag.WINDOW:
-        this.#streams.get(msg.stream)?.onWindow(msg.credit);
+        this.#tcp(msg.stream, "WINDOW")?.onWindow(msg.credit);
         return;
       case Tag.FIN:
-        this.#streams.get(msg.stream)?.onFin();
+        this.#tcp(msg.stream, "FIN")?.onFin();
         return;
+      case Tag.DATAGRAM: {
+        const channel = this.#streams.get(msg.stream);
+        if (!channel) return; // a flow we closed; datagrams may still be in flight
+        if (!channel.onDatagram) {
+          throw new ProtocolError(`Cannot accept DATAGRAM: stream ${msg.stream} is TCP`);
+        }
+        channel.onDatagram(msg.data);
+        return;
+      }
       case Tag.RESET: {
         const pending = this.#pendingOpens.get(msg.stream);
         if (pending) {
@@ -600,13 +613,20 @@ export class Session implements StreamHost {
     }
   }
 
+  /** The TCP stream `id`, or undefined if it is gone; a UDP flow here is a protocol error. */
+  #tcp(id: number, what: string): Stream | undefined {
+    const channel = this.#streams.get(id);
+    if (channel === undefined || channel instanceof Stream) return channel;
+    throw new ProtocolError(`Cannot accept ${what}: stream ${id} is a UDP flow`);
+  }
+
   #settleOpen(id: number, result: string | Error): void {
     const pending = this.#pendingOpens.get(id);
     if (!pending) return;
     this.#pendingOpens.delete(id);
     clearTimeout(pending.timer);
     if (typeof result === "string") {
-      this.#streams.set(id, pending.stream);
+      this.#streams.set(id, pending.channel);
       pending.resolve(result);
     } else {
       pending.reject(result);
@@ -614,15 +634,16 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Console: open a stream to `target` on the Daemon's side and join it to
-   * `conn`. Resolves with the running stream and the address the Daemon
-   * reached; rejects with OpenError (target failed) or SessionClosedError.
+   * Console: open a stream or UDP flow to `target` on the Daemon's side.
+   * `create` makes the local side for the new stream id. Resolves once the
+   * Daemon reached the target, with the channel (a TCP stream is not started
+   * yet: call `start()`) and the address reached; rejects with OpenError (the
+   * target failed) or SessionClosedError.
    */
-  open(
-    conn: ByteConn,
+  open<C extends Channel>(
     target: OpenTarget,
-    options: { log: Logger; onEnd?: (s: StreamSummary) => void },
-  ): Promise<{ stream: Stream; address: string }> {
+    create: (id: number) => C,
+  ): Promise<{ channel: C; address: string }> {
     if (this.#ended) {
       return Promise.reject(
         new SessionClosedError(this.#ended.code, "Cannot open stream: session ended"),
@@ -634,10 +655,7 @@ export class Session implements StreamHost {
       );
     }
     const id = this.#nextStream++;
-    const stream = new Stream(id, conn, this, {
-      log: options.log.child({ stream: id }),
-      onEnd: options.onEnd,
-    });
+    const channel = create(id);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#settleOpen(
@@ -647,34 +665,67 @@ export class Session implements StreamHost {
         this.send({ tag: Tag.RESET, stream: id, reason: "open timed out" });
       }, OPEN_TIMEOUT_MS);
       this.#pendingOpens.set(id, {
-        stream,
+        channel,
         timer,
-        resolve: (address) => {
-          stream.start();
-          resolve({ stream, address });
-        },
+        resolve: (address) => resolve({ channel, address }),
         reject,
       });
-      this.send({ tag: Tag.OPEN, stream: id, proto: "tcp", ...target });
+      this.send({ tag: Tag.OPEN, stream: id, ...target });
     });
   }
 
-  /** Daemon: the target for OPEN `id` is connected; start relaying. */
-  accept(
-    id: number,
+  /**
+   * Daemon: the target for OPEN `id` is reached; register `channel` and tell
+   * the Console. Returns false (and registers nothing) when the session has
+   * ended; the caller then closes its socket. A TCP stream is started by the
+   * caller after this.
+   */
+  accept(id: number, channel: Channel, address: string): boolean {
+    if (this.#ended) return false;
+    this.#streams.set(id, channel);
+    this.send({ tag: Tag.OPEN_OK, stream: id, address });
+    return true;
+  }
+
+  /**
+   * Console: open a TCP stream to `target` joined to `conn`. The stream is
+   * not started, so the caller can first answer its client (SOCKS); call
+   * `start()` then.
+   */
+  openStream(
     conn: ByteConn,
-    address: string,
-    options: { log: Logger; onEnd?: (s: StreamSummary) => void },
-  ): Stream | null {
-    if (this.#ended) {
+    target: Omit<OpenTarget, "proto">,
+    options: StreamOptions,
+  ): Promise<{ stream: Stream; address: string }> {
+    return this.open(
+      { ...target, proto: "tcp" },
+      (id) =>
+        new Stream(id, conn, this, {
+          log: options.log.child({ stream: id }),
+          onEnd: options.onEnd,
+        }),
+    ).then(({ channel, address }) => ({ stream: channel, address }));
+  }
+
+  /** Daemon: join `conn` to OPEN `id` and start relaying; null (and `conn` closed) if the session ended. */
+  acceptStream(id: number, conn: ByteConn, address: string, options: StreamOptions): Stream | null {
+    const stream = new Stream(id, conn, this, options);
+    if (!this.accept(id, stream, address)) {
       conn.close();
       return null;
     }
-    const stream = new Stream(id, conn, this, options);
-    this.#streams.set(id, stream);
-    this.send({ tag: Tag.OPEN_OK, stream: id, address });
     stream.start();
     return stream;
+  }
+
+  /**
+   * Queue one UDP datagram. Returns false, dropping it, when the link's send
+   * queue is already long: UDP never holds up the session's TCP streams.
+   */
+  sendDatagram(id: number, data: Uint8Array): boolean {
+    if (this.#ended || this.#writer.queued > DATAGRAM_HIGH_WATER) return false;
+    this.#writer.push(encodeMessage({ tag: Tag.DATAGRAM, stream: id, data }));
+    return true;
   }
 
   /** Console: resolve `host` with the Daemon's resolver. */

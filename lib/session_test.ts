@@ -59,7 +59,7 @@ function sessionPair(
         }
         const [app, relay] = memoryConnPair(options.targetCapacity ?? 4096);
         targets.set(msg.stream, app);
-        daemon.accept(msg.stream, relay, `${msg.host}:${msg.port}`, { log });
+        daemon.acceptStream(msg.stream, relay, `${msg.host}:${msg.port}`, { log });
         waiting.shift()?.(app);
       },
       onResolve: (msg) =>
@@ -88,6 +88,18 @@ function sessionPair(
       await daemon.done();
     },
   };
+}
+
+/** Open a TCP stream from the Console side and start it. */
+async function openStarted(
+  session: Session,
+  conn: MemoryConn,
+  target: { host: string; port: number; pfo: string; client: string },
+  options: { log: typeof log },
+) {
+  const opened = await session.openStream(conn, target, options);
+  opened.stream.start();
+  return opened;
 }
 
 async function readAll(conn: MemoryConn): Promise<Uint8Array> {
@@ -119,7 +131,7 @@ Deno.test("Session.open() carries bytes both ways and half-close one direction a
   await using pair = sessionPair();
   const [client, relay] = memoryConnPair(3000);
   const arrived = pair.targetArrived();
-  const { stream } = await pair.console.open(relay, {
+  const { stream } = await openStarted(pair.console, relay, {
     host: "db",
     port: 5432,
     pfo: "db",
@@ -149,13 +161,15 @@ Deno.test("Stream flow control: a stalled reader holds at most one window and do
   await using pair = sessionPair({ targetCapacity: 1024 });
   const [stalledClient, stalledRelay] = memoryConnPair(1024);
   let arrived = pair.targetArrived();
-  await pair.console.open(stalledRelay, { host: "t", port: 2, pfo: "p", client: "c" }, { log });
+  await openStarted(pair.console, stalledRelay, { host: "t", port: 2, pfo: "p", client: "c" }, {
+    log,
+  });
   const stalledTarget = await arrived;
   // The client pushes 4 windows' worth; the target never reads.
   const pushing = writeAll(stalledClient, pattern(4 * INITIAL_WINDOW_BYTES, 3)).catch(() => {});
   arrived = pair.targetArrived();
   const [client, relay] = memoryConnPair(4096);
-  await pair.console.open(relay, { host: "t", port: 3, pfo: "p", client: "c" }, { log });
+  await openStarted(pair.console, relay, { host: "t", port: 3, pfo: "p", client: "c" }, { log });
   const target = await arrived;
   const data = pattern(3 * INITIAL_WINDOW_BYTES, 4);
   const reading = readAll(target);
@@ -175,7 +189,7 @@ Deno.test("Session.open() rejects with the Daemon's coded reason", async () => {
   await using pair = sessionPair();
   const [, relay] = memoryConnPair();
   await assert.rejects(
-    pair.console.open(relay, { host: "t", port: 1, pfo: "p", client: "c" }, { log }),
+    openStarted(pair.console, relay, { host: "t", port: 1, pfo: "p", client: "c" }, { log }),
     (e) => e instanceof OpenError && e.code === "refused",
   );
 });

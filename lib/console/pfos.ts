@@ -271,7 +271,7 @@ export class PfoManager {
     rt.open.add(conn);
     rt.connectionsTotal++;
     const started = Date.now();
-    session.open(conn, { host: target.host, port: targetPort, pfo: rt.pfo.name, client }, {
+    session.openStream(conn, { host: target.host, port: targetPort, pfo: rt.pfo.name, client }, {
       log,
       onEnd: (s) => {
         rt.open.delete(conn);
@@ -289,6 +289,7 @@ export class PfoManager {
       },
     }).then(
       ({ stream, address }) => {
+        stream.start();
         log.info("connection opened", {
           stream: stream.id,
           client,

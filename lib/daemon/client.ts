@@ -180,7 +180,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     connectTarget(msg.host, msg.port, { timeoutMs: options.connectTimeoutMs }).then(
       ({ conn, address }) => {
         const since = new Date();
-        const stream = s.accept(msg.stream, conn, address, {
+        const stream = s.acceptStream(msg.stream, conn, address, {
           log: slog,
           onEnd: (summary) => {
             connections.delete(msg.stream);
