@@ -357,7 +357,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       if (
         !helloSeen &&
         (err instanceof SessionClosedError ||
-          /close_notify|unexpected ?eof/i.test(errorMessage(err)))
+          err instanceof Deno.errors.ConnectionReset ||
+          /close_notify|unexpected ?eof|connection reset/i.test(errorMessage(err)))
       ) {
         // A Daemon fetching our certificate to check its pin closes right after TLS.
         log.debug("connection closed after TLS without a hello (a Daemon's pin probe)", { remote });
