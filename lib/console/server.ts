@@ -235,7 +235,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         await refuse(
           conn,
           "busy",
-          `the Console already has a ${current.state} session with another Daemon`,
+          `the Console is busy: it already has a ${current.state} session with another Daemon`,
         );
         return;
       }
