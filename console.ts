@@ -114,15 +114,30 @@ function buildProgram(settingsPath: string) {
   pfo.command("add")
     .description("add a PFO (saved to the settings file)")
     .argument("<name>", "1-64 characters of A-Za-z0-9._-")
-    .requiredOption("--listen <[host:]port>", "Console-side address (host defaults to 127.0.0.1)")
-    .requiredOption("--target <host:port>", "Daemon-side target, resolved on the Daemon's side")
+    .requiredOption(
+      "--listen <[host:]port[-port]>",
+      "Console-side address or port range (host defaults to 127.0.0.1)",
+    )
+    .option(
+      "--target <host:port[-port]>",
+      "Daemon-side target, resolved on the Daemon's side (not with --socks)",
+    )
+    .option("--udp", "forward UDP datagrams instead of TCP connections")
+    .option("--socks", "a SOCKS5 proxy: each connection names its own target")
     .option("--disabled", "save it disabled")
     .action(async (name, opts) => {
+      if (opts.udp && opts.socks) throw new UsageError("pfo add takes --udp or --socks, not both");
+      if (opts.socks && opts.target !== undefined) {
+        throw new UsageError("a --socks PFO takes no --target");
+      }
+      if (!opts.socks && opts.target === undefined) {
+        throw new UsageError("required option '--target <host:port>' not specified");
+      }
       const result = await pfoCall(control, "pfo/add", {
         name,
-        proto: "tcp",
+        proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
         listen: opts.listen,
-        target: opts.target,
+        target: opts.target ?? null,
         enabled: opts.disabled !== true,
       });
       printPfos([result]);

@@ -19,7 +19,9 @@ import {
   UsageError,
   VERSION,
 } from "./lib/cli.ts";
+import { parseAllowRule } from "./lib/allowlist.ts";
 import { callControl } from "./lib/control.ts";
+import { errorMessage } from "./lib/errors.ts";
 import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
 import { isFingerprint } from "./lib/identity.ts";
 import { formatHostPort } from "./lib/pfo.ts";
@@ -48,6 +50,12 @@ function buildProgram(settingsPath: string) {
     .option("--token-file <file>", "send the shared token in this file")
     .option("--headless", "never prompt (the Daemon never prompts today; accepted for symmetry)")
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
+    .option(
+      "--allow <rule>",
+      "only let the Console reach this HOST[:PORT[-PORT]], address or CIDR (repeatable; default: everything)",
+      (rule: string, rules: string[]) => [...rules, rule],
+      [] as string[],
+    )
     .allowExcessArguments(false);
 
   const control = (command: string, body: Record<string, unknown> = {}) =>
@@ -111,6 +119,13 @@ if (import.meta.main) {
           `--fingerprint "${fingerprint}" is not a fingerprint: expected SHA256: and 43 base64 characters`,
         );
       }
+      for (const rule of opts.allow) {
+        try {
+          parseAllowRule(rule);
+        } catch (err) {
+          throw new UsageError(`--allow: ${errorMessage(err)}`);
+        }
+      }
       const log = runLogger(
         options.logLevel ?? settings.logLevel,
         options.logFormat ?? settings.logFormat,
@@ -125,6 +140,7 @@ if (import.meta.main) {
           reconnect: opts.reconnect && settings.reconnect,
           backoffMaxMs: settings.backoffMaxMs,
           connectTimeoutMs: settings.connectTimeoutMs,
+          allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           log,
           out: printOut,
           signal: signals.exit.signal,

@@ -69,6 +69,7 @@ const consoleDone = runConsole({
       reconnect: true,
       backoffMaxMs: 15_000,
       connectTimeoutMs: 10_000,
+      allow: [],
       log: log("daemon"),
       out: (text) => printOut(`[daemon] ${text}`),
       signal: daemonStop.signal,

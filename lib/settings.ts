@@ -36,6 +36,7 @@ import {
 } from "yaml";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseAllowRule } from "./allowlist.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import {
@@ -68,6 +69,10 @@ export interface ConsoleSettings {
   readonly trusted: readonly string[];
   /** Drain time on exit, in milliseconds. Default 5000. */
   readonly graceMs: number;
+  /** A UDP flow idle this long is closed, in milliseconds. Default 60000. */
+  readonly udpIdleMs: number;
+  /** Username and password SOCKS PFOs require, or null for no authentication. */
+  readonly socksAuth: { readonly username: string; readonly password: string } | null;
   /** Default "info". */
   readonly logLevel: LogLevel;
   /** Default "text". */
@@ -105,6 +110,8 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   tokenFile: null,
   trusted: Object.freeze([]),
   graceMs: 5000,
+  udpIdleMs: 60_000,
+  socksAuth: null,
   logLevel: "info",
   logFormat: "text",
   pfos: Object.freeze([]),
@@ -216,6 +223,9 @@ const CONSOLE_KEYS = [
   "tokenFile",
   "trusted",
   "graceMs",
+  "udpIdleMs",
+  "socksUsername",
+  "socksPassword",
   "logLevel",
   "logFormat",
   "pfos",
@@ -455,6 +465,19 @@ function _stringList(src: _Source, name: string, e: _Entry | undefined): string[
   });
 }
 
+function _allowRules(src: _Source, e: _Entry | undefined): string[] {
+  const items = _list(src, "allow", e);
+  const rules = _stringList(src, "allow", e);
+  rules.forEach((rule, i) => {
+    try {
+      parseAllowRule(rule);
+    } catch (err) {
+      _fail(src, items[i], errorMessage(err));
+    }
+  });
+  return rules;
+}
+
 function _fingerprint(src: _Source, name: string, node: YamlNode, value: string): string {
   if (FINGERPRINT.test(value)) return value;
   _fail(
@@ -603,6 +626,35 @@ function _trusted(src: _Source, e: _Entry | undefined): string[] {
   return out;
 }
 
+function _socksAuth(
+  src: _Source,
+  user: _Entry | undefined,
+  pass: _Entry | undefined,
+): ConsoleSettings["socksAuth"] {
+  const username = _nullableString(src, "socksUsername", user);
+  const password = _nullableString(src, "socksPassword", pass);
+  if (username === null && password === null) return null;
+  if (username === null || password === null) {
+    _fail(
+      src,
+      _at((user ?? pass)!),
+      "Cannot use SOCKS authentication: set both socksUsername and socksPassword",
+    );
+  }
+  for (
+    const [name, value, e] of [["socksUsername", username, user], [
+      "socksPassword",
+      password,
+      pass,
+    ]] as const
+  ) {
+    if (value.length < 1 || new TextEncoder().encode(value).length > 255) {
+      _fail(src, _at(e!), `Cannot use ${_label(name)}: SOCKS5 allows 1 to 255 bytes`);
+    }
+  }
+  return Object.freeze({ username, password });
+}
+
 function _consoleFrom(src: _Source): ConsoleSettings {
   const e = _rootEntries(src, CONSOLE_KEYS);
   const d = DEFAULT_CONSOLE_SETTINGS;
@@ -616,6 +668,8 @@ function _consoleFrom(src: _Source): ConsoleSettings {
     tokenFile: _tokenFile(src, e.get("tokenFile")),
     trusted: Object.freeze(_trusted(src, e.get("trusted"))),
     graceMs: _int(src, "graceMs", e.get("graceMs"), d.graceMs, 0),
+    udpIdleMs: _int(src, "udpIdleMs", e.get("udpIdleMs"), d.udpIdleMs, 100),
+    socksAuth: _socksAuth(src, e.get("socksUsername"), e.get("socksPassword")),
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
@@ -645,7 +699,7 @@ function _daemonFrom(src: _Source): DaemonSettings {
     ),
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
-    allow: Object.freeze(_stringList(src, "allow", e.get("allow"))),
+    allow: Object.freeze(_allowRules(src, e.get("allow"))),
   });
 }
 

@@ -1,8 +1,10 @@
 /**
- * The Console's PFO listeners: one Deno listener per port, opened from the
- * moment the Console runs, whatever the session's state. A connection that
- * arrives while no session is established is accepted and closed at once,
- * and counted. One PFO's failure (a port taken) never stops another.
+ * The Console's PFO listeners: one listener per port (TCP, UDP or SOCKS),
+ * opened from the moment the Console runs, whatever the session's state. A
+ * TCP connection that arrives while no session is established is accepted
+ * and closed at once, and counted; a UDP datagram is dropped and counted. One
+ * PFO's failure (a port taken) never stops another, and a range serves every
+ * port it could bind.
  *
  * @module
  */
@@ -17,6 +19,8 @@ import {
   targetPortFor,
 } from "../pfo.ts";
 import type { Session } from "../session.ts";
+import { type UdpCounters, udpCounters, UdpListener } from "../udp.ts";
+import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
 
 /** Live state of one PFO. */
 export type PfoState = "listening" | "disabled" | "error" | "partial";
@@ -30,14 +34,14 @@ export interface PfoStatus {
   readonly enabled: boolean;
   readonly state: PfoState;
   readonly error: string | null;
-  /** Addresses actually bound (a port 0 shows the port the system chose). */
+  /** Addresses actually bound (first 16; a port 0 shows the port the system chose). */
   readonly bound: readonly string[];
   readonly listeners: number;
-  /** Connections open now. */
+  /** Connections (TCP, SOCKS) or flows (UDP) open now. */
   readonly connections: number;
   /** Connections forwarded since the Console started. */
   readonly connectionsTotal: number;
-  /** Connections closed at once because no session was established. */
+  /** Connections closed at once (or datagrams dropped) because no session was established. */
   readonly connectionsRefused: number;
   /** Connections whose target the Daemon could not reach. */
   readonly connectionsFailed: number;
@@ -45,11 +49,20 @@ export interface PfoStatus {
   readonly bytesIn: number;
   /** Bytes from the clients to the targets. */
   readonly bytesOut: number;
+  /** UDP PFOs: flows, datagrams each way, drops. */
+  readonly udp?: {
+    readonly flows: number;
+    readonly flowsTotal: number;
+    readonly datagramsIn: number;
+    readonly datagramsOut: number;
+    readonly drops: number;
+  };
 }
 
 interface PfoRuntime {
   pfo: ResolvedPfo;
-  listeners: Map<number, Deno.Listener>;
+  tcp: Map<number, Deno.Listener>;
+  udp: Map<number, UdpListener>;
   errors: Map<number, string>;
   open: Set<Deno.Conn>;
   connectionsTotal: number;
@@ -57,6 +70,9 @@ interface PfoRuntime {
   connectionsFailed: number;
   bytesIn: number;
   bytesOut: number;
+  udpCounters: UdpCounters;
+  /** Bumped on every (re)start, so late async binds of an old start close themselves. */
+  generation: number;
 }
 
 /** Options for {@linkcode PfoManager}. */
@@ -64,25 +80,32 @@ export interface PfoManagerOptions {
   readonly log: Logger;
   /** The established session, or null. */
   readonly session: () => Session | null;
+  /** Idle time after which a UDP flow closes. */
+  readonly udpIdleMs: () => number;
+  /** Credentials SOCKS PFOs require, or null. */
+  readonly socksAuth: () => { readonly username: string; readonly password: string } | null;
 }
+
+/** How long a SOCKS client has to send its request. */
+const SOCKS_HANDSHAKE_MS = 10_000;
 
 /**
  * Holds every PFO's listeners and counters.
  *
  * @example
  * ```ts ignore
- * const pfos = new PfoManager({ log, session: () => current });
+ * const pfos = new PfoManager({ log, session: () => current, udpIdleMs: () => 60_000, socksAuth: () => null });
  * await pfos.apply(settings.pfos);
  * ```
  */
 export class PfoManager {
   #log: Logger;
-  #session: () => Session | null;
+  #options: PfoManagerOptions;
   #pfos = new Map<string, PfoRuntime>();
 
   constructor(options: PfoManagerOptions) {
     this.#log = options.log;
-    this.#session = options.session;
+    this.#options = options;
   }
 
   /** Names of every PFO, in order of creation. */
@@ -99,25 +122,26 @@ export class PfoManager {
    * Make the running PFOs match `specs`: open what is new or changed, close
    * what is gone. Counters survive edits that keep the name.
    */
-  apply(specs: readonly PfoSpec[]): void {
+  async apply(specs: readonly PfoSpec[]): Promise<void> {
     const wanted = new Map(specs.map((s) => [s.name, resolvePfo(s)]));
     for (const name of [...this.#pfos.keys()]) {
       if (!wanted.has(name)) this.remove(name);
     }
-    for (const [name, pfo] of wanted) this.set(name, pfo);
+    await Promise.all([...wanted].map(([name, pfo]) => this.set(name, pfo)));
   }
 
-  /** Create or replace one PFO. Returns its status (state "error" if a port could not be bound). */
-  set(name: string, pfo: ResolvedPfo): PfoStatus {
+  /** Create or replace one PFO. Resolves with its status (state "error" if no port could be bound). */
+  async set(name: string, pfo: ResolvedPfo): Promise<PfoStatus> {
     const old = this.#pfos.get(name);
     if (old && sameListen(old.pfo, pfo) && old.pfo.enabled === pfo.enabled) {
-      old.pfo = pfo; // a target change applies to the next connection
+      old.pfo = pfo; // a target change applies to the next connection or flow
       return this.status(name)!;
     }
     if (old) this.#close(old);
     const rt: PfoRuntime = old ?? {
       pfo,
-      listeners: new Map(),
+      tcp: new Map(),
+      udp: new Map(),
       errors: new Map(),
       open: new Set(),
       connectionsTotal: 0,
@@ -125,12 +149,14 @@ export class PfoManager {
       connectionsFailed: 0,
       bytesIn: 0,
       bytesOut: 0,
+      udpCounters: udpCounters(),
+      generation: 0,
     };
     rt.pfo = pfo;
     rt.errors = new Map();
-    rt.listeners = new Map();
+    rt.generation++;
     this.#pfos.set(name, rt);
-    if (pfo.enabled) this.#listen(rt);
+    if (pfo.enabled) await this.#listen(rt);
     return this.status(name)!;
   }
 
@@ -156,18 +182,22 @@ export class PfoManager {
     if (!rt) return undefined;
     const { pfo } = rt;
     const size = pfo.listenAddr.portEnd - pfo.listenAddr.port + 1;
-    const errors = [...rt.errors.entries()];
     let state: PfoState = "listening";
     if (!pfo.enabled) state = "disabled";
-    else if (errors.length === size) state = "error";
-    else if (errors.length > 0) state = "partial";
-    const error = errors.length === 0
-      ? null
-      : errors.length === 1
-      ? errors[0][1]
-      : `${errors.length} ports failed: ` +
-        errors.slice(0, 10).map(([p, e]) => `${p}: ${e}`).join("; ") +
-        (errors.length > 10 ? "; …" : "");
+    else if (rt.errors.size === size) state = "error";
+    else if (rt.errors.size > 0) state = "partial";
+    const bound: string[] = [];
+    for (const l of rt.tcp.values()) {
+      if (bound.length >= 16) break;
+      const a = l.addr as Deno.NetAddr;
+      bound.push(formatHostPort(a.hostname, a.port));
+    }
+    for (const l of rt.udp.values()) {
+      if (bound.length >= 16) break;
+      bound.push(formatHostPort(l.address.hostname, l.address.port));
+    }
+    const u = rt.udpCounters;
+    const isUdp = pfo.proto === "udp";
     return {
       name,
       proto: pfo.proto,
@@ -175,18 +205,26 @@ export class PfoManager {
       target: pfo.target,
       enabled: pfo.enabled,
       state,
-      error,
-      bound: [...rt.listeners.values()].slice(0, 16).map((l) => {
-        const a = l.addr as Deno.NetAddr;
-        return formatHostPort(a.hostname, a.port);
-      }),
-      listeners: rt.listeners.size,
-      connections: rt.open.size,
-      connectionsTotal: rt.connectionsTotal,
-      connectionsRefused: rt.connectionsRefused,
+      error: describeErrors(rt.errors),
+      bound,
+      listeners: rt.tcp.size + rt.udp.size,
+      connections: isUdp ? u.flows : rt.open.size,
+      connectionsTotal: isUdp ? u.flowsTotal : rt.connectionsTotal,
+      connectionsRefused: isUdp ? u.refused : rt.connectionsRefused,
       connectionsFailed: rt.connectionsFailed,
-      bytesIn: rt.bytesIn,
-      bytesOut: rt.bytesOut,
+      bytesIn: isUdp ? u.bytesIn : rt.bytesIn,
+      bytesOut: isUdp ? u.bytesOut : rt.bytesOut,
+      ...(isUdp
+        ? {
+          udp: {
+            flows: u.flows,
+            flowsTotal: u.flowsTotal,
+            datagramsIn: u.datagramsIn,
+            datagramsOut: u.datagramsOut,
+            drops: u.drops,
+          },
+        }
+        : {}),
     };
   }
 
@@ -195,35 +233,58 @@ export class PfoManager {
     return this.names().map((n) => this.status(n)!);
   }
 
-  #listen(rt: PfoRuntime): void {
-    const { listenAddr } = rt.pfo;
+  async #listen(rt: PfoRuntime): Promise<void> {
+    const { listenAddr, proto } = rt.pfo;
+    const generation = rt.generation;
+    const log = this.#log.child({ pfo: rt.pfo.name });
+    const binds: Promise<void>[] = [];
     for (let port = listenAddr.port; port <= listenAddr.portEnd; port++) {
+      if (proto === "udp") {
+        binds.push(this.#bindUdp(rt, port, generation, log));
+        continue;
+      }
       try {
         const listener = Deno.listen({ hostname: listenAddr.host, port, transport: "tcp" });
-        rt.listeners.set(port, listener);
+        rt.tcp.set(port, listener);
         this.#acceptLoop(rt, listener, port);
       } catch (err) {
-        const reason = err instanceof Deno.errors.AddrInUse
-          ? "address already in use"
-          : err instanceof Deno.errors.NotCapable
-          ? `${errorMessage(err)} (run with --allow-net)`
-          : errorMessage(err);
-        rt.errors.set(port, `Cannot listen on ${formatHostPort(listenAddr.host, port)}: ${reason}`);
+        rt.errors.set(port, bindError(err));
       }
     }
-    const log = this.#log.child({ pfo: rt.pfo.name });
-    if (rt.listeners.size > 0) {
-      const first = rt.listeners.values().next().value!.addr as Deno.NetAddr;
+    await Promise.all(binds);
+    const count = rt.tcp.size + rt.udp.size;
+    if (count > 0) {
+      const first = this.status(rt.pfo.name)!.bound[0];
       log.info("PFO listening", {
-        listen: rt.listeners.size === 1
-          ? formatHostPort(first.hostname, first.port)
-          : rt.pfo.listen,
-        target: rt.pfo.target,
-        ports: rt.listeners.size > 1 ? rt.listeners.size : undefined,
+        proto,
+        listen: count === 1 ? first : rt.pfo.listen,
+        target: rt.pfo.target ?? "(per connection, SOCKS5)",
+        ports: count > 1 ? count : undefined,
       });
     }
-    for (const message of [...rt.errors.values()].slice(0, 20)) {
-      log.error("PFO port failed", { error: message });
+    if (rt.errors.size > 0) {
+      log.error("PFO ports failed", { listen: rt.pfo.listen, error: describeErrors(rt.errors) });
+    }
+  }
+
+  async #bindUdp(rt: PfoRuntime, port: number, generation: number, log: Logger): Promise<void> {
+    const target = rt.pfo.targetAddr!;
+    try {
+      const listener = await UdpListener.bind({
+        host: rt.pfo.listenAddr.host,
+        port,
+        targetHost: target.host,
+        targetPort: targetPortFor(rt.pfo, port),
+        pfo: rt.pfo.name,
+        log,
+        session: this.#options.session,
+        counters: rt.udpCounters,
+        idleMs: this.#options.udpIdleMs,
+      });
+      if (rt.generation !== generation || !this.#pfos.has(rt.pfo.name)) return listener.close();
+      rt.udp.set(port, listener);
+    } catch (err) {
+      if (rt.generation === generation) rt.errors.set(port, bindError(err));
     }
   }
 
@@ -241,7 +302,7 @@ export class PfoManager {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (rt.listeners.get(port) !== listener) {
+      if (rt.tcp.get(port) !== listener) {
         closeQuietly(conn);
         return;
       }
@@ -250,7 +311,7 @@ export class PfoManager {
   }
 
   #handle(rt: PfoRuntime, conn: Deno.Conn, port: number): void {
-    const session = this.#session();
+    const session = this.#options.session();
     const remote = conn.remoteAddr as Deno.NetAddr;
     const client = formatHostPort(remote.hostname, remote.port);
     const log = this.#log.child({ pfo: rt.pfo.name });
@@ -265,13 +326,61 @@ export class PfoManager {
     } catch {
       // Not a TCP socket; nothing to tune.
     }
-    const target = rt.pfo.targetAddr!;
-    const targetPort = targetPortFor(rt.pfo, port);
-    const targetText = formatHostPort(target.host, targetPort);
     rt.open.add(conn);
+    if (rt.pfo.proto === "socks") {
+      this.#socks(rt, conn, session, client, log);
+      return;
+    }
+    const target = rt.pfo.targetAddr!;
+    this.#forward(
+      rt,
+      conn,
+      session,
+      { host: target.host, port: targetPortFor(rt.pfo, port) },
+      client,
+      log,
+    );
+  }
+
+  async #socks(
+    rt: PfoRuntime,
+    conn: Deno.Conn,
+    session: Session,
+    client: string,
+    log: Logger,
+  ): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      timer = setTimeout(() => closeQuietly(conn), SOCKS_HANDSHAKE_MS);
+      const request = await socksAccept(conn, this.#options.socksAuth());
+      clearTimeout(timer);
+      if (request.early.length > 0) {
+        await reply(conn, SocksReply.GENERAL_FAILURE);
+        throw new SocksError("the client sent data before the SOCKS reply");
+      }
+      this.#forward(rt, conn, session, request, client, log, true);
+    } catch (err) {
+      clearTimeout(timer);
+      rt.open.delete(conn);
+      rt.connectionsFailed++;
+      closeQuietly(conn);
+      log.warn("SOCKS request refused", { client, reason: errorMessage(err) });
+    }
+  }
+
+  #forward(
+    rt: PfoRuntime,
+    conn: Deno.Conn,
+    session: Session,
+    target: { host: string; port: number },
+    client: string,
+    log: Logger,
+    socks = false,
+  ): void {
+    const targetText = formatHostPort(target.host, target.port);
     rt.connectionsTotal++;
     const started = Date.now();
-    session.openStream(conn, { host: target.host, port: targetPort, pfo: rt.pfo.name, client }, {
+    session.openStream(conn, { host: target.host, port: target.port, pfo: rt.pfo.name, client }, {
       log,
       onEnd: (s) => {
         rt.open.delete(conn);
@@ -288,7 +397,15 @@ export class PfoManager {
         });
       },
     }).then(
-      ({ stream, address }) => {
+      async ({ stream, address }) => {
+        if (socks) {
+          try {
+            await reply(conn, SocksReply.SUCCEEDED, address);
+          } catch (err) {
+            stream.reset(`SOCKS reply failed: ${errorMessage(err)}`);
+            return;
+          }
+        }
         stream.start();
         log.info("connection opened", {
           stream: stream.id,
@@ -297,11 +414,12 @@ export class PfoManager {
           via: address,
         });
       },
-      (err) => {
+      async (err) => {
+        const code = err instanceof OpenError ? err.code : "error";
+        if (socks) await reply(conn, socksReplyFor(code)).catch(() => {});
         rt.open.delete(conn);
         rt.connectionsFailed++;
         closeQuietly(conn);
-        const code = err instanceof OpenError ? err.code : "error";
         log.warn("connection failed: the Daemon could not reach the target", {
           client,
           target: targetText,
@@ -314,9 +432,58 @@ export class PfoManager {
   }
 
   #close(rt: PfoRuntime): void {
-    for (const listener of rt.listeners.values()) closeQuietly(listener);
-    rt.listeners.clear();
+    for (const listener of rt.tcp.values()) closeQuietly(listener);
+    for (const listener of rt.udp.values()) listener.close();
+    rt.tcp.clear();
+    rt.udp.clear();
   }
+}
+
+function bindError(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  if (err instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
+    return "address already in use";
+  }
+  if (err instanceof Deno.errors.NotCapable) return `${errorMessage(err)} (run with --allow-net)`;
+  if (err instanceof Deno.errors.PermissionDenied || code === "EACCES") {
+    return "permission denied (ports below 1024 need privileges)";
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable || code === "EADDRNOTAVAIL") {
+    return "address not available on this machine";
+  }
+  return errorMessage(err);
+}
+
+/**
+ * Port failures grouped by reason, with runs of ports as ranges:
+ * "ports 20001, 20005-20007: address already in use".
+ *
+ * @example
+ * ```ts
+ * import { describeErrors } from "./pfos.ts";
+ * const e = new Map([[5, "in use"], [6, "in use"], [7, "in use"], [9, "in use"]]);
+ * if (describeErrors(e) !== "cannot listen on ports 5-7, 9: in use") throw new Error(describeErrors(e)!);
+ * ```
+ */
+export function describeErrors(errors: ReadonlyMap<number, string>): string | null {
+  if (errors.size === 0) return null;
+  const byReason = new Map<string, number[]>();
+  for (const [port, reason] of errors) {
+    byReason.set(reason, [...(byReason.get(reason) ?? []), port]);
+  }
+  const parts: string[] = [];
+  for (const [reason, ports] of byReason) {
+    ports.sort((a, b) => a - b);
+    const runs: string[] = [];
+    for (let i = 0; i < ports.length;) {
+      let j = i;
+      while (j + 1 < ports.length && ports[j + 1] === ports[j] + 1) j++;
+      runs.push(i === j ? `${ports[i]}` : `${ports[i]}-${ports[j]}`);
+      i = j + 1;
+    }
+    parts.push(`cannot listen on port${ports.length > 1 ? "s" : ""} ${runs.join(", ")}: ${reason}`);
+  }
+  return parts.join("; ");
 }
 
 function sameListen(a: ResolvedPfo, b: ResolvedPfo): boolean {

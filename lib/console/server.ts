@@ -145,6 +145,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   const pfos = new PfoManager({
     log,
     session: () => (current?.state === "established" ? current.session : null),
+    udpIdleMs: () => settings.udpIdleMs,
+    socksAuth: () => settings.socksAuth,
   });
 
   // --- session port ---------------------------------------------------------
@@ -169,11 +171,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   const boundText = formatHostPort(bound.hostname, bound.port);
 
   // --- PFOs start listening now, whatever the session state -----------------
-  applyPfos(settings.pfos);
-
-  function applyPfos(specs: readonly PfoSpec[]): void {
-    pfos.apply(specs);
-  }
+  await pfos.apply(settings.pfos);
 
   // --- status ---------------------------------------------------------------
   function status(): ConsoleStatus {
@@ -421,7 +419,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     name: string | null,
   ) {
     settings = await updateConsoleSettings(options.settingsPath, change);
-    applyPfos(settings.pfos);
+    await pfos.apply(settings.pfos);
     if (name === null) return null;
     const s = pfos.status(name);
     if (s && (s.state === "error" || s.state === "partial")) {
@@ -601,7 +599,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
           error: errorMessage(err),
         });
       }
-      applyPfos(next.pfos);
+      await pfos.apply(next.pfos);
       log.info("settings reloaded", { pfos: next.pfos.length });
     },
     onError: (err) =>

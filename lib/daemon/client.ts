@@ -18,7 +18,9 @@ import { daemonHandshake, MessageReader, Session } from "../session.ts";
 import { readTokenFile, settingsPaths } from "../settings.ts";
 import { connectPinned } from "../tls.ts";
 import { printable } from "../console/server.ts";
-import { connectTarget, resolveHost } from "./connector.ts";
+import { AllowList, parseIp } from "../allowlist.ts";
+import { DaemonFlow } from "../udp.ts";
+import { classifyError, connectTarget, resolveHost } from "./connector.ts";
 
 /** What the Daemon is doing now. */
 export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
@@ -27,6 +29,7 @@ export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" |
 export interface DaemonConnection {
   readonly stream: number;
   readonly pfo: string;
+  readonly proto: "tcp" | "udp";
   readonly client: string;
   readonly target: string;
   readonly address: string;
@@ -69,6 +72,8 @@ export interface DaemonOptions {
   readonly reconnect: boolean;
   readonly backoffMaxMs: number;
   readonly connectTimeoutMs: number;
+  /** Allow-list rules (`--allow`, `allow:`); empty allows everything. */
+  readonly allow: readonly string[];
   readonly log: Logger;
   /** The Daemon user's display (stdout). */
   readonly out: (text: string) => void;
@@ -77,6 +82,12 @@ export interface DaemonOptions {
   /** Drain time on exit. */
   readonly graceMs?: number;
 }
+
+/**
+ * The Console closes idle UDP flows (udpIdleMs); this is the Daemon's own
+ * backstop so a forgotten flow can never hold a socket for long.
+ */
+const DAEMON_UDP_IDLE_MS = 10 * 60_000;
 
 /** Failures that retrying cannot fix. */
 const PERMANENT = new Set(["fingerprint", "version", "token", "rejected", "identity", "untrusted"]);
@@ -103,6 +114,16 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const consoleText = formatHostPort(consoleAddr.host, consoleAddr.port);
   const certB64 = btoa(String.fromCharCode(...identity.certDer));
   const facts = whoAmI();
+  const allow = AllowList.parse(options.allow);
+  out(`Allow-list: the Console may reach ${allow.describe()}`);
+  const udpFlows = new Set<DaemonFlow>();
+  const udpSweep = setInterval(() => {
+    const cutoff = Date.now() - DAEMON_UDP_IDLE_MS;
+    for (const flow of udpFlows) {
+      if (flow.ended) udpFlows.delete(flow);
+      else if (flow.lastActive < cutoff) flow.close("idle on the Daemon's side");
+    }
+  }, 5_000);
 
   let phase: DaemonPhase = "connecting";
   let session: Session | null = null;
@@ -177,41 +198,82 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   function onOpen(s: Session, msg: OpenMessage): void {
     const target = formatHostPort(msg.host, msg.port);
     const slog = log.child({ session: s.id, pfo: msg.pfo, stream: msg.stream });
-    connectTarget(msg.host, msg.port, { timeoutMs: options.connectTimeoutMs }).then(
-      ({ conn, address }) => {
-        const since = new Date();
-        const stream = s.acceptStream(msg.stream, conn, address, {
-          log: slog,
-          onEnd: (summary) => {
-            connections.delete(msg.stream);
-            slog.info("connection closed", {
-              client: msg.client,
-              target,
-              bytesIn: summary.bytesSent,
-              bytesOut: summary.bytesReceived,
-              durationMs: summary.durationMs,
-              reason: summary.reason === "done" ? undefined : summary.reason,
-            });
-          },
-        });
-        if (!stream) return;
-        connections.set(msg.stream, {
-          stream: msg.stream,
-          pfo: msg.pfo,
+    const since = new Date();
+    const opened = (address: string) => {
+      connections.set(msg.stream, {
+        stream: msg.stream,
+        pfo: msg.pfo,
+        proto: msg.proto,
+        client: msg.client,
+        target,
+        address,
+        since: since.toISOString(),
+      });
+      slog.info(msg.proto === "udp" ? "UDP flow opened" : "connection opened", {
+        client: msg.client,
+        target,
+        via: address,
+      });
+    };
+    const closed = (summary: { bytesIn: number; bytesOut: number; reason: string }) => {
+      connections.delete(msg.stream);
+      slog.info(msg.proto === "udp" ? "UDP flow closed" : "connection closed", {
+        client: msg.client,
+        target,
+        bytesIn: summary.bytesIn,
+        bytesOut: summary.bytesOut,
+        durationMs: Date.now() - since.getTime(),
+        reason: summary.reason === "done" ? undefined : summary.reason,
+      });
+    };
+    (async () => {
+      const decision = await allow.check(msg.host, msg.port, resolveHost);
+      if (!decision.allowed) throw new OpenError("not-allowed", decision.reason);
+      if (msg.proto === "udp") {
+        const [address] = parseIp(decision.connectHost)
+          ? [decision.connectHost]
+          : await resolveHost(decision.connectHost);
+        const flow = await DaemonFlow.connect(
+          msg.stream,
+          s,
+          address,
+          msg.port,
+          (reason) => closed({ bytesIn: flow.datagramsIn, bytesOut: flow.datagramsOut, reason }),
+        );
+        const reached = formatHostPort(address, msg.port);
+        if (!s.accept(msg.stream, flow, reached)) return flow.abort("session ended");
+        udpFlows.add(flow);
+        opened(reached);
+        return;
+      }
+      const { conn, address } = await connectTarget(decision.connectHost, msg.port, {
+        timeoutMs: options.connectTimeoutMs,
+        label: target,
+      });
+      const stream = s.acceptStream(msg.stream, conn, address, {
+        log: slog,
+        onEnd: (summary) =>
+          closed({
+            bytesIn: summary.bytesSent,
+            bytesOut: summary.bytesReceived,
+            reason: summary.reason,
+          }),
+      });
+      if (stream) opened(address);
+    })().catch((err) => {
+      const code = err instanceof OpenError ? err.code : classifyError(err, target).code;
+      const reason = err instanceof OpenError ? err.message : classifyError(err, target).reason;
+      slog.warn(
+        code === "not-allowed" ? "connection refused by the allow-list" : "connection failed",
+        {
           client: msg.client,
           target,
-          address,
-          since: since.toISOString(),
-        });
-        slog.info("connection opened", { client: msg.client, target, via: address });
-      },
-      (err) => {
-        const code = err instanceof OpenError ? err.code : "error";
-        const reason = errorMessage(err);
-        slog.warn("connection failed", { client: msg.client, target, code, reason });
-        if (s.ended === null) s.send({ tag: Tag.OPEN_ERR, stream: msg.stream, code, reason });
-      },
-    );
+          code,
+          reason,
+        },
+      );
+      if (s.ended === null) s.send({ tag: Tag.OPEN_ERR, stream: msg.stream, code, reason });
+    });
   }
 
   function onResolve(s: Session, msg: ResolveMessage): void {
@@ -356,6 +418,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     phase = "stopped";
     const s = session as Session | null;
     if (s) await closeSession(s);
+    clearInterval(udpSweep);
+    for (const flow of udpFlows) flow.abort("the Daemon is exiting");
     await control.close();
   }
 

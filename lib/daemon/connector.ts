@@ -15,6 +15,8 @@ import type { OpenErrorCode } from "../protocol.ts";
 export interface ConnectTargetOptions {
   /** Give up after this long. */
   readonly timeoutMs: number;
+  /** How to name the target in errors (default `host:port`). */
+  readonly label?: string;
 }
 
 /**
@@ -71,7 +73,7 @@ export async function connectTarget(
   port: number,
   options: ConnectTargetOptions,
 ): Promise<{ conn: Deno.TcpConn; address: string }> {
-  const target = formatHostPort(host, port);
+  const target = options.label ?? formatHostPort(host, port);
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timedOut = false;
   const connecting = Deno.connect({ hostname: host, port, transport: "tcp" });
