@@ -383,7 +383,8 @@ async function interactiveLine(
 }
 
 if (import.meta.main) {
-  let usage = () => "";
+  // Until the arguments are read, usage shows the default settings path.
+  let usage = () => buildProgram(defaultSettingsFile("console")).helpInformation();
   await runMain(async () => {
     const { args, options } = extractGlobalOptions(Deno.args);
     const settingsPath = options.config ?? defaultSettingsFile("console");

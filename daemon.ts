@@ -95,7 +95,8 @@ function buildProgram(settingsPath: string) {
 }
 
 if (import.meta.main) {
-  let usage = () => "";
+  // Until the arguments are read, usage shows the default settings path.
+  let usage = () => buildProgram(defaultSettingsFile("daemon")).helpInformation();
   await runMain(async () => {
     const { args, options } = extractGlobalOptions(Deno.args);
     const settingsPath = options.config ?? defaultSettingsFile("daemon");
