@@ -31,6 +31,7 @@ import {
 import type { PfoStatus } from "./lib/console/pfos.ts";
 import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
 import { errorMessage } from "./lib/errors.ts";
+import { parseListen, parseTarget, type PfoSpec, resolvePfo, validatePfoName } from "./lib/pfo.ts";
 import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
 
 function buildProgram(settingsPath: string) {
@@ -236,11 +237,30 @@ async function pfoCall(
   command: string,
   body: Record<string, unknown>,
 ): Promise<PfoStatus> {
+  checkPfoArguments(body);
   try {
     return await control(command, body) as PfoStatus;
   } catch (err) {
     if (err instanceof ControlCallError && err.result) printPfos([err.result as PfoStatus]);
     throw err;
+  }
+}
+
+/**
+ * A bad NAME, address or port is bad usage (exit 2), whether or not a
+ * Console runs: check the arguments before asking it.
+ */
+function checkPfoArguments(body: Record<string, unknown>): void {
+  try {
+    validatePfoName(String(body.name));
+    if (body.proto !== undefined) {
+      resolvePfo(body as unknown as PfoSpec); // pfo add: the whole PFO
+    } else {
+      if (body.listen !== undefined) parseListen(String(body.listen));
+      if (body.target !== undefined) parseTarget(String(body.target));
+    }
+  } catch (err) {
+    throw new UsageError(errorMessage(err));
   }
 }
 
