@@ -9,10 +9,12 @@
 
 import { Command } from "@commander-js/extra-typings";
 import {
+  type ConnectionRow,
   EXIT,
   exitSignals,
   extractGlobalOptions,
   interactive,
+  printConnections,
   printErr,
   printOut,
   runLogger,
@@ -126,6 +128,12 @@ function buildProgram(settingsPath: string) {
     .option("--udp", "forward UDP datagrams instead of TCP connections")
     .option("--socks", "a SOCKS5 proxy: each connection names its own target")
     .option("--disabled", "save it disabled")
+    .option(
+      "--allow-client <cidr>",
+      "only let this client address or network use it (repeatable; default: anyone)",
+      (rule: string, rules: string[]) => [...rules, rule],
+      [] as string[],
+    )
     .action(async (name, opts) => {
       if (opts.udp && opts.socks) throw new UsageError("pfo add takes --udp or --socks, not both");
       if (opts.socks && opts.target !== undefined) {
@@ -140,6 +148,7 @@ function buildProgram(settingsPath: string) {
         listen: opts.listen,
         target: opts.target ?? null,
         enabled: opts.disabled !== true,
+        clients: opts.allowClient,
       });
       printPfos([result]);
     });
@@ -178,6 +187,24 @@ function buildProgram(settingsPath: string) {
       if (opts.json) printOut(JSON.stringify(list, null, 2));
       else printPfos(list);
     });
+
+  const connections = program.command("connections").description(
+    "list or cut forwarded connections",
+  );
+  connections.command("list").description("list open connections").option(
+    "--json",
+    "print JSON only",
+  ).action(
+    async (opts) => {
+      printConnections(await control("connections/list") as ConnectionRow[], opts.json === true);
+    },
+  );
+  connections.command("kill").description("cut one connection").argument("<id>").action(
+    async (id) => {
+      await control("connections/kill", { id: Number(id) });
+      printOut(`connection ${id} killed`);
+    },
+  );
 
   program.command("chat")
     .description("send a chat message to the Daemon's user")

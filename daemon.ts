@@ -9,9 +9,11 @@
 
 import { Command } from "@commander-js/extra-typings";
 import {
+  type ConnectionRow,
   EXIT,
   exitSignals,
   extractGlobalOptions,
+  printConnections,
   printErr,
   printOut,
   runLogger,
@@ -85,6 +87,29 @@ function buildProgram(settingsPath: string) {
     .action(async (words) => {
       await control("chat", { text: words.join(" ") });
     });
+  const connections = program.command("connections").description(
+    "list or cut connections made through this Daemon",
+  );
+  connections.command("list").description("list open connections").option(
+    "--json",
+    "print JSON only",
+  ).action(
+    async (opts) => {
+      printConnections(
+        (await control("connections/list") as (ConnectionRow & { stream: number })[]).map((c) => ({
+          ...c,
+          id: c.stream,
+        })),
+        opts.json === true,
+      );
+    },
+  );
+  connections.command("kill").description("cut one connection").argument("<id>").action(
+    async (id) => {
+      await control("connections/kill", { id: Number(id) });
+      printOut(`connection ${id} killed`);
+    },
+  );
   program.command("close")
     .description("close the session and stop the Daemon")
     .action(async () => {

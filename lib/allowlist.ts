@@ -227,6 +227,13 @@ export class AllowList {
     return this.open ? "everything (no --allow rules)" : this.rules.map((r) => r.text).join(", ");
   }
 
+  /** Whether an address (not a name) is allowed by some rule, whatever the port. */
+  allowsAddress(address: string): boolean {
+    if (this.open) return true;
+    const ip = parseIp(address);
+    return ip !== null && this.rules.some((r) => ipMatches(r, ip));
+  }
+
   /**
    * May the Console reach `host:port`? `resolve` looks a name up with this
    * machine's resolver, and is called only when address rules must decide.

@@ -219,3 +219,35 @@ export function describeError(err: unknown): string {
   }
   return text;
 }
+
+/** One connection as both programs list it. */
+export interface ConnectionRow {
+  readonly id: number;
+  readonly pfo: string;
+  readonly proto?: string;
+  readonly client: string;
+  readonly target: string | null;
+  readonly since: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** Print connections as a table, or as JSON only. */
+export function printConnections(rows: readonly ConnectionRow[], json: boolean): void {
+  if (json) return printOut(JSON.stringify(rows, null, 2));
+  if (rows.length === 0) return printOut("no open connections");
+  const table = rows.map((r) => [
+    String(r.id),
+    r.pfo,
+    r.proto ?? "tcp",
+    r.client,
+    r.target ?? "-",
+    r.since,
+    `${r.bytesOut}/${r.bytesIn}`,
+  ]);
+  const head = ["ID", "PFO", "PROTO", "CLIENT", "TARGET", "SINCE", "OUT/IN BYTES"];
+  const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
+  for (const row of [head, ...table]) {
+    printOut(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  }
+}

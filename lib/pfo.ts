@@ -18,6 +18,7 @@
  * @module
  */
 
+import { parseAllowRule } from "./allowlist.ts";
 import { ConfigError } from "./errors.ts";
 
 /** Protocol of a PFO. `socks` has no fixed target: the client names it. */
@@ -75,10 +76,17 @@ export interface PfoSpec {
   readonly target: string | null;
   /** Whether the Console listens for it. */
   readonly enabled: boolean;
+  /**
+   * Console-side client addresses allowed to use it (IPs or CIDRs, `*` for
+   * anyone). Absent or empty: anyone who can reach the listen address.
+   */
+  readonly clients?: readonly string[];
 }
 
 /** A PFO with its addresses parsed and checked. */
 export interface ResolvedPfo extends PfoSpec {
+  /** Allowed client addresses; empty allows everyone. */
+  readonly clients: readonly string[];
   /** Parsed {@linkcode PfoSpec.listen}. */
   readonly listenAddr: ListenAddress;
   /** Parsed {@linkcode PfoSpec.target}; `null` for socks. */
@@ -527,12 +535,30 @@ export function resolvePfo(spec: PfoSpec): ResolvedPfo {
       );
     }
   }
+  const clients = Object.freeze([...(spec.clients ?? [])]);
+  for (const rule of clients) {
+    let parsed;
+    try {
+      parsed = parseAllowRule(rule);
+    } catch (err) {
+      throw new ConfigError(`${where}: clients: ${_detail(err)}`, { cause: err });
+    }
+    if (
+      (parsed.kind !== "ip" && parsed.kind !== "any") || parsed.portMin !== 1 ||
+      parsed.portMax !== 65535
+    ) {
+      throw new ConfigError(
+        `${where}: clients: "${rule}" is not an address or CIDR; list client IPs or networks such as 10.0.0.0/8`,
+      );
+    }
+  }
   return Object.freeze({
     name: spec.name,
     proto: spec.proto,
     listen: spec.listen,
     target: spec.target,
     enabled: spec.enabled,
+    clients,
     listenAddr,
     targetAddr,
   });

@@ -456,6 +456,11 @@ export class Session implements StreamHost {
     return this.#streams.size;
   }
 
+  /** The open stream or UDP flow with this id. */
+  channel(id: number): Channel | undefined {
+    return this.#streams.get(id);
+  }
+
   /** The open TCP streams. */
   streams(): Stream[] {
     return [...this.#streams.values()].filter((c): c is Stream => c instanceof Stream);

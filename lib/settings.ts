@@ -243,7 +243,7 @@ const DAEMON_KEYS = [
   "allow",
 ] as const;
 
-const PFO_KEYS = ["name", "proto", "listen", "target", "enabled"] as const;
+const PFO_KEYS = ["name", "proto", "listen", "target", "enabled", "clients"] as const;
 
 const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
 
@@ -585,7 +585,19 @@ function _pfo(
     : _stringOrPort(src, `"target" of PFO "${name}"`, targetEntry);
   if (target !== null) check(_at(targetEntry!), () => parseTarget(target));
   const enabled = _bool(src, `"enabled" of PFO "${name}"`, entries.get("enabled"), true);
-  const spec: PfoSpec = { name, proto, listen, target, enabled };
+  const clientsEntry = entries.get("clients");
+  const clients = _stringList(src, `"clients" of PFO "${name}"`, clientsEntry);
+  if (clientsEntry !== undefined) {
+    const items = _list(src, `"clients" of PFO "${name}"`, clientsEntry);
+    clients.forEach((rule, i) =>
+      check(
+        items[i]!,
+        () =>
+          resolvePfo({ name, proto: "tcp", listen: "1", target: "h:1", enabled, clients: [rule] }),
+      )
+    );
+  }
+  const spec: PfoSpec = { name, proto, listen, target, enabled, clients };
   const pfo = check(targetEntry === undefined ? node : _at(targetEntry), () => resolvePfo(spec));
   return { pfo, nameNode: _at(nameEntry) };
 }
@@ -959,6 +971,7 @@ function _specOf(pfo: ResolvedPfo): PfoSpec {
     listen: pfo.listen,
     target: pfo.target,
     enabled: pfo.enabled,
+    clients: pfo.clients,
   };
 }
 
@@ -1001,6 +1014,7 @@ function _applyEdit(
       };
       if (spec.target !== null) fields.target = spec.target;
       fields.enabled = spec.enabled;
+      if (spec.clients && spec.clients.length > 0) fields.clients = [...spec.clients];
       _ensureSeq(doc, "pfos").items.push(doc.createNode(fields));
       return;
     }
@@ -1017,7 +1031,12 @@ function _applyEdit(
       }
       for (const key of PFO_KEYS) {
         const value = changes[key];
-        if (value !== undefined && value !== _specOf(pfo)[key]) _setField(map, key, value);
+        if (key === "clients") {
+          const list = value as readonly string[] | undefined;
+          if (list !== undefined && list.join() !== pfo.clients.join()) {
+            _setField(map, key, list.length === 0 ? null : [...list]);
+          }
+        } else if (value !== undefined && value !== _specOf(pfo)[key]) _setField(map, key, value);
       }
       return;
     }

@@ -98,6 +98,8 @@ export interface UdpCounters {
   drops: number;
   /** Datagrams that arrived while no session was established. */
   refused: number;
+  /** Datagrams from clients not in the PFO's clients list. */
+  denied: number;
 }
 
 /** A fresh set of counters. */
@@ -111,6 +113,7 @@ export function udpCounters(): UdpCounters {
     bytesIn: 0,
     drops: 0,
     refused: 0,
+    denied: 0,
   };
 }
 
@@ -125,6 +128,8 @@ export interface UdpListenerOptions {
   readonly session: () => Session | null;
   readonly counters: UdpCounters;
   readonly idleMs: () => number;
+  /** Whether a client address may use the PFO. */
+  readonly allowClient: (address: string) => boolean;
 }
 
 /**
@@ -213,6 +218,10 @@ export class UdpListener {
 
   #onClientDatagram(msg: Uint8Array, rinfo: { address: string; port: number }): void {
     const c = this.options.counters;
+    if (!this.options.allowClient(rinfo.address)) {
+      c.denied++;
+      return;
+    }
     const session = this.options.session();
     if (!session) {
       c.refused++;

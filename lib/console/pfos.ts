@@ -18,6 +18,8 @@ import {
   resolvePfo,
   targetPortFor,
 } from "../pfo.ts";
+import { AllowList } from "../allowlist.ts";
+import type { Stream } from "../mux.ts";
 import type { Session } from "../session.ts";
 import { type UdpCounters, udpCounters, UdpListener } from "../udp.ts";
 import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
@@ -45,6 +47,10 @@ export interface PfoStatus {
   readonly connectionsRefused: number;
   /** Connections whose target the Daemon could not reach. */
   readonly connectionsFailed: number;
+  /** Connections (or datagrams) refused because the client is not in `clients`. */
+  readonly connectionsDenied: number;
+  /** Allowed client addresses; empty means everyone. */
+  readonly clients: readonly string[];
   /** Bytes from the targets to the clients. */
   readonly bytesIn: number;
   /** Bytes from the clients to the targets. */
@@ -59,15 +65,43 @@ export interface PfoStatus {
   };
 }
 
+/** One forwarded connection, as `connections list` shows it. */
+export interface ConnectionInfo {
+  readonly id: number;
+  readonly pfo: string;
+  readonly proto: string;
+  readonly client: string;
+  readonly target: string | null;
+  readonly since: string;
+  readonly stream: number | null;
+  readonly bytesOut: number;
+  readonly bytesIn: number;
+}
+
+interface ConnectionRecord {
+  readonly id: number;
+  readonly pfo: string;
+  readonly proto: string;
+  readonly client: string;
+  target: string | null;
+  readonly since: Date;
+  readonly conn: Deno.Conn;
+  stream: Stream | null;
+}
+
 interface PfoRuntime {
   pfo: ResolvedPfo;
   tcp: Map<number, Deno.Listener>;
   udp: Map<number, UdpListener>;
   errors: Map<number, string>;
-  open: Set<Deno.Conn>;
+  open: Map<Deno.Conn, ConnectionRecord>;
+  /** Allowed client addresses; null lets everyone in. */
+  clients: AllowList | null;
   connectionsTotal: number;
   connectionsRefused: number;
   connectionsFailed: number;
+  /** Connections refused because the client is not in the PFO's clients list. */
+  connectionsDenied: number;
   bytesIn: number;
   bytesOut: number;
   udpCounters: UdpCounters;
@@ -102,6 +136,8 @@ export class PfoManager {
   #log: Logger;
   #options: PfoManagerOptions;
   #pfos = new Map<string, PfoRuntime>();
+  #connections = new Map<number, ConnectionRecord>();
+  #nextConnection = 1;
 
   constructor(options: PfoManagerOptions) {
     this.#log = options.log;
@@ -134,7 +170,8 @@ export class PfoManager {
   async set(name: string, pfo: ResolvedPfo): Promise<PfoStatus> {
     const old = this.#pfos.get(name);
     if (old && sameListen(old.pfo, pfo) && old.pfo.enabled === pfo.enabled) {
-      old.pfo = pfo; // a target change applies to the next connection or flow
+      old.pfo = pfo; // a target or clients change applies to the next connection
+      old.clients = pfo.clients.length > 0 ? AllowList.parse(pfo.clients) : null;
       return this.status(name)!;
     }
     if (old) this.#close(old);
@@ -143,16 +180,19 @@ export class PfoManager {
       tcp: new Map(),
       udp: new Map(),
       errors: new Map(),
-      open: new Set(),
+      open: new Map(),
+      clients: null,
       connectionsTotal: 0,
       connectionsRefused: 0,
       connectionsFailed: 0,
+      connectionsDenied: 0,
       bytesIn: 0,
       bytesOut: 0,
       udpCounters: udpCounters(),
       generation: 0,
     };
     rt.pfo = pfo;
+    rt.clients = pfo.clients.length > 0 ? AllowList.parse(pfo.clients) : null;
     rt.errors = new Map();
     rt.generation++;
     this.#pfos.set(name, rt);
@@ -165,7 +205,10 @@ export class PfoManager {
     const rt = this.#pfos.get(name);
     if (!rt) return false;
     this.#close(rt);
-    for (const conn of rt.open) closeQuietly(conn);
+    for (const conn of [...rt.open.keys()]) {
+      closeQuietly(conn);
+      this.#untrack(rt, conn);
+    }
     this.#pfos.delete(name);
     this.#log.info("PFO removed", { pfo: name });
     return true;
@@ -212,6 +255,8 @@ export class PfoManager {
       connectionsTotal: isUdp ? u.flowsTotal : rt.connectionsTotal,
       connectionsRefused: isUdp ? u.refused : rt.connectionsRefused,
       connectionsFailed: rt.connectionsFailed,
+      connectionsDenied: rt.connectionsDenied + rt.udpCounters.denied,
+      clients: rt.pfo.clients,
       bytesIn: isUdp ? u.bytesIn : rt.bytesIn,
       bytesOut: isUdp ? u.bytesOut : rt.bytesOut,
       ...(isUdp
@@ -280,6 +325,7 @@ export class PfoManager {
         session: this.#options.session,
         counters: rt.udpCounters,
         idleMs: this.#options.udpIdleMs,
+        allowClient: (address) => rt.clients === null || rt.clients.allowsAddress(address),
       });
       if (rt.generation !== generation || !this.#pfos.has(rt.pfo.name)) return listener.close();
       rt.udp.set(port, listener);
@@ -315,6 +361,12 @@ export class PfoManager {
     const remote = conn.remoteAddr as Deno.NetAddr;
     const client = formatHostPort(remote.hostname, remote.port);
     const log = this.#log.child({ pfo: rt.pfo.name });
+    if (rt.clients && !rt.clients.allowsAddress(remote.hostname)) {
+      rt.connectionsDenied++;
+      closeQuietly(conn);
+      log.warn("connection refused: client not in the PFO's clients list", { client });
+      return;
+    }
     if (!session) {
       rt.connectionsRefused++;
       closeQuietly(conn);
@@ -326,7 +378,18 @@ export class PfoManager {
     } catch {
       // Not a TCP socket; nothing to tune.
     }
-    rt.open.add(conn);
+    const record: ConnectionRecord = {
+      id: this.#nextConnection++,
+      pfo: rt.pfo.name,
+      proto: rt.pfo.proto,
+      client,
+      target: null,
+      since: new Date(),
+      conn,
+      stream: null,
+    };
+    rt.open.set(conn, record);
+    this.#connections.set(record.id, record);
     if (rt.pfo.proto === "socks") {
       this.#socks(rt, conn, session, client, log);
       return;
@@ -361,7 +424,7 @@ export class PfoManager {
       this.#forward(rt, conn, session, request, client, log, true);
     } catch (err) {
       clearTimeout(timer);
-      rt.open.delete(conn);
+      this.#untrack(rt, conn);
       rt.connectionsFailed++;
       closeQuietly(conn);
       log.warn("SOCKS request refused", { client, reason: errorMessage(err) });
@@ -378,12 +441,14 @@ export class PfoManager {
     socks = false,
   ): void {
     const targetText = formatHostPort(target.host, target.port);
+    const record = rt.open.get(conn);
+    if (record) record.target = targetText;
     rt.connectionsTotal++;
     const started = Date.now();
     session.openStream(conn, { host: target.host, port: target.port, pfo: rt.pfo.name, client }, {
       log,
       onEnd: (s) => {
-        rt.open.delete(conn);
+        this.#untrack(rt, conn);
         rt.bytesOut += s.bytesSent;
         rt.bytesIn += s.bytesReceived;
         log.info("connection closed", {
@@ -406,6 +471,7 @@ export class PfoManager {
             return;
           }
         }
+        if (record) record.stream = stream;
         stream.start();
         log.info("connection opened", {
           stream: stream.id,
@@ -417,7 +483,7 @@ export class PfoManager {
       async (err) => {
         const code = err instanceof OpenError ? err.code : "error";
         if (socks) await reply(conn, socksReplyFor(code)).catch(() => {});
-        rt.open.delete(conn);
+        this.#untrack(rt, conn);
         rt.connectionsFailed++;
         closeQuietly(conn);
         log.warn("connection failed: the Daemon could not reach the target", {
@@ -429,6 +495,41 @@ export class PfoManager {
         });
       },
     );
+  }
+
+  #untrack(rt: PfoRuntime, conn: Deno.Conn): void {
+    const record = rt.open.get(conn);
+    rt.open.delete(conn);
+    if (record) this.#connections.delete(record.id);
+  }
+
+  /** Every forwarded TCP/SOCKS connection open now. */
+  connections(): ConnectionInfo[] {
+    return [...this.#connections.values()].map((r) => ({
+      id: r.id,
+      pfo: r.pfo,
+      proto: r.proto,
+      client: r.client,
+      target: r.target,
+      since: r.since.toISOString(),
+      stream: r.stream?.id ?? null,
+      bytesOut: r.stream?.bytesSent ?? 0,
+      bytesIn: r.stream?.bytesReceived ?? 0,
+    }));
+  }
+
+  /** Cut one connection. Returns false when no connection has that id. */
+  kill(id: number): boolean {
+    const record = this.#connections.get(id);
+    if (!record) return false;
+    this.#log.info("connection killed by the operator", {
+      pfo: record.pfo,
+      client: record.client,
+      id,
+    });
+    if (record.stream) record.stream.reset("killed by the Console operator");
+    else closeQuietly(record.conn);
+    return true;
   }
 
   #close(rt: PfoRuntime): void {

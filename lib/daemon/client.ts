@@ -20,6 +20,7 @@ import { connectPinned } from "../tls.ts";
 import { printable } from "../console/server.ts";
 import { AllowList, parseIp } from "../allowlist.ts";
 import { DaemonFlow } from "../udp.ts";
+import { Stream } from "../mux.ts";
 import { classifyError, connectTarget, resolveHost } from "./connector.ts";
 
 /** What the Daemon is doing now. */
@@ -182,6 +183,23 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         }
         requireSession("chat").chat(text);
         return { sent: text };
+      },
+      "connections/list": () => status().connections,
+      "connections/kill": (body) => {
+        const id = Number(body.id);
+        const channel = session?.ended === null ? session.channel(id) : undefined;
+        if (!channel) {
+          throw new ControlError(
+            `Cannot kill connection ${body.id}: no such connection (see \`connections list\`)`,
+            {
+              status: 404,
+            },
+          );
+        }
+        log.info("connection killed by the Daemon's user", { stream: id });
+        if (channel instanceof DaemonFlow) channel.close("killed by the Daemon's user");
+        else if (channel instanceof Stream) channel.reset("killed by the Daemon's user");
+        return { killed: id };
       },
       close: async () => {
         stopRequested = true;
