@@ -472,6 +472,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         listen: String(body.listen),
         target: body.target === undefined || body.target === null ? null : String(body.target),
         enabled: body.enabled !== false,
+        clients: Array.isArray(body.clients) ? body.clients.map(String) : [],
       };
       try {
         validatePfoName(spec.name);
@@ -523,6 +524,19 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       return { removed: name };
     },
     "pfo/list": () => pfos.list(),
+    "connections/list": () => pfos.connections(),
+    "connections/kill": (body) => {
+      const id = Number(body.id);
+      if (!pfos.kill(id)) {
+        throw new ControlError(
+          `Cannot kill connection ${body.id}: no such connection (see \`connections list\`)`,
+          {
+            status: 404,
+          },
+        );
+      }
+      return { killed: id };
+    },
     chat: (body) => {
       const text = String(body.text ?? "");
       if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
