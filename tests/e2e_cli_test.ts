@@ -1,0 +1,622 @@
+/**
+ * End-to-end tests of the command-line contract and the settings file:
+ * exit codes and usage text, `--config` in any position, `status --json`
+ * shapes, malformed settings refused at start and while running, run-time
+ * changes written back with comments kept, and owner-only files.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  addPfo,
+  type CliResult,
+  type ConsoleProc,
+  echoServer,
+  hostPort,
+  runCli,
+  startConsole,
+  startDaemon,
+  startPair,
+  taskFlags,
+} from "./_harness.ts";
+import { VERSION } from "../lib/cli.ts";
+import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Fails with `what` when `promise` is not settled within `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Run an entry like {@linkcode runCli}, but kill it after `ms`: a command
+ * that should fail at once must not hang the test when it does not.
+ */
+async function runBounded(
+  entry: "console.ts" | "daemon.ts",
+  args: readonly string[],
+  ms = 20_000,
+): Promise<CliResult> {
+  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, entry, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+  try {
+    const out = await child.output();
+    assert.ok(out.signal === null, `${entry} ${args.join(" ")} still ran after ${ms} ms`);
+    return {
+      code: out.code,
+      stdout: decoder.decode(out.stdout),
+      stderr: decoder.decode(out.stderr),
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Parses a CLI result that must be exit 0 with only JSON on stdout. */
+function json<T = Record<string, unknown>>(r: CliResult): T {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+function show(r: CliResult): string {
+  return `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+}
+
+async function mode(path: string): Promise<string> {
+  return ((await Deno.stat(path)).mode! & 0o777).toString(8);
+}
+
+async function tempSettings(prefix: string): Promise<string> {
+  return `${await Deno.makeTempDir({ prefix })}/portferry-console.yaml`;
+}
+
+/** One echo round trip through `listen`. */
+async function echoRoundTrip(listen: string, text: string): Promise<string> {
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    await conn.write(encoder.encode(text));
+    await conn.closeWrite();
+    let got = "";
+    const buf = new Uint8Array(1024);
+    let n: number | null;
+    while ((n = await within(conn.read(buf), 10_000, "echo reply")) !== null) {
+      got += decoder.decode(buf.subarray(0, n));
+    }
+    return got;
+  } finally {
+    conn.close();
+  }
+}
+
+/** Replace a file the way editors do: write a temporary file beside it, then rename. */
+async function atomicWrite(path: string, text: string): Promise<void> {
+  const tmp = `${path}.swp-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(tmp, text, { mode: 0o600 });
+  await Deno.rename(tmp, path);
+}
+
+interface PfoJson {
+  name: string;
+  proto: string;
+  listen: string;
+  target: string | null;
+  enabled: boolean;
+  state: string;
+  error: string | null;
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+  bound: string[];
+}
+
+interface StatusJson {
+  session: {
+    state: string;
+    peer: { address: string; host: string | null; user: string | null; fingerprint: string } | null;
+  };
+  fingerprint: string;
+  pfos: PfoJson[];
+}
+
+async function pfoOf(con: ConsoleProc, name: string): Promise<PfoJson | undefined> {
+  const status = json<StatusJson>(await con.cli("status", "--json"));
+  return status.pfos.find((p) => p.name === name);
+}
+
+// --- exit codes and usage ---------------------------------------------------
+
+Deno.test("bad arguments exit 2 with usage text on stderr", async () => {
+  const config = await tempSettings("pf-usage-");
+  const fp = "SHA256:" + "A".repeat(43);
+  const cases: ["console.ts" | "daemon.ts", string[]][] = [
+    ["console.ts", ["--bogus"]],
+    ["console.ts", ["status", "--bogus"]],
+    ["console.ts", ["frobnicate"]],
+    ["console.ts", ["pfo", "add", "web", "--listen", "8080"]],
+    ["console.ts", ["pfo", "add", "a b", "--listen", "8080", "--target", "localhost:80"]],
+    ["console.ts", ["pfo", "add", "x".repeat(65), "--listen", "8080", "--target", "localhost:80"]],
+    ["console.ts", ["pfo", "add", "web", "--listen", "99999", "--target", "localhost:80"]],
+    ["console.ts", ["pfo", "add", "web", "--listen", "8080", "--target", "localhost:0"]],
+    ["console.ts", ["pfo", "add", "web", "--listen", "8080", "--target", "localhost"]],
+    ["console.ts", ["pfo", "edit", "web"]],
+    ["console.ts", ["pfo", "edit", "web", "--listen", "http"]],
+    ["console.ts", ["session", "maybe"]],
+    ["console.ts", ["chat"]],
+    ["console.ts", ["--log-level", "loud", "status"]],
+    ["console.ts", ["status", "--config"]],
+    ["daemon.ts", ["--bogus"]],
+    ["daemon.ts", ["127.0.0.1:1"]],
+    ["daemon.ts", ["127.0.0.1:1", "--fingerprint", "SHA1:abc"]],
+    ["daemon.ts", ["127.0.0.1:1", "--fingerprint", fp, "extra"]],
+    ["daemon.ts", ["chat"]],
+  ];
+  const results = await Promise.all(
+    cases.map(([entry, args]) => runBounded(entry, ["--config", config, ...args])),
+  );
+  const wrong = results.flatMap((r, i) =>
+    r.code === 2 && /^error: /m.test(r.stderr) && /Usage: /.test(r.stderr) && r.stdout === ""
+      ? []
+      : [`${cases[i][0]} ${cases[i][1].join(" ")}\n${show(r)}`]
+  );
+  assert.deepEqual(wrong, []);
+  // None of them created anything.
+  assert.deepEqual([...Deno.readDirSync(config.replace(/\/[^/]+$/, ""))], []);
+});
+
+Deno.test("a bad PFO NAME or port exits 2 also while a Console runs, and nothing is added", async () => {
+  await using con = await startConsole();
+  for (
+    const args of [
+      ["pfo", "add", "a b", "--listen", "127.0.0.1:0", "--target", "localhost:80"],
+      ["pfo", "add", "web", "--listen", "127.0.0.1:70000", "--target", "localhost:80"],
+      ["pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "localhost:65536"],
+    ]
+  ) {
+    const r = await con.cli(...args);
+    assert.equal(r.code, 2, `${args.join(" ")}\n${show(r)}`);
+    assert.match(r.stderr, /Usage: /);
+  }
+  assert.deepEqual(json(await con.cli("pfo", "list", "--json")), []);
+});
+
+Deno.test("--help and --version exit 0 on both programs and every subcommand", async () => {
+  const config = await tempSettings("pf-help-");
+  const cases: ["console.ts" | "daemon.ts", string[]][] = [
+    ["console.ts", ["--help"]],
+    ["console.ts", ["pfo", "add", "--help"]],
+    ["console.ts", ["session", "--help"]],
+    ["console.ts", ["status", "--help"]],
+    ["daemon.ts", ["--help"]],
+    ["daemon.ts", ["status", "--help"]],
+  ];
+  const helps = await Promise.all(
+    cases.map(([entry, args]) => runBounded(entry, [...args, "--config", config])),
+  );
+  helps.forEach((r, i) => {
+    const what = `${cases[i][0]} ${cases[i][1].join(" ")}\n${show(r)}`;
+    assert.equal(r.code, 0, what);
+    assert.match(r.stdout, /Usage: /, what);
+  });
+  const [consoleHelp, pfoAddHelp, , , daemonHelp] = helps;
+  assert.match(consoleHelp.stdout, /pfo/);
+  assert.match(pfoAddHelp.stdout, /--listen/);
+  assert.match(pfoAddHelp.stdout, /--target/);
+  assert.match(daemonHelp.stdout, /--fingerprint/);
+  assert.match(daemonHelp.stdout, /--no-reconnect/);
+
+  for (const entry of ["console.ts", "daemon.ts"] as const) {
+    for (const flag of ["--version", "-V"]) {
+      const r = await runBounded(entry, [flag]);
+      assert.equal(r.code, 0, show(r));
+      assert.equal(r.stdout.trim(), VERSION);
+    }
+  }
+});
+
+Deno.test("subcommands exit 1 with a clear message when the program is not running", async () => {
+  const config = await tempSettings("pf-none-");
+  const daemonConfig = config.replace("console", "daemon");
+  const cases: ["console.ts" | "daemon.ts", string[]][] = [
+    ["console.ts", ["status"]],
+    ["console.ts", ["status", "--json"]],
+    ["console.ts", ["session", "accept"]],
+    ["console.ts", ["session", "close"]],
+    ["console.ts", ["pfo", "list"]],
+    ["console.ts", ["pfo", "add", "web", "--listen", "8080", "--target", "localhost:80"]],
+    ["console.ts", ["pfo", "rm", "web"]],
+    ["console.ts", ["chat", "hi"]],
+    ["console.ts", ["resolve", "localhost"]],
+    ["console.ts", ["trust", "rm", "SHA256:" + "A".repeat(43)]],
+    ["daemon.ts", ["status"]],
+    ["daemon.ts", ["chat", "hi"]],
+    ["daemon.ts", ["close"]],
+  ];
+  const results = await Promise.all(
+    cases.map(([entry, args]) =>
+      runBounded(entry, [...args, "--config", entry === "console.ts" ? config : daemonConfig])
+    ),
+  );
+  results.forEach((r, i) => {
+    const what = `${cases[i][0]} ${cases[i][1].join(" ")}\n${show(r)}`;
+    assert.equal(r.code, 1, what);
+    assert.match(r.stderr, /^error: Cannot reach the (Console|Daemon): it is not running/m, what);
+    assert.doesNotMatch(r.stderr, /Usage: |\n\s+at /, what);
+    assert.equal(r.stdout, "", what);
+  });
+  // A missing settings file means defaults; asking for nothing wrote nothing.
+  assert.deepEqual([...Deno.readDirSync(config.replace(/\/[^/]+$/, ""))], []);
+});
+
+Deno.test("subcommands that need a session exit 1 while none is established", async () => {
+  await using con = await startConsole();
+  for (const args of [["chat", "hi"], ["resolve", "localhost"], ["session", "close"]]) {
+    const r = await con.cli(...args);
+    assert.equal(r.code, 1, `${args.join(" ")}\n${show(r)}`);
+    assert.match(r.stderr, /^error: Cannot .*session/m);
+  }
+});
+
+Deno.test("--config works in any position", async () => {
+  await using con = await startConsole({
+    settings: "pfos:\n  - name: web\n    listen: 127.0.0.1:0\n    target: localhost:80\n",
+  });
+  const file = con.settingsPath;
+  const forms = [
+    ["--config", file, "pfo", "list", "--json"],
+    ["pfo", "--config", file, "list", "--json"],
+    ["pfo", "list", "--config", file, "--json"],
+    ["pfo", "list", "--json", "--config", file],
+    ["pfo", "list", "--json", `--config=${file}`],
+    ["--log-level", "error", "pfo", "list", "--json", "--config", file],
+  ];
+  for (const args of forms) {
+    const list = json<PfoJson[]>(await runCli("console.ts", args));
+    assert.deepEqual(list.map((p) => p.name), ["web"], args.join(" "));
+  }
+  const status = json<StatusJson>(
+    await runCli("console.ts", ["status", "--json", "--config", file]),
+  );
+  assert.equal(status.fingerprint, con.fingerprint);
+});
+
+Deno.test("a duplicate `pfo add` NAME exits 1 and keeps the first", async () => {
+  await using con = await startConsole();
+  const first = await con.cli("pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "a:1");
+  assert.equal(first.code, 0, show(first));
+  const again = await con.cli("pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "b:2");
+  assert.equal(again.code, 1, show(again));
+  assert.match(again.stderr, /^error: .*"web".*taken/m);
+  assert.doesNotMatch(again.stderr, /Usage: /);
+  const list = json<PfoJson[]>(await con.cli("pfo", "list", "--json"));
+  assert.deepEqual(list.map((p) => [p.name, p.target]), [["web", "a:1"]]);
+  const saved = parseConsoleSettings(await Deno.readTextFile(con.settingsPath), con.settingsPath);
+  assert.deepEqual(saved.pfos.map((p) => [p.name, p.target]), [["web", "a:1"]]);
+});
+
+Deno.test("`pfo add` on a port already taken saves the PFO in state error and exits 1", async () => {
+  await using con = await startConsole();
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  const r = await con.cli(
+    "pfo",
+    "add",
+    "clash",
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--target",
+    "a:1",
+  );
+  assert.equal(r.code, 1, show(r));
+  assert.match(r.stderr, /^error: .*clash/m);
+  const pfo = await pfoOf(con, "clash");
+  assert.equal(pfo?.state, "error");
+  assert.match(pfo?.error ?? "", /in use/i);
+  const saved = parseConsoleSettings(await Deno.readTextFile(con.settingsPath), con.settingsPath);
+  assert.deepEqual(saved.pfos.map((p) => p.name), ["clash"]);
+});
+
+// --- status shapes ------------------------------------------------------------
+
+Deno.test("`status --json` prints only JSON of the documented shape, on the Console and the Daemon", async () => {
+  await using pair = await startPair();
+  using echo = echoServer();
+  const listen = await addPfo(pair.console, "echo", `127.0.0.1:${echo.port}`);
+  assert.equal(await echoRoundTrip(listen, "12345"), "12345");
+  const disabled = await pair.console.cli(
+    "pfo",
+    "add",
+    "off",
+    "--listen",
+    "127.0.0.1:0",
+    "--target",
+    "localhost:9",
+    "--disabled",
+  );
+  assert.equal(disabled.code, 0, show(disabled));
+
+  const r = await pair.console.cli("status", "--json");
+  assert.equal(r.code, 0, show(r));
+  assert.equal(r.stderr, "");
+  const status = JSON.parse(r.stdout) as StatusJson; // only JSON: parses whole
+  assert.equal(status.session.state, "established");
+  assert.deepEqual(
+    Object.keys(status.session.peer!).filter((k) =>
+      ["address", "host", "user", "fingerprint"].includes(k)
+    )
+      .sort(),
+    ["address", "fingerprint", "host", "user"],
+  );
+  assert.match(status.session.peer!.fingerprint, /^SHA256:[A-Za-z0-9+/]{43}$/);
+  assert.equal(typeof status.session.peer!.host, "string");
+  assert.equal(typeof status.session.peer!.user, "string");
+  assert.match(status.session.peer!.address, /^127\.0\.0\.1:\d+$/);
+  assert.equal(status.fingerprint, pair.console.fingerprint);
+  assert.deepEqual(status.pfos.map((p) => p.name), ["echo", "off"]);
+  for (const p of status.pfos) {
+    for (const key of ["name", "proto", "listen", "target", "state"] as const) {
+      assert.equal(typeof p[key], "string", `${p.name}.${key}`);
+    }
+    assert.equal(typeof p.enabled, "boolean");
+    assert.ok(p.error === null || typeof p.error === "string");
+    for (const key of ["connections", "bytesIn", "bytesOut"] as const) {
+      assert.ok(Number.isInteger(p[key]) && p[key] >= 0, `${p.name}.${key} = ${p[key]}`);
+    }
+  }
+  const [echoPfo, off] = status.pfos;
+  assert.deepEqual(
+    [echoPfo.proto, echoPfo.listen, echoPfo.target, echoPfo.enabled, echoPfo.state, echoPfo.error],
+    ["tcp", "127.0.0.1:0", `127.0.0.1:${echo.port}`, true, "listening", null],
+  );
+  assert.equal(echoPfo.bytesOut, 5);
+  assert.equal(echoPfo.bytesIn, 5);
+  assert.deepEqual([off.enabled, off.state], [false, "disabled"]);
+
+  const list = await pair.console.cli("pfo", "list", "--json");
+  assert.deepEqual(JSON.parse(list.stdout).map((p: PfoJson) => p.name), ["echo", "off"]);
+
+  const d = await pair.daemon.cli("status", "--json");
+  assert.equal(d.code, 0, show(d));
+  assert.equal(d.stderr, "");
+  const daemon = JSON.parse(d.stdout) as StatusJson;
+  assert.equal(daemon.session.state, "established");
+  assert.equal(daemon.session.peer?.fingerprint, pair.console.fingerprint);
+  assert.equal(daemon.session.peer?.address, pair.console.address);
+  assert.equal(daemon.fingerprint, status.session.peer!.fingerprint);
+  assert.ok(Array.isArray(daemon.pfos));
+
+  // With no session: state "none" and peer null.
+  await using lone = await startConsole();
+  const none = json<StatusJson>(await lone.cli("status", "--json"));
+  assert.deepEqual(none.session.state, "none");
+  assert.equal(none.session.peer, null);
+  assert.deepEqual(none.pfos, []);
+});
+
+// --- settings file ------------------------------------------------------------
+
+Deno.test("a malformed settings file is refused at start with file:line:column and left untouched", async () => {
+  const cases: { what: string; text: string; at: string; says: RegExp }[] = [
+    {
+      what: "bad YAML",
+      text: "# settings\nautoAccept: true: false\n",
+      at: "2:13",
+      says: /YAML/,
+    },
+    {
+      what: "a wrong type",
+      text: '# settings\nlogLevel: info\nautoAccept: "maybe" # not a boolean\n',
+      at: "3:13",
+      says: /"autoAccept".*true or false/,
+    },
+    {
+      what: "an unknown key",
+      text: "# settings\npfos: []\ncolour: blue\n",
+      at: "3:1",
+      says: /unknown key "colour"/,
+    },
+    {
+      what: "a bad PFO",
+      text:
+        "pfos:\n  - name: web\n    listen: 8080\n    target: localhost:80\n    enabled: yes please\n",
+      at: "5:14",
+      says: /"enabled".*"web"/,
+    },
+  ];
+  for (const c of cases) {
+    const dir = await Deno.makeTempDir({ prefix: "pf-bad-" });
+    const path = `${dir}/portferry-console.yaml`;
+    await Deno.writeTextFile(path, c.text);
+    await Deno.chmod(path, 0o644);
+    const before = await Deno.stat(path);
+    const r = await runBounded("console.ts", [
+      "--config",
+      path,
+      "--session",
+      "127.0.0.1:0",
+      "--headless",
+    ]);
+    assert.equal(r.code, 1, `${c.what}\n${show(r)}`);
+    const first = r.stderr.split("\n")[0];
+    assert.ok(first.startsWith(`error: ${path}:${c.at}: `), `${c.what}: ${first}`);
+    assert.match(first, c.says, c.what);
+    assert.doesNotMatch(r.stderr, /Usage: |\n\s+at /, c.what);
+    assert.equal(await Deno.readTextFile(path), c.text, c.what);
+    const after = await Deno.stat(path);
+    assert.equal(after.mtime?.getTime(), before.mtime?.getTime(), c.what);
+    assert.equal(await mode(path), "644", c.what);
+    // Refused before anything else was written beside it.
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["portferry-console.yaml"]);
+  }
+
+  const dir = await Deno.makeTempDir({ prefix: "pf-bad-" });
+  const path = `${dir}/portferry-daemon.yaml`;
+  const text = "# daemon\nreconnect: maybe\n";
+  await Deno.writeTextFile(path, text);
+  const r = await runBounded("daemon.ts", [
+    "127.0.0.1:1",
+    "--fingerprint",
+    "SHA256:" + "A".repeat(43),
+    "--config",
+    path,
+    "--no-reconnect",
+  ]);
+  assert.equal(r.code, 1, show(r));
+  assert.ok(r.stderr.startsWith(`error: ${path}:2:12: `), r.stderr);
+  assert.equal(await Deno.readTextFile(path), text);
+});
+
+Deno.test("settings edits are picked up live: an invalid file keeps the running PFOs, an atomic rename adds one", async () => {
+  using echo = echoServer();
+  const a = `  - name: a\n    listen: 127.0.0.1:0\n    target: 127.0.0.1:${echo.port}\n`;
+  const b =
+    `  - name: b # added by hand\n    listen: 127.0.0.1:0\n    target: 127.0.0.1:${echo.port}\n`;
+  await using pair = await startPair({ console: { settings: `# my PFOs\npfos:\n${a}` } });
+  const con = pair.console;
+  const listenA = (await pfoOf(con, "a"))!.bound[0];
+  assert.equal(await echoRoundTrip(listenA, "one"), "one");
+
+  // An invalid edit, written in place: logged with its position, PFO "a" keeps running.
+  let mark = con.out.mark;
+  const invalid = `# my PFOs\npfos:\n${a}    colour: red\n`;
+  await Deno.writeTextFile(con.settingsPath, invalid);
+  const [line] = await con.out.waitFor(/settings file is invalid.*/, { from: mark });
+  assert.ok(line.includes(`${con.settingsPath}:6:5`), line);
+  assert.match(line, /colour/);
+  const stillA = await pfoOf(con, "a");
+  assert.deepEqual([stillA?.state, stillA?.bound[0]], ["listening", listenA]);
+  assert.equal(await echoRoundTrip(listenA, "two"), "two");
+  assert.equal(await Deno.readTextFile(con.settingsPath), invalid, "the Console rewrote it");
+
+  // A valid edit, saved the way editors do: "b" starts, "a" is untouched.
+  mark = con.out.mark;
+  await atomicWrite(con.settingsPath, `# my PFOs\npfos:\n${a}${b}`);
+  await con.out.waitFor(/settings reloaded/, { from: mark });
+  const newB = await pfoOf(con, "b");
+  assert.equal(newB?.state, "listening");
+  assert.equal(await echoRoundTrip(newB!.bound[0], "three"), "three");
+  assert.equal((await pfoOf(con, "a"))?.bound[0], listenA);
+
+  // The watch survives the rename: a second atomic edit removes "b".
+  mark = con.out.mark;
+  await atomicWrite(con.settingsPath, `# my PFOs\npfos:\n${a}`);
+  await con.out.waitFor(/settings reloaded/, { from: mark });
+  assert.equal(await pfoOf(con, "b"), undefined);
+  assert.equal(await echoRoundTrip(listenA, "four"), "four");
+});
+
+Deno.test("run-time PFO changes are written back with the user's comments kept", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pf-writeback-" });
+  const path = `${dir}/portferry-console.yaml`;
+  const original = [
+    "# portferry Console settings, kept by hand",
+    "autoAccept: false # ask me",
+    "",
+    "pfos:",
+    "  # the database, do not remove",
+    "  - name: db",
+    "    listen: 127.0.0.1:0",
+    "    target: db01.lan:5432 # primary",
+    "",
+  ].join("\n");
+  await Deno.writeTextFile(path, original);
+  await Deno.chmod(path, 0o644);
+  await using con = await startConsole({ dir });
+
+  const comments = (text: string) => {
+    for (
+      const c of [
+        "# portferry Console settings, kept by hand",
+        "# ask me",
+        "# the database, do not remove",
+        "# primary",
+      ]
+    ) assert.ok(text.includes(c), `lost "${c}":\n${text}`);
+  };
+  const saved = async () => {
+    const text = await Deno.readTextFile(path);
+    comments(text);
+    return parseConsoleSettings(text, path);
+  };
+  const spec = (s: Awaited<ReturnType<typeof saved>>) =>
+    s.pfos.map((p) => [p.name, p.listen, p.target, p.enabled]);
+
+  let r = await con.cli("pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "web:80");
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(spec(await saved()), [
+    ["db", "127.0.0.1:0", "db01.lan:5432", true],
+    ["web", "127.0.0.1:0", "web:80", true],
+  ]);
+  assert.equal(await mode(path), "600");
+
+  r = await con.cli("pfo", "edit", "web", "--target", "web2:8080");
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(spec(await saved())[1], ["web", "127.0.0.1:0", "web2:8080", true]);
+
+  r = await con.cli("pfo", "disable", "db");
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(spec(await saved())[0], ["db", "127.0.0.1:0", "db01.lan:5432", false]);
+  assert.equal((await pfoOf(con, "db"))?.state, "disabled");
+
+  r = await con.cli("pfo", "enable", "db");
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(spec(await saved())[0], ["db", "127.0.0.1:0", "db01.lan:5432", true]);
+
+  r = await con.cli("pfo", "rm", "web");
+  assert.equal(r.code, 0, show(r));
+  assert.deepEqual(spec(await saved()), [["db", "127.0.0.1:0", "db01.lan:5432", true]]);
+  assert.equal(await pfoOf(con, "web"), undefined);
+
+  // Our own writes are not reported as edits by hand.
+  assert.doesNotMatch(con.out.text(), /settings reloaded|settings file is invalid/);
+  assert.equal(await mode(path), "600");
+});
+
+Deno.test("everything written beside the settings is owner-only, and a missing settings file is created on the first write", async () => {
+  await using con = await startConsole();
+  const paths = settingsPaths(con.settingsPath);
+  for (const file of [paths.key, paths.cert, paths.control]) {
+    assert.equal(await mode(file), "600", file);
+  }
+  await assert.rejects(Deno.stat(con.settingsPath), Deno.errors.NotFound);
+
+  const r = await con.cli("pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "web:80");
+  assert.equal(r.code, 0, show(r));
+  assert.equal(await mode(con.settingsPath), "600");
+
+  await using daemon = await startDaemon(con);
+  await con.out.waitFor(/asks for a session/);
+  const accepted = await con.cli("session", "accept", "--remember");
+  assert.equal(accepted.code, 0, show(accepted));
+  await daemon.out.waitFor(/Session established/);
+  assert.equal(await mode(paths.trust), "600");
+  const trusted = json<{ fingerprint: string; source: string }[]>(
+    await con.cli("trust", "list", "--json"),
+  );
+  const daemonStatus = json<StatusJson>(await daemon.cli("status", "--json"));
+  assert.deepEqual(trusted.map((t) => t.fingerprint), [daemonStatus.fingerprint]);
+
+  const d = settingsPaths(daemon.settingsPath);
+  for (const file of [d.key, d.cert, d.control]) assert.equal(await mode(file), "600", file);
+});
