@@ -14,6 +14,7 @@ import {
   type ConsoleProc,
   echoServer,
   hostPort,
+  Output,
   runCli,
   startConsole,
   startDaemon,
@@ -619,4 +620,94 @@ Deno.test("everything written beside the settings is owner-only, and a missing s
 
   const d = settingsPaths(daemon.settingsPath);
   for (const file of [d.key, d.cert, d.control]) assert.equal(await mode(file), "600", file);
+});
+
+Deno.test("a Console without --headless and no terminal on stdin never prompts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pf-noterm-" });
+  const config = `${dir}/portferry-console.yaml`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...await taskFlags("console"),
+      "console.ts",
+      "--config",
+      config,
+      "--session",
+      "127.0.0.1:0",
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const out = new Output();
+  const pumps = Promise.all([out.pump(child.stdout), out.pump(child.stderr)]);
+  try {
+    const [, fingerprint] = await out.waitFor(/fingerprint: (SHA256:\S+)/);
+    const [, address] = await out.waitFor(/Console listening for Daemons on (\S+)/);
+    await using daemon = await startDaemon({ address, fingerprint });
+    await out.waitFor(/asks for a session/);
+    assert.doesNotMatch(out.text(), /\[y\]es|Type a line to chat/);
+    const r = await runCli("console.ts", ["session", "accept", "--config", config]);
+    assert.equal(r.code, 0, show(r));
+    await daemon.out.waitFor(/Session established/);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited already.
+    }
+    await child.status;
+    await pumps;
+  }
+});
+
+Deno.test("`pfo add` while the settings file on disk is invalid exits 1 and leaves the file untouched", async () => {
+  await using con = await startConsole({ settings: "# mine\npfos: []\n" });
+  const broken = "# mine\npfos: []\ncolour: blue\n";
+  const mark = con.out.mark;
+  await Deno.writeTextFile(con.settingsPath, broken);
+  await con.out.waitFor(/settings file is invalid/, { from: mark });
+  const r = await con.cli("pfo", "add", "web", "--listen", "127.0.0.1:0", "--target", "web:80");
+  assert.equal(r.code, 1, show(r));
+  assert.ok(r.stderr.includes(`${con.settingsPath}:3:1`), r.stderr);
+  assert.equal(await Deno.readTextFile(con.settingsPath), broken);
+  assert.deepEqual(json(await con.cli("pfo", "list", "--json")), []);
+});
+
+Deno.test("a write-back keeps an edit made by hand just before it", async () => {
+  await using con = await startConsole({ settings: "# mine\npfos: []\n" });
+  // No waiting for the reload: the write-back must re-read the file itself.
+  await atomicWrite(
+    con.settingsPath,
+    "# mine\ngraceMs: 1234 # by hand\npfos:\n  - name: hand\n    listen: 127.0.0.1:0\n    target: h:1\n",
+  );
+  const r = await con.cli("pfo", "add", "cli", "--listen", "127.0.0.1:0", "--target", "c:2");
+  assert.equal(r.code, 0, show(r));
+  const text = await Deno.readTextFile(con.settingsPath);
+  assert.match(text, /graceMs: 1234 # by hand/);
+  const saved = parseConsoleSettings(text, con.settingsPath);
+  assert.deepEqual(saved.pfos.map((p) => p.name), ["hand", "cli"]);
+  assert.equal(saved.graceMs, 1234);
+  const list = json<PfoJson[]>(await con.cli("pfo", "list", "--json"));
+  assert.deepEqual(list.map((p) => [p.name, p.state]), [["hand", "listening"], [
+    "cli",
+    "listening",
+  ]]);
+});
+
+Deno.test("a missing --token-file exits 1 naming the file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pf-token-" });
+  const r = await runBounded("console.ts", [
+    "--config",
+    `${dir}/portferry-console.yaml`,
+    "--session",
+    "127.0.0.1:0",
+    "--headless",
+    "--token-file",
+    `${dir}/no-such-token`,
+  ]);
+  assert.equal(r.code, 1, show(r));
+  assert.match(r.stderr, /^error: Cannot read token file ".*no-such-token"/m);
 });

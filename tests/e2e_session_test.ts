@@ -426,3 +426,91 @@ Deno.test("the same Daemon replaces its stale session while the old link is stil
   assert.equal(now.session.peer?.fingerprint, fingerprint);
   assert.equal(await echoRoundTrip(listen, "taken over"), "taken over");
 });
+
+Deno.test("a pending Daemon that goes away frees the Console for another Daemon", async () => {
+  await using con = await startConsole();
+  await using first = await startDaemon(con);
+  await con.out.waitFor(/asks for a session/);
+  const mark = con.out.mark;
+  await first.stop("SIGKILL");
+  await con.out.waitFor(/Session with .* ended/, { from: mark });
+  assert.equal((await consoleStatus(con)).session.state, "none");
+
+  await using other = await startDaemon(con, { args: ["--no-reconnect"] });
+  await con.out.waitFor(/asks for a session/, { from: mark });
+  const pending = await consoleStatus(con);
+  assert.equal(pending.session.state, "pending");
+  assert.equal(pending.session.peer?.fingerprint, (await daemonStatus(other)).fingerprint);
+});
+
+Deno.test("Console exit drains an open connection until it closes, then exits 0", async () => {
+  using echo = echoServer();
+  await using pair = await startPair({ console: { settings: "graceMs: 60000\n" } });
+  const listen = await addPfo(pair.console, "echo", `127.0.0.1:${echo.port}`);
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    const buf = new Uint8Array(64);
+    const echoOnce = async (text: string) => {
+      await conn.write(encoder.encode(text));
+      let got = "";
+      while (got.length < text.length) {
+        const n = await within(conn.read(buf), 10_000, `echo of "${text}"`);
+        assert.notEqual(n, null, "the connection closed during the drain");
+        got += decoder.decode(buf.subarray(0, n!));
+      }
+      return got;
+    };
+    assert.equal(await echoOnce("before"), "before");
+    pair.console.child.kill("SIGINT");
+    await pair.console.out.waitFor(/Draining 1 open connection/);
+    // Still forwarding while it drains; no new connection is taken.
+    assert.equal(await echoOnce("during"), "during");
+    await assert.rejects(async () => {
+      const late = await Deno.connect(hostPort(listen));
+      late.close();
+    });
+    await conn.closeWrite();
+    assert.equal(await within(conn.read(buf), 10_000, "EOF"), null);
+  } finally {
+    conn.close();
+  }
+  // Well inside the 60 s grace: the drain ended when the connection did.
+  const status = await within(pair.console.status, 15_000, "the Console to exit after the drain");
+  assert.equal(status.code, 0);
+  await pair.daemon.out.waitFor(/Session ended/);
+});
+
+Deno.test("a second signal makes the Console exit at once despite open connections", async () => {
+  using echo = echoServer();
+  await using pair = await startPair({ console: { settings: "graceMs: 60000\n" } });
+  const listen = await addPfo(pair.console, "echo", `127.0.0.1:${echo.port}`);
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    await conn.write(encoder.encode("x"));
+    assert.equal(await within(conn.read(new Uint8Array(8)), 10_000, "echo"), 1);
+    pair.console.child.kill("SIGTERM");
+    await pair.console.out.waitFor(/Draining 1 open connection/);
+    pair.console.child.kill("SIGTERM");
+    const status = await within(pair.console.status, 10_000, "the forced exit");
+    assert.equal(status.code, 0);
+    // The client's connection is closed, not left half-open.
+    const n = await within(
+      conn.read(new Uint8Array(8)).catch(() => null),
+      10_000,
+      "the client to be closed",
+    );
+    assert.equal(n, null);
+  } finally {
+    conn.close();
+  }
+  await pair.daemon.out.waitFor(/Session ended/);
+});
+
+Deno.test("SIGTERM makes the Daemon exit 0 and the Console sees the session end", async () => {
+  await using pair = await startPair();
+  const mark = pair.console.out.mark;
+  const status = await within(pair.daemon.stop("SIGTERM"), 15_000, "the Daemon to exit");
+  assert.equal(status.code, 0, pair.daemon.out.text());
+  await pair.console.out.waitFor(/Session with .* ended/, { from: mark });
+  assert.equal((await consoleStatus(pair.console)).session.state, "none");
+});
