@@ -225,7 +225,7 @@ function _probe(options: ConnectPinnedOptions, signal: AbortSignal): Promise<str
         return reject(
           new HandshakeError(
             "fingerprint",
-            `Cannot trust Console at ${where}: its fingerprint is "${actual}", expected "${options.fingerprint}"`,
+            `Cannot trust Console at ${where}: fingerprint mismatch (it presents "${actual}", expected "${options.fingerprint}")`,
           ),
         );
       }
