@@ -322,6 +322,66 @@ Deno.test("a PFO carries half-close: the client shuts its write side and still r
   );
 });
 
+Deno.test("a PFO carries half-close from the target: it shuts its write side first and still receives", async () => {
+  const GREETING = 1 * MiB;
+  const UPLOAD = 1 * MiB;
+  const greeting = randomBytes(GREETING);
+  const upload = randomBytes(UPLOAD);
+  const targetGot = Promise.withResolvers<Uint8Array<ArrayBuffer>>();
+  await using target = targetServer(async (conn) => {
+    await writeAll(conn, greeting);
+    await conn.closeWrite();
+    targetGot.resolve(await readToEnd(conn, UPLOAD));
+  });
+  await using pair = await startPair();
+  const listen = await addPfo(pair.console, "serverfirst", `127.0.0.1:${target.port}`);
+
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    // The client sees the target's EOF before it sends a byte, then uploads.
+    const got = await deadline(readToEnd(conn, GREETING), 15_000, "the greeting");
+    assert.equal(await sha256(got), await sha256(greeting));
+    await writeAll(conn, upload);
+    await conn.closeWrite();
+    const uploaded = await deadline(targetGot.promise, 15_000, "the upload after the target's EOF");
+    assert.equal(uploaded.length, UPLOAD);
+    assert.equal(await sha256(uploaded), await sha256(upload));
+    assert.equal(await readEnds(conn, 5_000), "eof");
+  } finally {
+    closeQuietly(conn);
+  }
+  assert.deepEqual(target.errors, []);
+});
+
+Deno.test("a client that goes away mid-transfer ends the target's connection too", async () => {
+  const chunk = randomBytes(64 * 1024);
+  const targetEnded = Promise.withResolvers<number>();
+  await using target = targetServer(async (conn) => {
+    // Stream until the connection breaks, then report when.
+    try {
+      while (true) await writeAll(conn, chunk);
+    } catch {
+      targetEnded.resolve(performance.now());
+    }
+  });
+  await using pair = await startPair();
+  const listen = await addPfo(pair.console, "abandon", `127.0.0.1:${target.port}`);
+
+  const conn = await Deno.connect(hostPort(listen));
+  await deadline(readExactly(conn, 1 * MiB), 15_000, "the first MiB");
+  const closedAt = performance.now();
+  conn.close(); // unread bytes pending: the kernel resets the connection
+  const endedAt = await deadline(targetEnded.promise, 5_000, "the target's connection ending");
+  assert.ok(endedAt - closedAt < 5_000);
+  // Both sides forget the connection: nothing is left half-open.
+  await pair.console.out.waitFor(/connection closed .*pfo=abandon /);
+  await pair.daemon.out.waitFor(/connection closed .*pfo=abandon /);
+  assert.equal((await pfoStatus(pair.console, "abandon")).connections, 0);
+  const daemonStatus = await pair.daemon.cli("status", "--json");
+  assert.equal(daemonStatus.code, 0, daemonStatus.stderr);
+  assert.deepEqual(JSON.parse(daemonStatus.stdout).connections, []);
+});
+
 Deno.test("a PFO whose target refuses closes the client promptly and both sides log why", async () => {
   // A port nothing listens on: bind one, note it, release it.
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
