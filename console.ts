@@ -7,7 +7,6 @@
  * @module
  */
 
-import { Command } from "@commander-js/extra-typings";
 import {
   type ConnectionRow,
   EXIT,
@@ -15,13 +14,12 @@ import {
   extractGlobalOptions,
   interactive,
   printConnections,
-  printErr,
   printOut,
+  rootCommand,
   runLogger,
   runMain,
   stdinLines,
   UsageError,
-  VERSION,
 } from "./lib/cli.ts";
 import { callControl, ControlCallError } from "./lib/control.ts";
 import {
@@ -37,23 +35,14 @@ import { parseListen, parseTarget, type PfoSpec, resolvePfo, validatePfoName } f
 import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
 
 function buildProgram(settingsPath: string) {
-  const program = new Command("console")
-    .name("deno task console")
-    .usage("[options] [command]")
-    .description(
+  const program = rootCommand({
+    name: "console",
+    usage: "[options] [command]",
+    description:
       "portferry Console: accept a Daemon's session and forward ports to its network.\n" +
-        "With no command, runs the Console.",
-    )
-    .version(VERSION, "-V, --version")
-    .exitOverride()
-    .showHelpAfterError(true)
-    .configureOutput({
-      writeOut: (s) => printOut(s.trimEnd()),
-      writeErr: (s) => printErr(s.trimEnd()),
-    })
-    .option("--config <file>", `settings file (default: ${settingsPath})`)
-    .option("--log-level <level>", "debug, info, warn or error")
-    .option("--log-format <format>", "text or json")
+      "With no command, runs the Console.",
+    settingsPath,
+  })
     .option("--session <[host:]port>", "where Daemons connect (default 0.0.0.0:7470)")
     .option("--auto-accept", "accept every Daemon without asking")
     .option("--token-file <file>", "accept Daemons that present this shared token, reject the rest")

@@ -7,19 +7,17 @@
  * @module
  */
 
-import { Command } from "@commander-js/extra-typings";
 import {
   type ConnectionRow,
   EXIT,
   exitSignals,
   extractGlobalOptions,
   printConnections,
-  printErr,
   printOut,
+  rootCommand,
   runLogger,
   runMain,
   UsageError,
-  VERSION,
 } from "./lib/cli.ts";
 import { parseAllowRule } from "./lib/allowlist.ts";
 import { callControl } from "./lib/control.ts";
@@ -30,24 +28,15 @@ import { formatHostPort } from "./lib/pfo.ts";
 import { defaultSettingsFile, loadDaemonSettings, settingsPaths } from "./lib/settings.ts";
 
 function buildProgram(settingsPath: string) {
-  const program = new Command("daemon")
-    .name("deno task daemon")
-    .usage("HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close")
-    .description(
+  const program = rootCommand({
+    name: "daemon",
+    usage: "HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close",
+    description:
       "portferry Daemon: dial out to a Console and let it reach TCP services on this network.\n" +
-        "Shows every connection made through it.",
-    )
-    .version(VERSION, "-V, --version")
-    .exitOverride()
-    .showHelpAfterError(true)
-    .configureOutput({
-      writeOut: (s) => printOut(s.trimEnd()),
-      writeErr: (s) => printErr(s.trimEnd()),
-    })
+      "Shows every connection made through it.",
+    settingsPath,
+  })
     .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
-    .option("--config <file>", `settings file (default: ${settingsPath})`)
-    .option("--log-level <level>", "debug, info, warn or error")
-    .option("--log-format <format>", "text or json")
     .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
     .option("--token-file <file>", "send the shared token in this file")
     .option("--headless", "never prompt (the Daemon never prompts today; accepted for symmetry)")

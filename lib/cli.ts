@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Command } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
 import { ControlCallError } from "./control.ts";
 import { ConfigError, errorMessage, HandshakeError } from "./errors.ts";
@@ -250,4 +251,29 @@ export function printConnections(rows: readonly ConnectionRow[], json: boolean):
   for (const row of [head, ...table]) {
     printOut(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
   }
+}
+
+/**
+ * The root command both programs start from: portferry's exit codes and
+ * output, `--version`, and the global options (which `extractGlobalOptions`
+ * takes out of the arguments first, so they work in any position; declaring
+ * them here shows them in `--help`).
+ */
+export function rootCommand(
+  options: { name: string; usage: string; description: string; settingsPath: string },
+) {
+  return new Command(options.name)
+    .name(`deno task ${options.name}`)
+    .usage(options.usage)
+    .description(options.description)
+    .version(VERSION, "-V, --version")
+    .exitOverride()
+    .showHelpAfterError(true)
+    .configureOutput({
+      writeOut: (s) => printOut(s.trimEnd()),
+      writeErr: (s) => printErr(s.trimEnd()),
+    })
+    .option("--config <file>", `settings file (default: ${options.settingsPath})`)
+    .option("--log-level <level>", "debug, info, warn or error")
+    .option("--log-format <format>", "text or json");
 }
