@@ -12,11 +12,13 @@ import {
   EXIT,
   exitSignals,
   extractGlobalOptions,
+  interactive,
   printConnections,
   printOut,
   rootCommand,
   runLogger,
   runMain,
+  stdinLines,
   UsageError,
 } from "./lib/cli.ts";
 import { parseAllowRule } from "./lib/allowlist.ts";
@@ -24,8 +26,14 @@ import { callControl } from "./lib/control.ts";
 import { errorMessage } from "./lib/errors.ts";
 import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
 import { isFingerprint } from "./lib/identity.ts";
-import { formatHostPort } from "./lib/pfo.ts";
-import { defaultSettingsFile, loadDaemonSettings, settingsPaths } from "./lib/settings.ts";
+import { formatHostPort, parseHostPort } from "./lib/pfo.ts";
+import { fetchConsoleFingerprint } from "./lib/tls.ts";
+import {
+  defaultSettingsFile,
+  loadDaemonSettings,
+  rememberConsole,
+  settingsPaths,
+} from "./lib/settings.ts";
 
 function buildProgram(settingsPath: string) {
   const program = rootCommand({
@@ -39,7 +47,7 @@ function buildProgram(settingsPath: string) {
     .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
     .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
     .option("--token-file <file>", "send the shared token in this file")
-    .option("--headless", "never prompt (the Daemon never prompts today; accepted for symmetry)")
+    .option("--headless", "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)")
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
     .option(
       "--allow <rule>",
@@ -108,6 +116,34 @@ function buildProgram(settingsPath: string) {
   return program;
 }
 
+/**
+ * First use without --fingerprint, at a terminal: show the Console's
+ * fingerprint, ask the user to compare it with the Console's banner, and
+ * remember it in the settings when they confirm.
+ */
+async function confirmFirstUse(
+  settingsPath: string,
+  consoleAddr: string,
+  timeoutMs: number,
+): Promise<string> {
+  const { host, port } = parseHostPort(consoleAddr);
+  const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs });
+  printOut(`The Console at ${formatHostPort(host, port)} presents the fingerprint`);
+  printOut(`  ${fingerprint}`);
+  printOut("Compare it with the fingerprint the Console's operator sees in its banner.");
+  printOut("Trust this Console and remember it? [y/N] ");
+  const next = await stdinLines().next();
+  const answer = next.done ? "" : next.value.trim().toLowerCase();
+  if (answer !== "y" && answer !== "yes") {
+    throw new Error(
+      "Cannot connect: the Console's fingerprint was not confirmed; nothing was saved",
+    );
+  }
+  await rememberConsole(settingsPath, { console: formatHostPort(host, port), fingerprint });
+  printOut(`Remembered in ${settingsPath}; next time no --fingerprint is needed.`);
+  return fingerprint;
+}
+
 if (import.meta.main) {
   // Until the arguments are read, usage shows the default settings path.
   let usage = () => buildProgram(defaultSettingsFile("daemon")).helpInformation();
@@ -122,12 +158,15 @@ if (import.meta.main) {
       const consoleAddr = consoleArg ??
         (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
       if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
-      const fingerprint: string | null = (opts.fingerprint as string | undefined) ??
+      let fingerprint: string | null = (opts.fingerprint as string | undefined) ??
         settings.fingerprint;
       if (!fingerprint) {
-        throw new UsageError(
-          "missing --fingerprint: copy it from the Console's banner or `deno task console fingerprint`",
-        );
+        if (!interactive(opts.headless === true)) {
+          throw new UsageError(
+            "missing --fingerprint: copy it from the Console's banner or `deno task console fingerprint`",
+          );
+        }
+        fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
       }
       if (!isFingerprint(fingerprint)) {
         throw new UsageError(

@@ -1183,6 +1183,50 @@ export function updateConsoleSettings(
   });
 }
 
+/**
+ * Remember the Console a Daemon's user confirmed on first use: sets
+ * `console` and `fingerprint` in the Daemon settings file, keeping the
+ * user's comments, atomically and owner-only. A missing file is created.
+ *
+ * @example
+ * ```ts
+ * import { loadDaemonSettings, rememberConsole } from "./settings.ts";
+ * const dir = await Deno.makeTempDir();
+ * const fp = "SHA256:q0D4erMQtTzzpxlCYmy0wuHJBtGpsD4w8R+LV9gIjXQ";
+ * await rememberConsole(`${dir}/d.yaml`, { console: "office:7470", fingerprint: fp });
+ * const { settings } = await loadDaemonSettings(`${dir}/d.yaml`);
+ * if (settings.fingerprint !== fp || settings.console?.host !== "office") throw new Error("bad");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export function rememberConsole(
+  path: string,
+  where: { readonly console: string; readonly fingerprint: string },
+): Promise<DaemonSettings> {
+  const key = resolve(path);
+  return _serialize(key, async () => {
+    const text = await _readOrNull(path);
+    const doc = _parse(text ?? "", path).doc as Document;
+    if (text === null) {
+      doc.commentBefore =
+        " portferry Daemon settings. portferry keeps your comments and key order.";
+    }
+    if (doc.contents === null) doc.contents = doc.createNode({}) as unknown as typeof doc.contents;
+    doc.set("console", where.console);
+    doc.set("fingerprint", where.fingerprint);
+    const next = doc.toString({ lineWidth: 0 });
+    const settings = parseDaemonSettings(next, path);
+    _written.set(key, next);
+    try {
+      await writeFileAtomic(path, next);
+    } catch (err) {
+      _written.delete(key);
+      throw new ConfigError(`Cannot save settings: ${errorMessage(err)}`, { path, cause: err });
+    }
+    return settings;
+  });
+}
+
 // ---------------------------------------------------------------------------
 // Watching
 

@@ -183,7 +183,50 @@ export async function connectPinned(options: ConnectPinnedOptions): Promise<Sess
 }
 
 /** Handshake with verification off, check the pin, close. Resolves to the certificate PEM. */
-function _probe(options: ConnectPinnedOptions, signal: AbortSignal): Promise<string> {
+async function _probe(options: ConnectPinnedOptions, signal: AbortSignal): Promise<string> {
+  const { pem, fingerprint } = await _fetchCertificate(options, signal);
+  if (fingerprint !== options.fingerprint) {
+    throw new HandshakeError(
+      "fingerprint",
+      `Cannot trust Console at "${options.hostname}:${options.port}": fingerprint mismatch (it presents "${fingerprint}", expected "${options.fingerprint}")`,
+    );
+  }
+  return pem;
+}
+
+/**
+ * Fetch the Console's certificate fingerprint without trusting it, for a
+ * Daemon user to compare with the Console's banner on first use. Nothing
+ * but the TLS handshake is sent.
+ *
+ * @example
+ * ```ts ignore
+ * const fp = await fetchConsoleFingerprint({ hostname: "office", port: 7470, timeoutMs: 10_000 });
+ * ```
+ */
+export async function fetchConsoleFingerprint(
+  options: Omit<ConnectPinnedOptions, "fingerprint" | "cache">,
+): Promise<string> {
+  const deadline = AbortSignal.timeout(options.timeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+  try {
+    return (await _fetchCertificate({ ...options, fingerprint: "" }, signal)).fingerprint;
+  } catch (err) {
+    if (deadline.aborted) {
+      throw new HandshakeError(
+        "timeout",
+        `Cannot connect to Console at "${options.hostname}:${options.port}": no TLS handshake within ${options.timeoutMs} ms`,
+      );
+    }
+    throw err;
+  }
+}
+
+/** Handshake with verification off and close; the certificate and its fingerprint. */
+function _fetchCertificate(
+  options: ConnectPinnedOptions,
+  signal: AbortSignal,
+): Promise<{ pem: string; fingerprint: string }> {
   const where = `"${options.hostname}:${options.port}"`;
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
@@ -220,16 +263,10 @@ function _probe(options: ConnectPinnedOptions, signal: AbortSignal): Promise<str
           ),
         );
       }
-      const actual = fingerprintFromHex(cert.fingerprint256);
-      if (actual !== options.fingerprint) {
-        return reject(
-          new HandshakeError(
-            "fingerprint",
-            `Cannot trust Console at ${where}: fingerprint mismatch (it presents "${actual}", expected "${options.fingerprint}")`,
-          ),
-        );
-      }
-      resolve(_pem(new Uint8Array(cert.raw)));
+      resolve({
+        pem: _pem(new Uint8Array(cert.raw)),
+        fingerprint: fingerprintFromHex(cert.fingerprint256),
+      });
     });
     socket.once("close", () => {
       signal.removeEventListener("abort", onAbort);
