@@ -152,7 +152,7 @@ Deno.test("a Daemon pinning a wrong fingerprint exits 1 with a fingerprint misma
   await closedAtOnce(listen);
 
   const text = daemon.out.text();
-  assert.match(text, /^error: .*fingerprint/m, "the Daemon gives the reason as its error");
+  assert.match(text, /^error: .*fingerprint mismatch/m, "the Daemon gives the reason as its error");
   assert.ok(text.includes(con.fingerprint), "the reason names the fingerprint the Console has");
   assert.ok(text.includes(wrong), "the reason names the pinned fingerprint");
   assert.doesNotMatch(text, /Session established|Waiting for the Console operator/);
