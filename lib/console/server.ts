@@ -223,6 +223,16 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       os: claim.os,
       fingerprint,
     };
+    // The token first: a Daemon without it learns nothing, and cannot displace a session.
+    if (token !== null && !timingSafeEqual(claim.token ?? "", token)) {
+      log.warn("session refused: bad token", peerFields(peer));
+      await refuse(
+        conn,
+        "token",
+        claim.token === null ? "this Console requires a token (--token-file)" : "wrong token",
+      );
+      return;
+    }
     let takeOver = false;
     if (current) {
       if (current.peer.fingerprint !== fingerprint) {
@@ -245,15 +255,6 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       current = null;
       old.prompt.abort();
       await old.session.close("replaced", "the same Daemon connected again");
-    }
-    if (token !== null && !timingSafeEqual(claim.token ?? "", token)) {
-      log.warn("session refused: bad token", peerFields(peer));
-      await refuse(
-        conn,
-        "token",
-        claim.token === null ? "this Console requires a token (--token-file)" : "wrong token",
-      );
-      return;
     }
     const id = Array.from(
       crypto.getRandomValues(new Uint8Array(4)),
