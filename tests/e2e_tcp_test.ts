@@ -414,16 +414,18 @@ Deno.test("a PFO whose target refuses closes the client promptly and both sides 
 });
 
 Deno.test("a stalled reader does not slow a second stream on the same session", async () => {
-  const MEASURE = 64 * MiB;
+  const MEASURE = 32 * MiB;
+  const CYCLES = 3;
   const chunk = randomBytes(256 * 1024);
   // How long one of the flood's writes must stay blocked before we call the
   // stalled stream's whole path (client socket, Console stream queue, credit,
   // Daemon, target socket) full. A watchdog on a pending write, not a sleep.
   // Without credit flow control the Console would buffer the flood without
   // bound, the target's writes would never block, and the deadline on
-  // `flood.stalled` fails the test.
+  // `stalled` fails the test.
   const STALL_MS = 300;
-  const flood = { written: 0, stalled: Promise.withResolvers<number>() };
+  /** The flood the next F connection serves (one at a time). */
+  let nextFlood = { stalled: Promise.withResolvers<number>() };
 
   await using target = targetServer(async (conn) => {
     const mode = await readExactly(conn, 1);
@@ -436,17 +438,19 @@ Deno.test("a stalled reader does not slow a second stream on the same session", 
       return;
     }
     // F: flood, as fast as the stream lets us, until the connection dies.
+    const flood = nextFlood;
+    let written = 0;
     try {
       while (true) {
-        const timer = setTimeout(() => flood.stalled.resolve(flood.written), STALL_MS);
+        const timer = setTimeout(() => flood.stalled.resolve(written), STALL_MS);
         try {
-          flood.written += await conn.write(chunk);
+          written += await conn.write(chunk);
         } finally {
           clearTimeout(timer);
         }
       }
     } catch {
-      // The connection was closed at the end of the test.
+      // The client closed the connection.
     }
   });
   await using pair = await startPair();
@@ -468,43 +472,54 @@ Deno.test("a stalled reader does not slow a second stream on the same session", 
     }
   }
 
-  await measure("warm-up"); // so JIT warm-up does not flatter the second measurement
-  const baseline = await measure("baseline");
-
-  const stalled = await Deno.connect(hostPort(listen));
-  try {
-    await writeAll(stalled, new Uint8Array([0x46 /* F */]));
-    const backlog = await deadline(flood.stalled.promise, 10_000, "the flood stalling");
-    const during = await measure("with a stalled reader");
-    // Why 1/3: once stalled, the stream holds at most one credit window in
-    // the Console and costs the link nothing, so the fair ratio is ~1 (runs
-    // here measure 0.8-1.8). Had the watchdog fired early on a scheduler
-    // hiccup, the flood would still be filling its buffers and sharing the
-    // link, ~1/2 at worst. The margin below 1/2 absorbs the noise of a
-    // loaded CI machine (--parallel). A session that blocks on the stalled
-    // client (head-of-line blocking) scores ~0: its reader stops, and the
-    // measurement fails outright.
-    const ratio = during / baseline;
-    // deno-lint-ignore no-console -- the measured rates, for the record
-    console.log(
-      `baseline ${(baseline / MiB).toFixed(0)} MiB/s, with a stalled reader ${
-        (during / MiB).toFixed(0)
-      } MiB/s (ratio ${ratio.toFixed(2)}); the stalled stream had ${
-        (backlog / MiB).toFixed(1)
-      } MiB in flight`,
-    );
-    assert.ok(ratio >= 1 / 3, `rate fell to ${ratio.toFixed(2)} of the baseline`);
-    // The stalled stream was stalled, not dead: it resumes, intact, when its client reads.
-    const resumed = await deadline(readExactly(stalled, 4 * chunk.length), 15_000, "resuming");
-    for (let at = 0; at < resumed.length; at += chunk.length) {
-      assert.ok(
-        resumed.subarray(at, at + chunk.length).every((b, i) => b === chunk[i]),
-        `the stalled stream's bytes at ${at} differ`,
+  await measure("warm-up"); // so JIT warm-up does not flatter the later measurements
+  // Each cycle pairs a baseline with a measurement under a fresh stalled
+  // stream, back to back, so load from other test files running in
+  // parallel hits both halves of a pair alike; the median of the cycles
+  // ignores one pair spoiled by a burst.
+  const ratios: number[] = [];
+  const report: string[] = [];
+  for (let cycle = 1; cycle <= CYCLES; cycle++) {
+    const baseline = await measure(`baseline ${cycle}`);
+    nextFlood = { stalled: Promise.withResolvers<number>() };
+    const stalled = await Deno.connect(hostPort(listen));
+    try {
+      await writeAll(stalled, new Uint8Array([0x46 /* F */]));
+      const backlog = await deadline(nextFlood.stalled.promise, 10_000, "the flood stalling");
+      const during = await measure(`with a stalled reader ${cycle}`);
+      ratios.push(during / baseline);
+      report.push(
+        `${(baseline / MiB).toFixed(0)} → ${(during / MiB).toFixed(0)} MiB/s ` +
+          `(${(backlog / MiB).toFixed(1)} MiB stalled)`,
       );
+      if (cycle === CYCLES) {
+        // Stalled, not dead: the stream resumes, intact, when its client reads.
+        const resumed = await deadline(readExactly(stalled, 4 * chunk.length), 15_000, "resuming");
+        for (let at = 0; at < resumed.length; at += chunk.length) {
+          assert.ok(
+            resumed.subarray(at, at + chunk.length).every((b, i) => b === chunk[i]),
+            `the stalled stream's bytes at ${at} differ`,
+          );
+        }
+      }
+    } finally {
+      closeQuietly(stalled);
     }
-  } finally {
-    closeQuietly(stalled);
   }
+  const median = [...ratios].sort((a, b) => a - b)[Math.floor(CYCLES / 2)];
+  // deno-lint-ignore no-console -- the measured rates, for the record
+  console.log(
+    `baseline → with a stalled reader: ${report.join("; ")}; median ratio ${median.toFixed(2)}`,
+  );
+  // Why 1/3: once stalled, a stream holds at most one credit window in the
+  // Console and costs the link nothing, so the fair ratio is ~1 (medians of
+  // 0.6-1.7 measured on 2 busy CPUs). Had the watchdog fired early on a
+  // scheduler hiccup, the flood would still be filling its buffers and
+  // sharing the link: ~1/2 at worst. The margin below 1/2 absorbs the noise
+  // of a loaded machine (--parallel). A session that blocks on the stalled
+  // client (head-of-line blocking) scores ~0: its reader stops, and the
+  // measurement fails outright.
+  assert.ok(median >= 1 / 3, `the rate fell to ${ratios.map((r) => r.toFixed(2))} of the baseline`);
 });
 
 Deno.test("a PFO whose port is taken reports the error while the others and the session keep working", async () => {
