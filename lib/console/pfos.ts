@@ -248,7 +248,7 @@ export class PfoManager {
       target: pfo.target,
       enabled: pfo.enabled,
       state,
-      error: describeErrors(rt.errors),
+      error: describeErrors(rt.errors, rt.pfo.listenAddr.host),
       bound,
       listeners: rt.tcp.size + rt.udp.size,
       connections: isUdp ? u.flows : rt.open.size,
@@ -308,7 +308,10 @@ export class PfoManager {
       });
     }
     if (rt.errors.size > 0) {
-      log.error("PFO ports failed", { listen: rt.pfo.listen, error: describeErrors(rt.errors) });
+      log.error("PFO ports failed", {
+        listen: rt.pfo.listen,
+        error: describeErrors(rt.errors, rt.pfo.listenAddr.host),
+      });
     }
   }
 
@@ -557,21 +560,23 @@ function bindError(err: unknown): string {
 
 /**
  * Port failures grouped by reason, with runs of ports as ranges:
- * "ports 20001, 20005-20007: address already in use".
+ * "cannot listen on 127.0.0.1 ports 20001, 20005-20007: address already in use".
  *
  * @example
  * ```ts
  * import { describeErrors } from "./pfos.ts";
  * const e = new Map([[5, "in use"], [6, "in use"], [7, "in use"], [9, "in use"]]);
- * if (describeErrors(e) !== "cannot listen on ports 5-7, 9: in use") throw new Error(describeErrors(e)!);
+ * const text = describeErrors(e, "127.0.0.1");
+ * if (text !== "cannot listen on 127.0.0.1 ports 5-7, 9: in use") throw new Error(text!);
  * ```
  */
-export function describeErrors(errors: ReadonlyMap<number, string>): string | null {
+export function describeErrors(errors: ReadonlyMap<number, string>, host: string): string | null {
   if (errors.size === 0) return null;
   const byReason = new Map<string, number[]>();
   for (const [port, reason] of errors) {
     byReason.set(reason, [...(byReason.get(reason) ?? []), port]);
   }
+  const where = host.includes(":") ? `[${host}]` : host;
   const parts: string[] = [];
   for (const [reason, ports] of byReason) {
     ports.sort((a, b) => a - b);
@@ -582,7 +587,9 @@ export function describeErrors(errors: ReadonlyMap<number, string>): string | nu
       runs.push(i === j ? `${ports[i]}` : `${ports[i]}-${ports[j]}`);
       i = j + 1;
     }
-    parts.push(`cannot listen on port${ports.length > 1 ? "s" : ""} ${runs.join(", ")}: ${reason}`);
+    parts.push(
+      `cannot listen on ${where} port${ports.length > 1 ? "s" : ""} ${runs.join(", ")}: ${reason}`,
+    );
   }
   return parts.join("; ");
 }
