@@ -1,0 +1,63 @@
+/**
+ * The bench's smoke mode (`deno task bench --smoke`) runs every workload tiny,
+ * so the bench never rots: it must print a table with portferry's row filled
+ * in and write its JSON.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url);
+
+/** The flags of the `bench` task in deno.json. */
+async function benchFlags(): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as {
+    tasks: Record<string, string>;
+  };
+  const words = config.tasks.bench.split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.findIndex((w) => w.endsWith(".ts")));
+}
+
+Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and writes JSON", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pf-bench-smoke-" });
+  const json = `${dir}/smoke.json`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await benchFlags(), "tools/bench.ts", "--smoke", "--json", json],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 170_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  try {
+    assert.deepEqual(out.code, 0, `bench --smoke exited ${out.code}:\n${stdout}\n${stderr}`);
+    const row = stdout.split("\n").find((l) => l.startsWith("| portferry (TLS) |"));
+    assert.ok(row, `no portferry row in the table:\n${stdout}\n${stderr}`);
+    const cells = row.split("|").slice(2, -1).map((c) => c.trim());
+    assert.deepEqual(cells.length, 8, row);
+    for (const cell of cells) {
+      assert.ok(/^-?[\d,.]+/.test(cell), `a portferry figure is missing: ${row}`);
+    }
+    assert.ok(stdout.includes("| direct loopback |"), stdout);
+    assert.ok(/PFO ports enabled \| .* \| pfo add/.test(stdout), `no PFO-range figure:\n${stdout}`);
+
+    const report = JSON.parse(await Deno.readTextFile(json));
+    assert.deepEqual(report.smoke, true);
+    const pf = report.results.find((r: { name: string }) => r.name === "portferry");
+    assert.deepEqual(pf.errors, []);
+    for (const key of ["up1", "down1", "up4", "down4", "rttP50", "rttP99", "connRate"]) {
+      assert.ok(pf.figures[key].value > 0, `portferry ${key}: ${JSON.stringify(pf.figures[key])}`);
+    }
+    // RSS over a handful of connections is noise (it may even shrink); they must be held, though.
+    const idle = pf.figures.idle.extra;
+    assert.deepEqual([idle.held, idle.alive], [idle.count, idle.count], JSON.stringify(idle));
+    assert.deepEqual(report.ports.listeners, report.ports.ports);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
