@@ -189,9 +189,28 @@ export async function runCli(
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
+/** Folders the harness made; removed when the test process ends (tests may reuse one across restarts). */
+const tempDirs: string[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const dir of tempDirs) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // Gone already.
+    }
+  }
+});
+
+/** A new temp folder, removed when the test process ends. */
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  tempDirs.push(dir);
+  return dir;
+}
+
 /** Start a Console on 127.0.0.1 port 0 in headless mode; resolves once it is ready. */
 export async function startConsole(options: StartConsoleOptions = {}): Promise<ConsoleProc> {
-  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-console-" });
+  const dir = options.dir ?? await tempDir("pf-console-");
   const settingsPath = `${dir}/portferry-console.yaml`;
   if (options.settings !== undefined) {
     await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
@@ -241,7 +260,7 @@ export async function startDaemon(
   target: { address: string; fingerprint: string },
   options: StartDaemonOptions = {},
 ): Promise<DaemonProc> {
-  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "pf-daemon-" });
+  const dir = options.dir ?? await tempDir("pf-daemon-");
   const settingsPath = `${dir}/portferry-daemon.yaml`;
   if (options.settings !== undefined) {
     await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
@@ -351,4 +370,210 @@ export function hostPort(text: string): { hostname: string; port: number } {
   const m = text.match(/^\[?([^\]]+?)\]?:(\d+)$/);
   if (!m) throw new Error(`bad address ${text}`);
   return { hostname: m[1], port: Number(m[2]) };
+}
+
+// --- /proc probes and a cuttable link (reliability tests, tools/soak_reconnect.ts) ---
+
+/** What /proc says about a process (Linux only). */
+export interface ProcStats {
+  /** Open file descriptors. */
+  readonly fds: number;
+  /** Open file descriptors that are sockets. */
+  readonly sockets: number;
+  /** Resident set size, KiB. */
+  readonly rssKiB: number;
+  readonly threads: number;
+  /** Context switches of the main (JavaScript) thread: each timer firing is one or more. */
+  readonly mainThreadSwitches: number;
+}
+
+async function fdLinks(pid: number): Promise<string[]> {
+  const links: string[] = [];
+  for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+    try {
+      links.push(await Deno.readLink(`/proc/${pid}/fd/${entry.name}`));
+    } catch {
+      // Closed between the listing and the read.
+    }
+  }
+  return links;
+}
+
+/** Read /proc/<pid>/fd and /proc/<pid>/status. */
+export async function procStats(pid: number): Promise<ProcStats> {
+  const links = await fdLinks(pid);
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const field = (name: string) => Number(status.match(new RegExp(`^${name}:\\s+(\\d+)`, "m"))?.[1]);
+  return {
+    fds: links.length,
+    sockets: links.filter((l) => l.startsWith("socket:")).length,
+    rssKiB: field("VmRSS"),
+    threads: field("Threads"),
+    mainThreadSwitches: field("voluntary_ctxt_switches") + field("nonvoluntary_ctxt_switches"),
+  };
+}
+
+/** TCP states as /proc/net/tcp numbers them. */
+const TCP_STATES: Record<string, string> = {
+  "01": "ESTABLISHED",
+  "02": "SYN_SENT",
+  "03": "SYN_RECV",
+  "04": "FIN_WAIT1",
+  "05": "FIN_WAIT2",
+  "06": "TIME_WAIT",
+  "07": "CLOSE",
+  "08": "CLOSE_WAIT",
+  "09": "LAST_ACK",
+  "0A": "LISTEN",
+  "0B": "CLOSING",
+};
+
+/** One TCP socket a process holds open. */
+export interface TcpSocket {
+  readonly local: string;
+  readonly remote: string;
+  readonly state: string;
+}
+
+function procAddress(hex: string): string {
+  const [ip, port] = hex.split(":");
+  const words = ip.match(/.{8}/g)!.map((w) => w.match(/../g)!.reverse().join(""));
+  const p = parseInt(port, 16);
+  if (words.length === 1) {
+    return `${words[0].match(/../g)!.map((b) => parseInt(b, 16)).join(".")}:${p}`;
+  }
+  const all = words.join("");
+  if (all.startsWith("00000000000000000000FFFF")) {
+    return `${all.slice(24).match(/../g)!.map((b) => parseInt(b, 16)).join(".")}:${p}`;
+  }
+  const groups = all.match(/.{4}/g)!.map((g) => parseInt(g, 16).toString(16));
+  return `[${groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::")}]:${p}`;
+}
+
+/** The TCP sockets `pid` holds open, from /proc/<pid>/fd and /proc/net/tcp{,6}. */
+export async function tcpSockets(pid: number): Promise<TcpSocket[]> {
+  const inodes = new Set(
+    (await fdLinks(pid)).map((l) => l.match(/^socket:\[(\d+)\]$/)?.[1]).filter((i) => i),
+  );
+  const out: TcpSocket[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(table);
+    } catch {
+      continue; // No IPv6 here.
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || !inodes.has(f[9])) continue;
+      out.push({
+        local: procAddress(f[1]),
+        remote: procAddress(f[2]),
+        state: TCP_STATES[f[3]] ?? f[3],
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * A TCP relay on 127.0.0.1:0 in front of `target`: the Daemon dials it, and a
+ * test cuts or freezes the link as a network would, without touching either
+ * program.
+ */
+export interface LinkCutter extends AsyncDisposable {
+  /** Where to dial instead of the target. */
+  readonly address: string;
+  /** Connections relayed so far. */
+  readonly accepted: number;
+  /** Connections relayed now. */
+  readonly open: number;
+  /** Close every relayed connection now (both ends see the link end); returns how many. */
+  cut(): number;
+  /** Stop moving bytes, closing nothing: the peers see silence, as on a pulled cable. */
+  freeze(): void;
+  /** Cut the connections frozen so far and relay again. */
+  thaw(): void;
+}
+
+/** Start a {@linkcode LinkCutter} in front of `target` (`host:port`). */
+export function linkCutter(target: string): LinkCutter {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const pairs = new Set<[Deno.TcpConn, Deno.TcpConn]>();
+  let accepted = 0;
+  const state = { frozen: null as PromiseWithResolvers<void> | null };
+  const thawed = async () => {
+    while (state.frozen) await state.frozen.promise;
+  };
+  const close = (pair: [Deno.TcpConn, Deno.TcpConn]) => {
+    if (!pairs.delete(pair)) return;
+    closeQuietly(pair[0]);
+    closeQuietly(pair[1]);
+  };
+  const pump = async (from: Deno.TcpConn, to: Deno.TcpConn, pair: [Deno.TcpConn, Deno.TcpConn]) => {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      while (pairs.has(pair)) {
+        await thawed();
+        const n = await from.read(buf);
+        await thawed();
+        if (n === null || !pairs.has(pair)) break;
+        let off = 0;
+        while (off < n) off += await to.write(buf.subarray(off, n));
+      }
+      await to.closeWrite().catch(() => {});
+    } catch {
+      close(pair);
+    }
+  };
+  const loop = (async () => {
+    for await (const client of listener) {
+      accepted++;
+      let upstream: Deno.TcpConn;
+      try {
+        upstream = await Deno.connect(hostPort(target));
+      } catch {
+        closeQuietly(client);
+        continue;
+      }
+      const pair: [Deno.TcpConn, Deno.TcpConn] = [client, upstream];
+      pairs.add(pair);
+      let ended = 0;
+      const done = () => ++ended === 2 && close(pair);
+      pump(client, upstream, pair).finally(done);
+      pump(upstream, client, pair).finally(done);
+    }
+  })().catch(() => {});
+  const cutAll = () => {
+    const n = pairs.size;
+    for (const pair of [...pairs]) close(pair);
+    return n;
+  };
+  return {
+    address: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    get accepted() {
+      return accepted;
+    },
+    get open() {
+      return pairs.size;
+    },
+    cut: cutAll,
+    freeze() {
+      state.frozen ??= Promise.withResolvers<void>();
+    },
+    thaw() {
+      cutAll();
+      const f = state.frozen;
+      state.frozen = null;
+      f?.resolve();
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      cutAll();
+      const f = state.frozen;
+      state.frozen = null;
+      f?.resolve();
+      await loop;
+    },
+  };
 }
