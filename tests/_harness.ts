@@ -494,14 +494,26 @@ export interface LinkCutter extends AsyncDisposable {
   freeze(): void;
   /** Cut the connections frozen so far and relay again. */
   thaw(): void;
+  /**
+   * Resolves once the next chunk has been relayed `toTarget` (Daemon → Console)
+   * or back (`fromTarget`): a way to act at a known point of the heartbeat.
+   */
+  nextChunk(direction: "toTarget" | "fromTarget"): Promise<void>;
+}
+
+/** Options for {@linkcode linkCutter}. */
+export interface LinkCutterOptions {
+  /** Hold every chunk this long before relaying it (one way), as a slow network would. */
+  readonly latencyMs?: number;
 }
 
 /** Start a {@linkcode LinkCutter} in front of `target` (`host:port`). */
-export function linkCutter(target: string): LinkCutter {
+export function linkCutter(target: string, options: LinkCutterOptions = {}): LinkCutter {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const pairs = new Set<[Deno.TcpConn, Deno.TcpConn]>();
   let accepted = 0;
   const state = { frozen: null as PromiseWithResolvers<void> | null };
+  const waiters = { toTarget: [] as (() => void)[], fromTarget: [] as (() => void)[] };
   const thawed = async () => {
     while (state.frozen) await state.frozen.promise;
   };
@@ -510,16 +522,23 @@ export function linkCutter(target: string): LinkCutter {
     closeQuietly(pair[0]);
     closeQuietly(pair[1]);
   };
-  const pump = async (from: Deno.TcpConn, to: Deno.TcpConn, pair: [Deno.TcpConn, Deno.TcpConn]) => {
+  const pump = async (
+    from: Deno.TcpConn,
+    to: Deno.TcpConn,
+    pair: [Deno.TcpConn, Deno.TcpConn],
+    direction: "toTarget" | "fromTarget",
+  ) => {
     const buf = new Uint8Array(64 * 1024);
     try {
       while (pairs.has(pair)) {
         await thawed();
         const n = await from.read(buf);
+        if (options.latencyMs) await new Promise((r) => setTimeout(r, options.latencyMs));
         await thawed();
         if (n === null || !pairs.has(pair)) break;
         let off = 0;
         while (off < n) off += await to.write(buf.subarray(off, n));
+        for (const wake of waiters[direction].splice(0)) wake();
       }
       await to.closeWrite().catch(() => {});
     } catch {
@@ -540,8 +559,8 @@ export function linkCutter(target: string): LinkCutter {
       pairs.add(pair);
       let ended = 0;
       const done = () => ++ended === 2 && close(pair);
-      pump(client, upstream, pair).finally(done);
-      pump(upstream, client, pair).finally(done);
+      pump(client, upstream, pair, "toTarget").finally(done);
+      pump(upstream, client, pair, "fromTarget").finally(done);
     }
   })().catch(() => {});
   const cutAll = () => {
@@ -566,6 +585,9 @@ export function linkCutter(target: string): LinkCutter {
       const f = state.frozen;
       state.frozen = null;
       f?.resolve();
+    },
+    nextChunk(direction) {
+      return new Promise((resolve) => waiters[direction].push(resolve));
     },
     async [Symbol.asyncDispose]() {
       closeQuietly(listener);
