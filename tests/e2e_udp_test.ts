@@ -1,0 +1,537 @@
+// deno-lint-ignore-file no-console -- the flood test prints its measurements
+/**
+ * End-to-end tests of UDP PFOs: real `console.ts` and `daemon.ts` processes,
+ * PFOs on port 0, `node:dgram` clients and echo targets, all on loopback.
+ * Every wait is bounded in count and time; nothing sleeps to synchronize.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import {
+  closeQuietly,
+  type ConsoleProc,
+  hostPort,
+  runCli,
+  startPair,
+  tcpServer,
+} from "./_harness.ts";
+
+const MiB = 1024 * 1024;
+
+// --- helpers -----------------------------------------------------------------
+
+interface Datagram {
+  readonly data: Uint8Array;
+  readonly address: string;
+  readonly port: number;
+}
+
+/**
+ * A UDP socket on 127.0.0.1:0 with in-order sends (each send waits for the
+ * previous one: unawaited `node:dgram` sends can leave out of order) and a
+ * queue of what arrived.
+ */
+class UdpPeer implements Disposable {
+  readonly socket: dgram.Socket;
+  readonly port: number;
+  #inbox: Datagram[] = [];
+  #waiter: (() => void) | null = null;
+  #chain: Promise<void> = Promise.resolve();
+  received = 0;
+
+  private constructor(socket: dgram.Socket, onMessage?: (d: Datagram, peer: UdpPeer) => void) {
+    this.socket = socket;
+    this.port = socket.address().port;
+    socket.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+      this.received++;
+      const d = { data: new Uint8Array(msg), address: rinfo.address, port: rinfo.port };
+      if (onMessage) return onMessage(d, this);
+      this.#inbox.push(d);
+      this.#waiter?.();
+    });
+  }
+
+  /** Bind 127.0.0.1:0; `onMessage` replaces the inbox (for echo targets). */
+  static bind(onMessage?: (d: Datagram, peer: UdpPeer) => void): Promise<UdpPeer> {
+    const socket = dgram.createSocket("udp4");
+    return new Promise((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(0, "127.0.0.1", () => {
+        socket.removeListener("error", reject);
+        socket.on("error", () => {}); // ICMP unreachable and the like: UDP carries on.
+        resolve(new UdpPeer(socket, onMessage));
+      });
+    });
+  }
+
+  /** An echo target: every datagram goes back to its sender, in order. */
+  static echo(): Promise<UdpPeer> {
+    return UdpPeer.bind((d, peer) => void peer.send(d.data, d.port, d.address));
+  }
+
+  /** Send one datagram after every earlier one has left. */
+  send(data: Uint8Array, port: number, address = "127.0.0.1"): Promise<void> {
+    this.#chain = this.#chain.then(() =>
+      new Promise<void>((resolve, reject) => {
+        this.socket.send(data, port, address, (err) => err ? reject(err) : resolve());
+      })
+    );
+    return this.#chain;
+  }
+
+  /** The next datagram that arrived, failing after `ms`. */
+  async recv(ms = 5_000): Promise<Datagram> {
+    const until = Date.now() + ms;
+    while (this.#inbox.length === 0) {
+      const left = until - Date.now();
+      if (left <= 0) throw new Error(`Timed out after ${ms} ms waiting for a datagram`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#waiter = null;
+    }
+    return this.#inbox.shift()!;
+  }
+
+  /** Datagrams that arrived and were not taken yet. */
+  get pending(): number {
+    return this.#inbox.length;
+  }
+
+  [Symbol.dispose](): void {
+    try {
+      this.socket.close();
+    } catch {
+      // Closed already.
+    }
+  }
+}
+
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65_536) {
+    crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65_536)));
+  }
+  return out;
+}
+
+interface UdpJson {
+  flows: number;
+  flowsTotal: number;
+  datagramsIn: number;
+  datagramsOut: number;
+  drops: number;
+}
+
+interface PfoJson {
+  name: string;
+  proto: string;
+  state: string;
+  bound: string[];
+  bytesIn: number;
+  bytesOut: number;
+  udp?: UdpJson;
+}
+
+async function pfoStatus(consoleProc: ConsoleProc, name: string): Promise<PfoJson> {
+  const r = await consoleProc.cli("status", "--json");
+  assert.equal(r.code, 0, `status --json failed: ${r.stderr}`);
+  const pfo = (JSON.parse(r.stdout).pfos as PfoJson[]).find((p) => p.name === name);
+  assert.ok(pfo, `PFO "${name}" missing from status --json`);
+  return pfo;
+}
+
+/** `pfo add NAME --udp --listen 127.0.0.1:0 --target 127.0.0.1:PORT`; returns the bound port. */
+async function addUdpPfo(consoleProc: ConsoleProc, name: string, targetPort: number) {
+  const r = await consoleProc.cli(
+    "pfo",
+    "add",
+    name,
+    "--udp",
+    "--listen",
+    "127.0.0.1:0",
+    "--target",
+    `127.0.0.1:${targetPort}`,
+  );
+  assert.equal(r.code, 0, `pfo add --udp failed: ${r.stderr}${r.stdout}`);
+  const pfo = await pfoStatus(consoleProc, name);
+  assert.equal(pfo.proto, "udp");
+  assert.equal(pfo.state, "listening");
+  return hostPort(pfo.bound[0]).port;
+}
+
+/** Send `data` through the PFO and return the one datagram that comes back. */
+async function roundTrip(client: UdpPeer, port: number, data: Uint8Array): Promise<Uint8Array> {
+  await client.send(data, port);
+  return (await client.recv()).data;
+}
+
+// --- tests -------------------------------------------------------------------
+
+Deno.test("a UDP PFO echoes 1 B, 1,400 B, 9,000 B and 65,507 B datagrams whole, and status counts them", async () => {
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "dns", echo.port);
+
+  const sizes = [1, 1_400, 9_000, 65_507];
+  for (const size of sizes) {
+    const data = randomBytes(size);
+    const back = await roundTrip(client, port, data);
+    // One datagram of the same length: a split or truncation would show here.
+    assert.equal(back.length, size, `a ${size} B datagram came back as ${back.length} B`);
+    assert.deepEqual(back, data, `a ${size} B datagram came back changed`);
+  }
+  assert.equal(client.pending, 0, "more datagrams came back than were sent");
+  assert.equal(echo.received, sizes.length, "the target got more datagrams than were sent");
+
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const pfo = await pfoStatus(pair.console, "dns");
+  assert.deepEqual(
+    {
+      flows: pfo.udp?.flows,
+      datagramsOut: pfo.udp?.datagramsOut,
+      datagramsIn: pfo.udp?.datagramsIn,
+      drops: pfo.udp?.drops,
+      bytesOut: pfo.bytesOut,
+      bytesIn: pfo.bytesIn,
+    },
+    {
+      flows: 1,
+      datagramsOut: 4,
+      datagramsIn: 4,
+      drops: 0,
+      bytesOut: total,
+      bytesIn: total,
+    },
+  );
+  await pair.daemon.out.waitFor(/UDP flow opened .*target=127\.0\.0\.1:\d+/);
+});
+
+Deno.test("a UDP PFO keeps a burst of 200 numbered datagrams in order", async () => {
+  const COUNT = 200;
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "burst", echo.port);
+  // Open the flow first: the burst then measures the path, not the open.
+  assert.deepEqual(await roundTrip(client, port, new Uint8Array([0xff])), new Uint8Array([0xff]));
+
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const data = new Uint8Array(100);
+    new DataView(data.buffer).setUint32(0, i);
+    sends.push(client.send(data, port));
+  }
+  await Promise.all(sends);
+  const order: number[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const { data } = await client.recv();
+    order.push(new DataView(data.buffer, data.byteOffset).getUint32(0));
+  }
+  assert.deepEqual(order, Array.from({ length: COUNT }, (_, i) => i));
+  // The echo answers in arrival order, so this order is the target's too.
+  const pfo = await pfoStatus(pair.console, "burst");
+  assert.equal(pfo.udp?.drops, 0);
+  assert.equal(pfo.udp?.datagramsOut, COUNT + 1);
+});
+
+Deno.test("a UDP PFO gives each of two clients only its own replies", async () => {
+  const ROUNDS = 50;
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using a = await UdpPeer.bind();
+  using b = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "two", echo.port);
+
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  for (let i = 0; i < ROUNDS; i++) {
+    await Promise.all([
+      a.send(encoder.encode(`a-${i}`), port),
+      b.send(encoder.encode(`b-${i}`), port),
+    ]);
+  }
+  for (const [peer, tag] of [[a, "a"], [b, "b"]] as const) {
+    const got: string[] = [];
+    for (let i = 0; i < ROUNDS; i++) got.push(decoder.decode((await peer.recv()).data));
+    assert.deepEqual(got, Array.from({ length: ROUNDS }, (_, i) => `${tag}-${i}`));
+  }
+  assert.equal(a.pending + b.pending, 0, "a client got more replies than it asked for");
+  const pfo = await pfoStatus(pair.console, "two");
+  assert.equal(pfo.udp?.flows, 2);
+  assert.equal(pfo.udp?.flowsTotal, 2);
+});
+
+Deno.test("a UDP flow idle for udpIdleMs closes on both sides and status drops to 0 flows", async () => {
+  const IDLE_MS = 300;
+  await using pair = await startPair({ console: { settings: `udpIdleMs: ${IDLE_MS}\n` } });
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "idle", echo.port);
+
+  const consoleMark = pair.console.out.mark;
+  const daemonMark = pair.daemon.out.mark;
+  assert.deepEqual(
+    await roundTrip(client, port, new Uint8Array([1, 2, 3])),
+    new Uint8Array([1, 2, 3]),
+  );
+  const lastActive = Date.now();
+  const during = await pfoStatus(pair.console, "idle");
+  // The status call takes a few hundred ms itself, so the flow may already be gone.
+  assert.ok((during.udp?.flows ?? -1) <= 1);
+
+  await pair.console.out.waitFor(/UDP flow closed .*pfo=idle.* reason=idle/, {
+    from: consoleMark,
+    ms: 10_000,
+  });
+  const closedAfter = Date.now() - lastActive;
+  assert.ok(closedAfter >= IDLE_MS - 50, `the flow closed after only ${closedAfter} ms`);
+  await pair.daemon.out.waitFor(/UDP flow closed .*pfo=idle/, { from: daemonMark, ms: 10_000 });
+  const after = await pfoStatus(pair.console, "idle");
+  assert.equal(after.udp?.flows, 0);
+  assert.equal(after.udp?.flowsTotal, 1);
+
+  // A new datagram from the same client opens a new flow.
+  assert.deepEqual(await roundTrip(client, port, new Uint8Array([4])), new Uint8Array([4]));
+  assert.equal((await pfoStatus(pair.console, "idle")).udp?.flowsTotal, 2);
+});
+
+/**
+ * The flood runs in its own process so it does not share an event loop with
+ * the TCP client being measured. It binds a UDP echo target and prints
+ * "echo PORT"; then it reads commands on stdin: "port N" (the PFO to flood),
+ * "on" (flood with 1,400 B datagrams; prints "on" once 500 have left), "off"
+ * (pause; prints "off SENT"). It sends at most `rate` datagrams a second: a
+ * generator flat out would take a whole core of this small machine from the
+ * processes being measured, and measure the machine instead of portferry.
+ * It stops at stdin's end, after `maxCount` datagrams or after `maxMs`,
+ * whichever comes first, and prints its totals.
+ */
+const FLOOD_SCRIPT = `
+import dgram from "node:dgram";
+const [rate, maxCount, maxMs] = Deno.args.map(Number);
+const started = Date.now();
+const echo = dgram.createSocket("udp4");
+let echoed = 0;
+echo.on("message", (m, r) => { echoed++; echo.send(m, r.port, r.address, () => {}); });
+echo.on("error", () => {});
+await new Promise((r) => echo.bind(0, "127.0.0.1", r));
+const client = dgram.createSocket("udp4");
+let back = 0;
+client.on("message", () => { back++; });
+client.on("error", () => {});
+await new Promise((r) => client.bind(0, "127.0.0.1", r));
+console.log("echo " + echo.address().port);
+let port = 0, on = false, ended = false, sent = 0, announced = true, onAt = 0, onBase = 0;
+let wake = () => {};
+const live = () => !ended && sent < maxCount && Date.now() - started < maxMs;
+(async () => {
+  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
+  let rest = "";
+  for await (const chunk of lines) {
+    rest += chunk;
+    let nl;
+    while ((nl = rest.indexOf("\\n")) >= 0) {
+      const [cmd, arg] = rest.slice(0, nl).split(" ");
+      rest = rest.slice(nl + 1);
+      if (cmd === "port") port = Number(arg);
+      if (cmd === "on") { on = true; onAt = Date.now(); onBase = sent; announced = false; wake(); }
+      if (cmd === "off") { on = false; console.log("off " + sent); }
+    }
+  }
+  ended = true;
+  wake();
+})();
+const payload = new Uint8Array(1400);
+const send = () => new Promise((r) => client.send(payload, port, "127.0.0.1", () => r()));
+let onSince = 0;
+async function lane() {
+  while (live()) {
+    if (!on) { await new Promise((r) => { wake = r; setTimeout(r, 50); }); continue; }
+    if (sent - onBase >= rate * (Date.now() - onAt) / 1000) { await new Promise((r) => setTimeout(r, 1)); continue; }
+    sent++;
+    await send();
+    if (!announced && ++onSince >= 500) { announced = true; onSince = 0; console.log("on"); }
+  }
+}
+await Promise.all(Array.from({ length: 16 }, lane));
+console.log(JSON.stringify({ sent, back, echoed, ms: Date.now() - started }));
+client.close();
+echo.close();
+Deno.exit(0);
+`;
+
+/** The flood process: `command()` sends a line, `line(re)` waits for one printed. */
+function startFlood(rate: number, maxCount: number, maxMs: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-prompt", FLOOD_SCRIPT, String(rate), String(maxCount), String(maxMs)],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const writer = child.stdin.getWriter();
+  let out = "";
+  return {
+    async command(text: string): Promise<void> {
+      await writer.write(new TextEncoder().encode(text + "\n"));
+    },
+    /** The first capture of the next line matching `re` (earlier lines are consumed). */
+    async line(re: RegExp, ms = 15_000): Promise<string> {
+      const until = Date.now() + ms;
+      for (let reads = 0; reads < 1_000 && Date.now() < until; reads++) {
+        let nl: number;
+        while ((nl = out.indexOf("\n")) >= 0) {
+          const line = out.slice(0, nl);
+          out = out.slice(nl + 1);
+          const m = line.match(re);
+          if (m) return m[1];
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const next = await Promise.race([
+          reader.read(),
+          new Promise<null>((r) => (timer = setTimeout(() => r(null), until - Date.now()))),
+        ]).finally(() => clearTimeout(timer));
+        if (next === null || next.done) break;
+        out += next.value;
+      }
+      throw new Error(`the flood process did not print ${re} within ${ms} ms; left: ${out}`);
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      await writer.close().catch(() => {});
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await reader.cancel().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+/** Seconds one TCP upload of `size` bytes through `listen` takes, until the sink acknowledges it. */
+async function tcpUpload(listen: string, size: number): Promise<number> {
+  const chunk = randomBytes(256 * 1024);
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    const started = performance.now();
+    const reading = (async () => {
+      const buf = new Uint8Array(8);
+      let got = 0;
+      while (got < 8) {
+        const n = await conn.read(buf.subarray(got));
+        if (n === null) throw new Error(`the sink closed after ${got} of 8 ack bytes`);
+        got += n;
+      }
+      return Number(new DataView(buf.buffer).getBigUint64(0));
+    })();
+    for (let sent = 0; sent < size;) {
+      sent += await conn.write(chunk.subarray(0, Math.min(chunk.length, size - sent)));
+    }
+    await conn.closeWrite();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const acked = await Promise.race([
+      reading,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no ack within 60 s")), 60_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(acked, size, "the sink got a different byte count");
+    return (performance.now() - started) / 1000;
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+Deno.test("a UDP flood on one PFO keeps a TCP transfer on another at half its rate or better", async () => {
+  const SIZE = 16 * MiB;
+  const ROUNDS = 3;
+  const FLOOD_RATE = 20_000;
+  await using pair = await startPair();
+  // TCP sink: counts bytes until EOF, answers with the count.
+  using sink = tcpServer(async (conn) => {
+    const buf = new Uint8Array(256 * 1024);
+    let total = 0;
+    let n: number | null;
+    while ((n = await conn.read(buf)) !== null) total += n;
+    const ack = new Uint8Array(8);
+    new DataView(ack.buffer).setBigUint64(0, BigInt(total));
+    await conn.write(ack);
+  });
+  const r = await pair.console.cli(
+    "pfo",
+    "add",
+    "bulk",
+    "--listen",
+    "127.0.0.1:0",
+    "--target",
+    `127.0.0.1:${sink.port}`,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const listen = (await pfoStatus(pair.console, "bulk")).bound[0];
+
+  // 20,000 datagrams of 1,400 B a second (28 MB/s) is about what one UDP
+  // PFO can carry here flat out. Bounded: at most 3 million datagrams and
+  // 120 s, however the rounds go.
+  await using flood = startFlood(FLOOD_RATE, 3_000_000, 120_000);
+  const udpPort = await addUdpPfo(pair.console, "flood", Number(await flood.line(/^echo (\d+)$/)));
+  await flood.command(`port ${udpPort}`);
+  await tcpUpload(listen, 4 * MiB); // warm up
+
+  // Alternate quiet and flooded transfers, so a change in the machine's
+  // background load weighs on both alike.
+  let quietSeconds = 0;
+  let floodSeconds = 0;
+  let floodDatagrams = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    quietSeconds += await tcpUpload(listen, SIZE);
+    await flood.command("on");
+    await flood.line(/^(on)$/);
+    const before = await pfoStatus(pair.console, "flood");
+    floodSeconds += await tcpUpload(listen, SIZE);
+    const after = await pfoStatus(pair.console, "flood");
+    await flood.command("off");
+    await flood.line(/^off (\d+)$/);
+    floodDatagrams += after.udp!.datagramsOut + after.udp!.drops - before.udp!.datagramsOut -
+      before.udp!.drops;
+  }
+  const quiet = (ROUNDS * SIZE) / quietSeconds;
+  const flooded = (ROUNDS * SIZE) / floodSeconds;
+  const udp = (await pfoStatus(pair.console, "flood")).udp!;
+  console.log(
+    `TCP ${(quiet / MiB).toFixed(1)} MiB/s quiet, ${(flooded / MiB).toFixed(1)} MiB/s flooded; ` +
+      `the Console took ${floodDatagrams} flood datagrams during the flooded transfers ` +
+      `(in all: ${udp.datagramsOut} forwarded, ${udp.datagramsIn} back, ${udp.drops} dropped)`,
+  );
+  // The flood was real: thousands of datagrams reached the Console during the transfers.
+  assert.ok(floodDatagrams >= 3_000, `only ${floodDatagrams} flood datagrams reached the Console`);
+  assert.ok(
+    flooded >= 0.5 * quiet,
+    `TCP fell to ${(flooded / MiB).toFixed(1)} MiB/s under the flood from ${
+      (quiet / MiB).toFixed(1)
+    } MiB/s`,
+  );
+});
+
+Deno.test("`pfo add --udp` without --target is bad usage (exit 2)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pf-udp-usage-" });
+  const r = await runCli("console.ts", [
+    "--config",
+    `${dir}/portferry-console.yaml`,
+    "pfo",
+    "add",
+    "u",
+    "--udp",
+    "--listen",
+    "5353",
+  ]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--target/);
+});
