@@ -110,9 +110,12 @@ function spawn(
   flags: string[],
   args: string[],
   env: Record<string, string> = {},
+  prefix: readonly string[] = [],
 ): Proc {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, entry, ...args],
+  // A prefix runs the program through another command, e.g. `unshare -m sh -c '...' deno run ...`.
+  const command = [...prefix, Deno.execPath(), "run", ...flags, entry, ...args];
+  const child = new Deno.Command(command[0], {
+    args: command.slice(1),
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
@@ -253,6 +256,8 @@ export interface StartDaemonOptions {
   readonly args?: readonly string[];
   readonly settings?: string;
   readonly dir?: string;
+  /** Run the Daemon through this command prefix (it must exec `"$0" "$@"`), e.g. `unshare`. */
+  readonly prefix?: readonly string[];
 }
 
 /** Start a Daemon dialing `console`. Resolves once spawned (not once established). */
@@ -265,14 +270,20 @@ export async function startDaemon(
   if (options.settings !== undefined) {
     await Deno.writeTextFile(settingsPath, options.settings, { mode: 0o600 });
   }
-  const proc = spawn("daemon.ts", await taskFlags("daemon"), [
-    target.address,
-    "--fingerprint",
-    options.fingerprint ?? target.fingerprint,
-    "--config",
-    settingsPath,
-    ...(options.args ?? []),
-  ], { USER: "tester" });
+  const proc = spawn(
+    "daemon.ts",
+    await taskFlags("daemon"),
+    [
+      target.address,
+      "--fingerprint",
+      options.fingerprint ?? target.fingerprint,
+      "--config",
+      settingsPath,
+      ...(options.args ?? []),
+    ],
+    { USER: "tester" },
+    options.prefix,
+  );
   return {
     ...proc,
     dir,
