@@ -258,7 +258,12 @@ export class Stream implements Channel {
           this.#recvQueue = [];
           this.#recvHead = 0;
         }
-        if (!this.#ended && (this.#ungranted >= GRANT_THRESHOLD || empty)) {
+        // Grant in batches only: a WINDOW after every small chunk made each
+        // request/response round trip wait ~40 ms behind Nagle's algorithm
+        // (the peer delays its ACK of that WINDOW) on the Console's link,
+        // which cannot set TCP_NODELAY. Below the threshold the peer still
+        // holds at least 3/4 of its window, so it never waits on us.
+        if (!this.#ended && this.#ungranted >= GRANT_THRESHOLD) {
           this.#recvWindow += this.#ungranted;
           this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit: this.#ungranted });
           this.#ungranted = 0;
