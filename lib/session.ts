@@ -49,6 +49,12 @@ const BATCH_BYTES = 256 * 1024;
 const OPEN_TIMEOUT_MS = 20_000;
 /** How long a resolve may take. */
 const RESOLVE_TIMEOUT_MS = 15_000;
+/**
+ * How often a session checks for a silent peer. Pings go out every
+ * HEARTBEAT_MS; checking only then would notice a peer up to one heartbeat
+ * late (DEAD_PEER_MS + HEARTBEAT_MS = 16 s).
+ */
+const LIVENESS_TICK_MS = 1_000;
 
 /**
  * Reads messages from a link, keeping any that arrive beyond the one asked
@@ -428,6 +434,8 @@ export class Session implements StreamHost {
   #nextResolve = 1;
   #lastHeard = Date.now();
   #pingSeq = 0;
+  #ticks = 0;
+  #ticksPerPing: number;
   #heartbeat: ReturnType<typeof setInterval>;
   #deadPeerMs: number;
   #ended: SessionEnd | null = null;
@@ -448,7 +456,10 @@ export class Session implements StreamHost {
         this.#finish("dead-peer", `Cannot write to the peer: ${errorMessage(err)}`, false, false),
     );
     reader.trust();
-    this.#heartbeat = setInterval(() => this.#beat(), options.heartbeatMs ?? HEARTBEAT_MS);
+    const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+    const tick = Math.min(heartbeatMs, LIVENESS_TICK_MS);
+    this.#ticksPerPing = Math.max(1, Math.round(heartbeatMs / tick));
+    this.#heartbeat = setInterval(() => this.#beat(), tick);
   }
 
   /** Number of open streams and UDP flows. */
@@ -809,7 +820,9 @@ export class Session implements StreamHost {
       );
       return;
     }
-    this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
+    if (++this.#ticks % this.#ticksPerPing === 0) {
+      this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
+    }
   }
 
   #finish(code: CloseCode, reason: string, remote: boolean, final: boolean): void {
