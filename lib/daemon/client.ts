@@ -408,14 +408,16 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return { retry: !(end?.final ?? false) && !stopRequested, established: true };
   }
 
-  let delay = 500;
+  // The first retry waits up to 500 ms, or less when the cap is lower.
+  const firstDelay = Math.min(500, options.backoffMaxMs);
+  let delay = firstDelay;
   try {
     while (!signal.aborted && !stopRequested) {
       let retry = true;
       try {
         const result = await attempt();
         retry = result.retry;
-        if (result.established) delay = 500;
+        if (result.established) delay = firstDelay;
       } catch (err) {
         if (signal.aborted) break;
         lastError = errorMessage(err);
