@@ -63,9 +63,12 @@ const LIVENESS_TICK_MS = 1_000;
  */
 export class MessageReader {
   #link: ByteConn;
+  #maxFrameBytes = MAX_HANDSHAKE_FRAME_BYTES;
   #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES });
   #queue: Message[] = [];
+  /** Read buffer; bytes [0, #held) are an unfinished frame kept from the last read. */
   #buf = new Uint8Array(256 * 1024);
+  #held = 0;
 
   constructor(link: ByteConn) {
     this.#link = link;
@@ -73,19 +76,42 @@ export class MessageReader {
 
   /** Raise the frame cap once the peer is authenticated. */
   trust(): void {
+    this.#maxFrameBytes = MAX_FRAME_BYTES;
     this.#decoder.maxFrameBytes = MAX_FRAME_BYTES;
   }
 
   /** Every message now available, reading the link once if none is queued; null at end of link. */
   async batch(): Promise<Message[] | null> {
     while (this.#queue.length === 0) {
-      const n = await this.#link.read(this.#buf);
+      const n = await this.#link.read(this.#buf.subarray(this.#held));
       if (n === null) return null;
-      this.#queue = this.#decoder.push(this.#buf.subarray(0, n));
+      this.#queue = this.#decode(this.#held + n);
     }
     const out = this.#queue;
     this.#queue = [];
     return out;
+  }
+
+  /**
+   * Decode the whole frames among the first `end` bytes of the buffer and
+   * keep the unfinished one at its start. The decoder only ever sees whole
+   * frames, so it never copies a read to join it with the next one.
+   */
+  #decode(end: number): Message[] {
+    const buf = this.#buf;
+    const view = new DataView(buf.buffer, buf.byteOffset, end);
+    let whole = 0;
+    while (end - whole >= 4) {
+      const length = view.getUint32(whole);
+      // A bad length: let the decoder reject it now, with its own error.
+      if (length < 5 || length > this.#maxFrameBytes) this.#decoder.push(buf.subarray(whole, end));
+      if (end - whole < 4 + length) break;
+      whole += 4 + length;
+    }
+    const messages = whole > 0 ? this.#decoder.push(buf.subarray(0, whole)) : [];
+    buf.copyWithin(0, whole, end);
+    this.#held = end - whole;
+    return messages;
   }
 
   /** The next message; throws SessionClosedError at end of link. */
