@@ -412,24 +412,41 @@ static int cmd_connrate(int workers, double seconds) {
   return 0;
 }
 
-static int cmd_hold(int count, double seconds) {
-  int *fds = malloc(sizeof(int) * (size_t)count);
-  int held = 0, errors = 0;
-  double end = now() + seconds;
-  for (int i = 0; i < count && now() < end; i++) {
+struct hold_arg {
+  int *fds;
+  int count;
+  double end;
+  int next, held, errors; /* shared, under hold_lock */
+};
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Opens connections until `count` were tried or time is up; 16 of these run at once. */
+static void *hold_worker(void *p) {
+  struct hold_arg *a = p;
+  for (;;) {
+    pthread_mutex_lock(&hold_lock);
+    int i = a->next < a->count && now() < a->end ? a->next++ : -1;
+    pthread_mutex_unlock(&hold_lock);
+    if (i < 0) return NULL;
     int fd = dial(10);
     char c;
-    if (fd < 0) {
-      errors++;
-      continue;
-    }
-    if (write_all(fd, "E", 1) < 0 || read_full(fd, &c, 1) < 0) {
-      close(fd);
-      errors++;
-      continue;
-    }
-    fds[held++] = fd;
+    int ok = fd >= 0 && write_all(fd, "E", 1) == 0 && read_full(fd, &c, 1) == 0;
+    if (!ok && fd >= 0) close(fd);
+    pthread_mutex_lock(&hold_lock);
+    if (ok) a->fds[a->held++] = fd;
+    else a->errors++;
+    pthread_mutex_unlock(&hold_lock);
   }
+}
+
+static int cmd_hold(int count, double seconds) {
+  struct hold_arg a = {.fds = malloc(sizeof(int) * (size_t)count), .count = count,
+                       .end = now() + seconds};
+  pthread_t th[16];
+  for (int i = 0; i < 16; i++) pthread_create(&th[i], NULL, hold_worker, &a);
+  for (int i = 0; i < 16; i++) pthread_join(th[i], NULL);
+  int held = a.held, errors = a.errors + (count - a.next);
+  int *fds = a.fds;
   printf("held %d errors %d\n", held, errors);
   fflush(stdout);
   struct pollfd pfd = {.fd = 0, .events = POLLIN};

@@ -29,6 +29,7 @@
  * ```sh
  * deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N] [--idle-10k]
  *                 [--ports N] [--tools direct,portferry,socat,ssh-L-aes,ssh-L,ssh-R]
+ *                 [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports]
  *                 [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]
  * ```
  *
@@ -52,9 +53,11 @@ interface BenchOptions {
   idle: number[];
   /** Ports in the PFO range for the enable-time figure. */
   ports: number;
-  /** First port of that range. */
-  portBase: number;
+  /** First port of that range, when free (else a random free run is used). */
+  portBase: number | null;
   tools: string[] | null;
+  /** Only these workloads (up1, down1, up4, down4, rtt, connrate, idle, ports); null: all. */
+  workloads: string[] | null;
   json: string;
   markdown: string | null;
   cpuProf: string | null;
@@ -69,8 +72,9 @@ function parseArgs(args: string[]): BenchOptions {
     repeat: 3,
     idle: [1000],
     ports: 10_000,
-    portBase: 20_000,
+    portBase: null,
     tools: null,
+    workloads: null,
     json: `${ROOT_PATH}bench/results/latest.json`,
     markdown: `${ROOT_PATH}bench/RESULTS.md`,
     cpuProf: null,
@@ -108,6 +112,9 @@ function parseArgs(args: string[]): BenchOptions {
       case "--tools":
         o.tools = value(++i).split(",");
         break;
+      case "--workloads":
+        o.workloads = value(++i).split(",");
+        break;
       case "--json":
         o.json = value(++i);
         jsonSet = true;
@@ -128,6 +135,7 @@ function parseArgs(args: string[]): BenchOptions {
         console.log(
           "usage: deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N[,N]] [--idle-10k]\n" +
             "         [--ports N] [--port-base P] [--tools " + ALL_TOOLS.join(",") + "]\n" +
+            "         [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports]\n" +
             "         [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]",
         );
         Deno.exit(0);
@@ -342,6 +350,18 @@ function treeMemory(pids: number[]): { rssKiB: number; pssKiB: number; processes
   return { rssKiB, pssKiB, processes };
 }
 
+/** CPU seconds (user + system) used so far by a process tree; exited children are not counted. */
+function treeCpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of processTree(pids)) {
+    const stat = readProc(`/proc/${pid}/stat`);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+  }
+  return ticks / 100; // USER_HZ
+}
+
 function rssKiB(pid: number): number {
   const m = readProc(`/proc/${pid}/status`)?.match(/^VmRSS:\s+(\d+) kB/m);
   return m ? Number(m[1]) : NaN;
@@ -483,6 +503,9 @@ async function taskFlags(task: "console" | "daemon"): Promise<string[]> {
   return words.slice(run + 1, entry);
 }
 
+/** Profiles written so far (`--cpu-prof`): names them apart. */
+let profiles = 0;
+
 /** A Console on a temp settings file, spawned as `deno task console` would run it. */
 async function spawnConsole(
   dir: string,
@@ -492,7 +515,11 @@ async function spawnConsole(
   const settings = `${dir}/portferry-console.yaml`;
   const log = `${dir}/console.log`;
   const prof = profDir
-    ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-name=console"]
+    ? [
+      "--cpu-prof",
+      `--cpu-prof-dir=${profDir}`,
+      `--cpu-prof-name=console-${++profiles}.cpuprofile`,
+    ]
     : [];
   const child = spawnLogged(Deno.execPath(), [
     "run",
@@ -551,7 +578,11 @@ function portferryPath(profDir: string | null): PathDef {
         );
         const dlog = `${dir}/daemon.log`;
         const prof = profDir
-          ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, "--cpu-prof-name=daemon"]
+          ? [
+            "--cpu-prof",
+            `--cpu-prof-dir=${profDir}`,
+            `--cpu-prof-name=daemon-${profiles}.cpuprofile`,
+          ]
           : [];
         daemon = spawnLogged(
           Deno.execPath(),
@@ -816,40 +847,54 @@ async function measure(
 
 async function traffic(
   lg: Loadgen,
-  port: number,
+  running: Running,
   o: BenchOptions,
   log: (s: string) => void,
 ): Promise<Record<string, Figure>> {
   const out: Record<string, Figure> = {};
+  const port = running.port;
   const budget = (o.seconds + 30) * 1000;
-  for (
-    const [key, dir, streams] of [["up1", "up", 1], ["down1", "down", 1], ["up4", "up", 4], [
-      "down4",
-      "down",
-      4,
-    ]] as const
-  ) {
+  const wanted = (w: string) => !o.workloads || o.workloads.includes(w);
+  const flows = [["up1", "up", 1], ["down1", "down", 1], ["up4", "up", 4], ["down4", "down", 4]];
+  for (const [key, dir, streams] of flows as [string, string, number][]) {
+    if (!wanted(key)) continue;
+    const cpu: number[] = [];
     out[key] = await measure(o.repeat, async () => {
+      const cpu0 = treeCpuSeconds(running.pids);
       const r = await lg.run(
         ["tput", dir, String(port), String(streams), String(o.seconds)],
         budget,
       );
       if (r.errors) throw new Error(`throughput ${key}: ${r.errors} stream(s) failed`);
+      // The tunnel's CPU per GB carried: steadier than Gbit/s on a shared machine.
+      if (running.pids.length) cpu.push((treeCpuSeconds(running.pids) - cpu0) / (r.bytes / 1e9));
       return { value: r.gbps };
     });
-    log(`${key} ${out[key].value.toFixed(2)} Gbit/s`);
+    const cpuPerGB = cpu.length ? median(cpu) : undefined;
+    if (cpuPerGB !== undefined) out[key] = { ...out[key], extra: { cpuSecondsPerGB: cpuPerGB } };
+    log(
+      `${key} ${out[key].value.toFixed(2)} Gbit/s` +
+        (cpuPerGB !== undefined ? `, ${cpuPerGB.toFixed(2)} CPU s/GB` : ""),
+    );
   }
-  const rtts: { p50: number; p99: number }[] = [];
-  out.rttP50 = await measure(o.repeat, async () => {
-    const r = await lg.run(["rtt", String(port), "200000", String(o.seconds)], budget);
-    rtts.push({ p50: r.p50_us, p99: r.p99_us });
-    return { value: r.p50_us, extra: { count: r.count } };
-  });
-  out.rttP99 = { value: median(rtts.map((r) => r.p99)), runs: rtts.map((r) => r.p99) };
-  log(`rtt p50 ${out.rttP50.value.toFixed(0)} µs, p99 ${out.rttP99.value.toFixed(0)} µs`);
+  if (wanted("rtt")) {
+    const rtts: { p50: number; p99: number }[] = [];
+    out.rttP50 = await measure(o.repeat, async () => {
+      const cpu0 = treeCpuSeconds(running.pids);
+      const r = await lg.run(["rtt", String(port), "200000", String(o.seconds)], budget);
+      rtts.push({ p50: r.p50_us, p99: r.p99_us });
+      const cpuUsPerRoundTrip = ((treeCpuSeconds(running.pids) - cpu0) / r.count) * 1e6;
+      return { value: r.p50_us, extra: { count: r.count, cpuUsPerRoundTrip } };
+    });
+    out.rttP99 = { value: median(rtts.map((r) => r.p99)), runs: rtts.map((r) => r.p99) };
+    log(`rtt p50 ${out.rttP50.value.toFixed(0)} µs, p99 ${out.rttP99.value.toFixed(0)} µs`);
+  }
+  if (!wanted("connrate")) return out;
   out.connRate = await measure(o.repeat, async () => {
+    const cpu0 = treeCpuSeconds(running.pids);
     const r = await lg.run(["connrate", String(port), "32", String(o.seconds)], budget);
-    return { value: r.per_second, extra: { errors: r.errors } };
+    const cpuUsPerConnection = ((treeCpuSeconds(running.pids) - cpu0) / r.connections) * 1e6;
+    return { value: r.per_second, extra: { errors: r.errors, cpuUsPerConnection } };
   });
   log(`conn/s ${out.connRate.value.toFixed(0)}`);
   return out;
@@ -881,6 +926,11 @@ async function idleMemory(
       }
       return last;
     });
+    if (held.held < count || held.alive < held.held) {
+      throw new Error(
+        `only ${held.held} of ${count} idle connections held, ${held.alive} still alive at the end`,
+      );
+    }
     const during = held.during;
     const pick = (m: { rssKiB: number; pssKiB: number }) =>
       path.memory === "pss" ? m.pssKiB : m.rssKiB;
@@ -919,31 +969,59 @@ interface PortsResult {
   baselineStartupMs: number;
   /** `pfo add` of the range on a running Console, until the CLI returns. */
   addMs: number;
-  /** Console VmRSS with the range listening, and without. */
+  /** Console VmRSS with the range listening (the larger of the two ways), and without. */
   rssMiB: number;
   baselineRssMiB: number;
   listeners: number;
 }
 
+/** A run of `n` free ports on 127.0.0.1 below the ephemeral range: `preferred` if free, else a random one. */
+function freeRange(n: number, preferred: number | null): number {
+  const free = (base: number) => {
+    const held: Deno.Listener[] = [];
+    try {
+      for (let p = base; p < base + n; p++) {
+        held.push(Deno.listen({ hostname: "127.0.0.1", port: p }));
+      }
+      return true;
+    } catch {
+      return false;
+    } finally {
+      for (const l of held) l.close();
+    }
+  };
+  if (preferred !== null && free(preferred)) return preferred;
+  for (let i = 0; i < 20; i++) {
+    const base = 10_000 + Math.floor(Math.random() * (32_768 - 10_000 - n));
+    if (free(base)) return base;
+  }
+  throw new Error(`Cannot find ${n} free consecutive ports on 127.0.0.1`);
+}
+
 async function enablePorts(o: BenchOptions, target: number, dir: string): Promise<PortsResult> {
-  const range = `${o.portBase}-${o.portBase + o.ports - 1}`;
   const settle = async (pid: number) => {
     await delay(300);
     return rssKiB(pid) / 1024;
   };
+  const listening = async (settings: string) => {
+    const status = JSON.parse(await consoleCli(settings, ["status", "--json"]));
+    return status.pfos.find((p: { name: string }) => p.name === "range").listeners as number;
+  };
 
-  // Baseline: a Console with no PFO.
+  // A Console with no PFO, then `pfo add` of the range while it runs.
+  let base = freeRange(o.ports, o.portBase);
+  let range = `${base}-${base + o.ports - 1}`;
   const baseDir = await Deno.makeTempDir({ dir, prefix: "ports-base-" });
   let t0 = performance.now();
-  const base = await spawnConsole(baseDir, [], null);
-  let baselineStartupMs: number, baselineRssMiB: number, addMs: number, listeners: number;
+  const running = await spawnConsole(baseDir, [], null);
+  let baselineStartupMs: number, baselineRssMiB: number, addMs: number, addRssMiB: number;
+  let listeners: number;
   try {
-    await waitForLine(base.log, /console ready/, 30_000, base.child);
+    await waitForLine(running.log, /console ready/, 30_000, running.child);
     baselineStartupMs = performance.now() - t0;
-    baselineRssMiB = await settle(base.child.pid);
-    // Enable the range on the running Console.
+    baselineRssMiB = await settle(running.child.pid);
     t0 = performance.now();
-    await consoleCli(base.settings, [
+    await consoleCli(running.settings, [
       "pfo",
       "add",
       "range",
@@ -953,13 +1031,15 @@ async function enablePorts(o: BenchOptions, target: number, dir: string): Promis
       `127.0.0.1:${target}`,
     ]);
     addMs = performance.now() - t0;
-    const status = JSON.parse(await consoleCli(base.settings, ["status", "--json"]));
-    listeners = status.pfos.find((p: { name: string }) => p.name === "range").listeners;
+    addRssMiB = await settle(running.child.pid);
+    listeners = await listening(running.settings);
   } finally {
-    await stopChild(base.child, 8000);
+    await stopChild(running.child, 8000);
   }
 
-  // From a settings file holding the range.
+  // A Console started with the range in its settings file.
+  base = freeRange(o.ports, base);
+  range = `${base}-${base + o.ports - 1}`;
   const fileDir = await Deno.makeTempDir({ dir, prefix: "ports-file-" });
   await Deno.writeTextFile(
     `${fileDir}/portferry-console.yaml`,
@@ -977,13 +1057,17 @@ async function enablePorts(o: BenchOptions, target: number, dir: string): Promis
   const withFile = await spawnConsole(fileDir, [], null);
   let startupMs: number, rssMiB: number;
   try {
-    await waitForLine(withFile.log, /PFO listening/, 60_000, withFile.child);
+    const [line] = await waitForLine(
+      withFile.log,
+      /PFO listening|PFO ports failed.*/,
+      60_000,
+      withFile.child,
+    );
+    if (line.startsWith("PFO ports failed")) throw new Error(line);
     await waitForLine(withFile.log, /console ready/, 30_000, withFile.child);
     startupMs = performance.now() - t0;
     rssMiB = await settle(withFile.child.pid);
-    if (o.ports > 1) {
-      await waitForEcho(o.portBase + o.ports - 1, 1000, "the range's last port").catch(() => {});
-    }
+    listeners = Math.min(listeners, await listening(withFile.settings));
   } finally {
     await stopChild(withFile.child, 8000);
   }
@@ -992,7 +1076,7 @@ async function enablePorts(o: BenchOptions, target: number, dir: string): Promis
     startupMs,
     baselineStartupMs,
     addMs,
-    rssMiB,
+    rssMiB: Math.max(rssMiB, addRssMiB),
     baselineRssMiB,
     listeners,
   };
@@ -1114,6 +1198,11 @@ function targetTable(ts: Target[]): string {
   return ["| target | goal | measured | |", "|---|---|---|---|", ...rows].join("\n");
 }
 
+/** The 1-minute load average, as /proc/loadavg has it. */
+function loadAverage(): string {
+  return readProc("/proc/loadavg")?.split(" ")[0] ?? "?";
+}
+
 async function machine(): Promise<Record<string, string | number>> {
   const cpuinfo = readProc("/proc/cpuinfo") ?? "";
   const model = cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? "unknown";
@@ -1134,7 +1223,7 @@ async function machine(): Promise<Record<string, string | number>> {
 async function main(): Promise<number> {
   const o = parseArgs(Deno.args);
   const started = Date.now();
-  const work = await Deno.makeTempDir({ prefix: "pf-bench-" });
+  const work = await Deno.makeTempDir({ prefix: "portferry-bench-" });
   const log = (s: string) => console.error(`[bench] ${s}`);
   const onSignal = () => {
     for (const c of children) kill(c);
@@ -1147,6 +1236,7 @@ async function main(): Promise<number> {
     const target = await lg.serve(work);
     log(`target server on 127.0.0.1:${target.port}`);
     const m = await machine();
+    const loadBefore = loadAverage();
     log(`machine: ${m.cpus} × ${m.cpuModel}, ${m.kernel}, Deno ${m.deno}`);
 
     const socat = await which("socat");
@@ -1213,7 +1303,7 @@ async function main(): Promise<number> {
       try {
         const running = await def.start(target.port, dir);
         try {
-          Object.assign(figures, await traffic(lg, running.port, o, plog));
+          Object.assign(figures, await traffic(lg, running, o, plog));
         } finally {
           await running.stop();
         }
@@ -1221,7 +1311,7 @@ async function main(): Promise<number> {
         errors.push(errorText(err));
         plog(`failed: ${errorText(err)}`);
       }
-      if (def.memory) {
+      if (def.memory && (!o.workloads || o.workloads.includes("idle"))) {
         for (const count of o.idle) {
           try {
             const idleDir = await Deno.makeTempDir({ dir: work, prefix: `${def.name}-idle-` });
@@ -1237,7 +1327,9 @@ async function main(): Promise<number> {
     }
 
     let ports: PortsResult | null = null;
-    if (!o.tools || o.tools.includes("portferry")) {
+    if (
+      (!o.tools || o.tools.includes("portferry")) && (!o.workloads || o.workloads.includes("ports"))
+    ) {
       try {
         ports = await enablePorts(o, target.port, work);
         log(
@@ -1278,13 +1370,16 @@ async function main(): Promise<number> {
           ports.rssMiB.toFixed(1)
         } MiB (${ports.baselineRssMiB.toFixed(1)} MiB with no PFO).`
       : "";
+    const loadAfter = loadAverage();
     const report = [
       `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}; Deno ${m.deno}; ${m.ssh}; socat ${m.socat}.`,
       `Run: ${
         new Date(started).toISOString()
       }, ${o.seconds} s per measurement, median of ${o.repeat}${
         o.smoke ? " (smoke: figures are not meaningful)" : ""
-      }; idle figure with ${o.idle[0]} connections held.`,
+      }; idle figure with ${
+        o.idle[0]
+      } connections held; load average ${loadBefore} at the start, ${loadAfter} at the end (other work on the machine skews every figure).`,
       "",
       table(results),
       "",
@@ -1313,6 +1408,7 @@ async function main(): Promise<number> {
       ports,
       targets: ts,
       elapsedMs: Date.now() - started,
+      loadAverage: { start: loadBefore, end: loadAfter },
     };
     await Deno.mkdir(o.json.replace(/\/[^/]*$/, ""), { recursive: true });
     await Deno.writeTextFile(o.json, JSON.stringify(json, null, 2) + "\n");
