@@ -420,6 +420,12 @@ function startFlood(rate: number, maxCount: number, maxMs: number) {
 async function tcpUpload(listen: string, size: number): Promise<number> {
   const chunk = randomBytes(256 * 1024);
   const conn = await Deno.connect(hostPort(listen));
+  // A stalled transfer fails after 60 s: closing the socket ends its writes and reads.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    closeQuietly(conn);
+  }, 60_000);
   try {
     const started = performance.now();
     const reading = (async () => {
@@ -432,20 +438,19 @@ async function tcpUpload(listen: string, size: number): Promise<number> {
       }
       return Number(new DataView(buf.buffer).getBigUint64(0));
     })();
+    reading.catch(() => {}); // awaited below; a write failure must not leave it unhandled
     for (let sent = 0; sent < size;) {
       sent += await conn.write(chunk.subarray(0, Math.min(chunk.length, size - sent)));
     }
     await conn.closeWrite();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const acked = await Promise.race([
-      reading,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("no ack within 60 s")), 60_000);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    const acked = await reading;
     assert.equal(acked, size, "the sink got a different byte count");
     return (performance.now() - started) / 1000;
+  } catch (err) {
+    if (timedOut) throw new Error(`the ${size} B upload did not finish within 60 s`);
+    throw err;
   } finally {
+    clearTimeout(timer);
     closeQuietly(conn);
   }
 }
