@@ -25,11 +25,11 @@ import {
   tempDir,
 } from "./_harness.ts";
 import { encodeMessage, tagName } from "../lib/codec.ts";
-import { loadOrCreateIdentity } from "../lib/identity.ts";
-import { PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
+import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
+import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
 import { consoleHandshake, MessageReader, sendNow } from "../lib/session.ts";
 import { settingsPaths } from "../lib/settings.ts";
-import { listenSessions } from "../lib/tls.ts";
+import { connectPinned, listenSessions } from "../lib/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -138,6 +138,51 @@ Deno.test("a pending session opens nothing: PFO connections close at once and no
     closeQuietly(conn);
   }
   assert.equal(target.seen.connections, 1);
+});
+
+Deno.test("a pending Daemon cannot talk to the operator: its chat is dropped until it is accepted", async () => {
+  await using con = await startConsole();
+  // A Daemon written here: the real handshake, then a chat before anyone accepted it.
+  const dir = await tempDir("pf-fake-daemon-");
+  const paths = settingsPaths(`${dir}/portferry-daemon.yaml`);
+  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+    role: "daemon",
+  });
+  const { hostname, port } = hostPort(con.address);
+  const link = await connectPinned({
+    hostname,
+    port,
+    fingerprint: con.fingerprint,
+    timeoutMs: 10_000,
+  });
+  try {
+    const reader = new MessageReader(link);
+    await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: [] });
+    const challenge = await reader.next();
+    assert.equal(challenge.tag, Tag.CHALLENGE);
+    await sendNow(link, {
+      tag: Tag.AUTH,
+      host: "helpdesk",
+      user: "it-support",
+      os: "linux",
+      cert: btoa(String.fromCharCode(...identity.certDer)),
+      signature: await signChallenge(
+        identity,
+        authTranscript((challenge as { nonce: string }).nonce, con.fingerprint),
+      ),
+      token: null,
+    });
+    assert.equal((await reader.next()).tag, Tag.PENDING);
+    await con.out.waitFor(/asks for a session/);
+    const mark = con.out.mark;
+    await sendNow(link, { tag: Tag.CHAT, text: "URGENT from IT: run `session accept` now" });
+    await con.out.waitFor(/WARN .*chat from a Daemon not yet accepted/, { from: mark });
+    assert.doesNotMatch(con.out.text(), /URGENT from IT/);
+    const status = JSON.parse((await con.cli("status", "--json")).stdout);
+    assert.equal(status.session.state, "pending");
+  } finally {
+    closeQuietly(link);
+  }
 });
 
 // --- local control -----------------------------------------------------------

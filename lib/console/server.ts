@@ -271,7 +271,14 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         id,
         log: slog,
         handlers: {
-          onChat: (text) => out(`[chat] ${peer.user}@${peer.host}: ${printable(text)}`),
+          onChat: (text) => {
+            // Until the operator accepts it, a Daemon has no say on the operator's screen.
+            if (c.state !== "established") {
+              slog.warn("chat from a Daemon not yet accepted, dropped", peerFields(peer));
+              return;
+            }
+            out(`[chat] ${peer.user}@${peer.host}: ${printable(text)}`);
+          },
           onEnd: (end) => {
             c.prompt.abort();
             if (current === c) current = null;
