@@ -43,6 +43,10 @@ import {
 const SEND_HIGH_WATER = 4 * 1024 * 1024;
 /** Send-queue size above which UDP datagrams are dropped instead of queued. */
 const DATAGRAM_HIGH_WATER = 1024 * 1024;
+/** TCP counts as active for this long after its last DATA frame. */
+const TCP_ACTIVE_MS = 100;
+/** Datagrams UDP may send in a burst while TCP is active. */
+const UDP_TOKENS_MAX = 32;
 /** Frames smaller than this are batched into one write. */
 const BATCH_BYTES = 256 * 1024;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
@@ -459,6 +463,8 @@ export class Session implements StreamHost {
   #nextStream = 1;
   #nextResolve = 1;
   #lastHeard = Date.now();
+  #lastTcpAt = 0;
+  #udpTokens = UDP_TOKENS_MAX;
   #pingSeq = 0;
   #ticks = 0;
   #ticksPerPing: number;
@@ -516,7 +522,9 @@ export class Session implements StreamHost {
 
   // StreamHost
   sendFrame(frame: Uint8Array): void {
-    if (!this.#ended) this.#writer.push(frame);
+    if (this.#ended) return;
+    this.#tcpFrame();
+    this.#writer.push(frame);
   }
 
   send(msg: Message): void {
@@ -566,6 +574,7 @@ export class Session implements StreamHost {
     }
     switch (msg.tag) {
       case Tag.DATA:
+        this.#tcpFrame();
         this.#tcp(msg.stream, "DATA")?.onData(msg.data);
         return;
       case Tag.WINDOW:
@@ -766,8 +775,21 @@ export class Session implements StreamHost {
    */
   sendDatagram(id: number, data: Uint8Array): boolean {
     if (this.#ended || this.#writer.queued > DATAGRAM_HIGH_WATER) return false;
+    if (Date.now() - this.#lastTcpAt < TCP_ACTIVE_MS) {
+      // TCP is busy: UDP gets one datagram per TCP frame, so a UDP flood
+      // cannot take the processes' time from TCP streams. The caller stops
+      // receiving for a moment, and the kernel drops the excess.
+      if (this.#udpTokens <= 0) return false;
+      this.#udpTokens--;
+    }
     this.#writer.push(encodeMessage({ tag: Tag.DATAGRAM, stream: id, data }));
     return true;
+  }
+
+  /** A TCP DATA frame went or came: TCP is active, and UDP earns a token. */
+  #tcpFrame(): void {
+    this.#lastTcpAt = Date.now();
+    if (this.#udpTokens < UDP_TOKENS_MAX) this.#udpTokens++;
   }
 
   /** Console: resolve `host` with the Daemon's resolver. */
