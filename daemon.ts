@@ -47,7 +47,10 @@ function buildProgram(settingsPath: string) {
     .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
     .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
     .option("--token-file <file>", "send the shared token in this file")
-    .option("--headless", "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)")
+    .option(
+      "--headless",
+      "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)",
+    )
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
     .option(
       "--allow <rule>",
