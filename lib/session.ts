@@ -47,8 +47,10 @@ const DATAGRAM_HIGH_WATER = 1024 * 1024;
 const TCP_ACTIVE_MS = 100;
 /** Datagrams UDP may send in a burst while TCP is active. */
 const UDP_TOKENS_MAX = 32;
-/** Frames smaller than this are batched into one write. */
-const BATCH_BYTES = 256 * 1024;
+/** Frames up to this size are joined with the small frames queued after them into one write. */
+const JOIN_FRAME_BYTES = 16 * 1024;
+/** The most bytes one joined write carries. */
+const BATCH_BYTES = 64 * 1024;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
 const OPEN_TIMEOUT_MS = 20_000;
 /** How long a resolve may take. */
@@ -181,10 +183,15 @@ export class FrameWriter {
     try {
       while (this.#head < this.#queue.length) {
         let chunk = this.#queue[this.#head++];
-        if (chunk.length < BATCH_BYTES && this.#head < this.#queue.length) {
+        // Join small frames (control messages, short DATA); a large DATA frame
+        // goes on its own, as copying it would cost more than the write saved.
+        if (chunk.length <= JOIN_FRAME_BYTES && this.#head < this.#queue.length) {
           let total = chunk.length;
           let end = this.#head;
-          while (end < this.#queue.length && total + this.#queue[end].length <= BATCH_BYTES) {
+          while (
+            end < this.#queue.length && this.#queue[end].length <= JOIN_FRAME_BYTES &&
+            total + this.#queue[end].length <= BATCH_BYTES
+          ) {
             total += this.#queue[end++].length;
           }
           if (end > this.#head) {
