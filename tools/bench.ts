@@ -513,7 +513,9 @@ async function spawnConsole(
   profDir: string | null,
 ): Promise<{ child: Deno.ChildProcess; log: string; settings: string }> {
   const settings = `${dir}/portferry-console.yaml`;
-  const log = `${dir}/console.log`;
+  // Logs go beside, not into, the settings folder: the Console watches that
+  // folder, and a log line there would wake its settings watcher every time.
+  const log = `${dir}.console.log`;
   const prof = profDir
     ? [
       "--cpu-prof",
@@ -576,7 +578,7 @@ function portferryPath(profDir: string | null): PathDef {
           20_000,
           con.child,
         );
-        const dlog = `${dir}/daemon.log`;
+        const dlog = `${dir}.daemon.log`;
         const prof = profDir
           ? [
             "--cpu-prof",
