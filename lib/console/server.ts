@@ -330,20 +330,30 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     closeQuietly(conn);
   }
 
+  /** Wakes the accept loop when a handshake slot frees (or on exit). */
+  let slotFreed: (() => void) | null = null;
+  let stopping = false;
+
   async function handleLink(conn: Deno.TlsConn): Promise<void> {
     const remote = addrText(conn.remoteAddr);
-    if (pendingHandshakes >= MAX_PENDING_HANDSHAKES) {
-      log.warn("too many pending handshakes, dropping a new one", {
-        remote,
-        limit: MAX_PENDING_HANDSHAKES,
-      });
-      closeQuietly(conn);
-      return;
-    }
     pendingHandshakes++;
+    // Deno cannot abort a TLS handshake in progress: closing the TlsConn
+    // before the handshake ends leaves its socket open until the peer sends
+    // or closes (measured here; Deno finishes a handshake before closing).
+    // So the deadline closes the link only once TLS is done, and a peer
+    // stuck inside the TLS handshake keeps its slot; the accept loop stops
+    // at MAX_PENDING_HANDSHAKES, so such peers hold at most that many
+    // sockets and never disturb an established session.
+    let tlsDone = false;
+    let late = false;
     const timer = setTimeout(() => {
-      log.warn("handshake timed out", { remote, ms: HANDSHAKE_TIMEOUT_MS });
-      closeQuietly(conn);
+      late = true;
+      log.warn("handshake deadline passed", {
+        remote,
+        ms: HANDSHAKE_TIMEOUT_MS,
+        stage: tlsDone ? "hello/auth" : "TLS (the slot is held until the peer sends or closes)",
+      });
+      if (tlsDone) closeQuietly(conn);
     }, HANDSHAKE_TIMEOUT_MS);
     let reader: MessageReader;
     let claim: DaemonClaim;
@@ -351,6 +361,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     let helloSeen = false;
     try {
       await conn.handshake();
+      tlsDone = true;
+      if (late) throw new Error(`the TLS handshake took longer than ${HANDSHAKE_TIMEOUT_MS} ms`);
       reader = new MessageReader(conn);
       claim = await consoleHandshake(conn, reader, () => (helloSeen = true));
       fingerprint = await verifyChallenge(
@@ -375,6 +387,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     } finally {
       clearTimeout(timer);
       pendingHandshakes--;
+      slotFreed?.();
+      slotFreed = null;
     }
     try {
       await onAuthenticated(conn, reader, claim, fingerprint);
@@ -385,7 +399,18 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   }
 
   const acceptLoop = (async () => {
+    let capLoggedAt = 0;
     while (true) {
+      while (pendingHandshakes >= MAX_PENDING_HANDSHAKES && !stopping) {
+        if (Date.now() - capLoggedAt > 10_000) {
+          capLoggedAt = Date.now();
+          log.warn("pending handshake cap reached; new connections wait in the backlog", {
+            limit: MAX_PENDING_HANDSHAKES,
+          });
+        }
+        await new Promise<void>((resolve) => (slotFreed = resolve));
+      }
+      if (stopping) return;
       let conn: Deno.TlsConn;
       try {
         conn = await listener.accept();
@@ -657,6 +682,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   const force = options.forceSignal;
   log.info("exiting", { graceMs: force?.aborted ? 0 : settings.graceMs });
   watchAbort.abort();
+  stopping = true;
+  (slotFreed as (() => void) | null)?.();
   closeQuietly(listener);
   pfos.closeAll();
   const c = current as Current | null;
