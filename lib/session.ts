@@ -115,7 +115,9 @@ export class MessageReader {
       whole += 4 + length;
     }
     const messages = whole > 0 ? this.#decoder.push(buf.subarray(0, whole)) : [];
-    buf.copyWithin(0, whole, end);
+    // Deno's TLS reads return one record (16 KiB) at a time, so most reads end
+    // inside a 64 KiB frame and decode nothing: leave those bytes where they are.
+    if (whole > 0 && whole < end) buf.copyWithin(0, whole, end);
     this.#held = end - whole;
     return messages;
   }
