@@ -34,7 +34,7 @@ import {
 } from "../lib/protocol.ts";
 import { daemonHandshake, MessageReader } from "../lib/session.ts";
 import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, type SessionLink } from "../lib/tls.ts";
+import { connectPinned, fetchConsoleFingerprint, type SessionLink } from "../lib/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -269,8 +269,8 @@ Deno.test("an HTTP request, random bytes and TLS hellos for another name on the 
 
 // Known to fail with Deno 2.9.6 and the Console on Deno.listenTls: closing a
 // TlsConn whose TLS handshake is still pending does not close its socket (the
-// runtime's handshake task keeps it until the peer finishes or leaves), so the
-// 10 s deadline and the cap of pending handshakes are logged but not enforced.
+// runtime's handshake task keeps it until the peer finishes or leaves), so a
+// peer stuck inside the TLS handshake is never cut at the 10 s deadline.
 Deno.test("a client that sends one byte a second is cut at the handshake deadline while the session keeps forwarding", async () => {
   await using pair = await forwardingPair();
   const con = pair.console;
@@ -311,12 +311,16 @@ Deno.test("a client that sends one byte a second is cut at the handshake deadlin
     `cut after ${closedAt} ms, expected about ${HANDSHAKE_TIMEOUT_MS} ms`,
   );
   assert.ok(transfers >= 8, `only ${transfers} transfers during the slow client`);
-  const line = await waitLine(con, new RegExp(`handshake timed out .*remote=${local}\\b`), mark);
+  const line = await waitLine(
+    con,
+    new RegExp(`handshake (timed out|deadline passed) .*remote=${local}\\b`),
+    mark,
+  );
   assert.match(line, /WARN/);
   await pair.stillForwarding("after the slow client");
 });
 
-Deno.test("1,000 idle connections on the session port are shed or timed out, all closed again, while the session keeps forwarding", async () => {
+Deno.test("1,000 idle connections on the session port never disturb the session, stay within the cap, and are all closed by the handshake deadline", async () => {
   const COUNT = 1000;
   await using pair = await forwardingPair();
   const con = pair.console;
@@ -324,26 +328,27 @@ Deno.test("1,000 idle connections on the session port are shed or timed out, all
   const base = await procStats(pid);
   const mark = con.out.mark;
   const t0 = performance.now();
-  const conns: Deno.TcpConn[] = [];
-  try {
-    // 100 at a time, so the listen backlog never overflows.
-    for (let i = 0; i < COUNT; i += 100) {
-      conns.push(
-        ...await Promise.all(
-          Array.from(
-            { length: Math.min(100, COUNT - i) },
-            () => Deno.connect(hostPort(con.address)),
-          ),
+  // All at once; an attempt the kernel does not complete within 5 s counts as shed.
+  const attempts = await Promise.all(
+    Array.from(
+      { length: COUNT },
+      () =>
+        Deno.connect({ ...hostPort(con.address), signal: AbortSignal.timeout(5_000) }).catch(() =>
+          null
         ),
-      );
-    }
+    ),
+  );
+  const conns = attempts.filter((c) => c !== null);
+  try {
     // While they sit there: the session forwards and local control answers.
     await transfer(pair.listen, 4 * 1024 * 1024);
     await pair.stillForwarding("during 1,000 idle connections");
     const held = await procStats(pid);
     assert.ok(held.rssKiB < base.rssKiB + 64 * 1024, `RSS ${base.rssKiB} -> ${held.rssKiB} KiB`);
-    const lines = con.out.lines.slice(mark).join("\n");
-    assert.match(lines, /WARN .*too many pending handshakes.*limit=64/);
+    assert.match(
+      con.out.lines.slice(mark).join("\n"),
+      /WARN .*(too many pending handshakes|pending handshake cap reached).*limit=64/,
+    );
     // The cap bounds what the Console holds, not only what it logs.
     assert.ok(
       held.sockets <= base.sockets + MAX_PENDING_HANDSHAKES + 16,
@@ -352,26 +357,22 @@ Deno.test("1,000 idle connections on the session port are shed or timed out, all
       } idle connections open, over the cap of ${MAX_PENDING_HANDSHAKES} pending handshakes`,
     );
 
-    // Every one of them is closed by the Console: at once (over the cap) or at the deadline.
-    const ended = await within(
+    // Each one the kernel let in is closed by the Console: at once over the cap, else at the deadline.
+    let closed = 0;
+    await within(
       Promise.all(
-        conns.map((c) =>
-          c.read(new Uint8Array(16)).then(
-            () => performance.now() - t0,
-            () => performance.now() - t0,
-          )
-        ),
+        conns.map((c) => c.read(new Uint8Array(16)).then(() => closed++, () => closed++)),
       ),
-      HANDSHAKE_TIMEOUT_MS + 5_000,
-      "the Console to close all idle connections",
-    );
-    const late = ended.filter((ms) => ms > HANDSHAKE_TIMEOUT_MS - 1000).length;
-    assert.ok(late <= MAX_PENDING_HANDSHAKES, `${late} connections were held to the deadline`);
+      HANDSHAKE_TIMEOUT_MS + 5_000 - (performance.now() - t0),
+      `the Console to close ${conns.length} idle connections within the handshake deadline`,
+    ).catch((err) => {
+      throw new Error(`${err.message}; closed ${closed} of ${conns.length}`);
+    });
   } finally {
     for (const c of conns) closeQuietly(c);
   }
-  assert.match(con.out.lines.slice(mark).join("\n"), /WARN .*handshake timed out/);
-  // The Console let go of every socket.
+  assert.match(con.out.lines.slice(mark).join("\n"), /WARN .*handshake (timed out|deadline)/);
+  // The Console let go of every socket, and takes new sessions again.
   const deadline = Date.now() + 5_000;
   let now = await procStats(pid);
   for (let i = 0; i < 50 && now.sockets > base.sockets && Date.now() < deadline; i++) {
@@ -379,6 +380,11 @@ Deno.test("1,000 idle connections on the session port are shed or timed out, all
     now = await procStats(pid);
   }
   assert.ok(now.sockets <= base.sockets, `sockets ${base.sockets} -> ${now.sockets}`);
+  const { hostname, port } = hostPort(con.address);
+  assert.equal(
+    await fetchConsoleFingerprint({ hostname, port, timeoutMs: 5_000 }),
+    con.fingerprint,
+  );
   await pair.stillForwarding("after 1,000 idle connections");
 });
 
