@@ -15,6 +15,7 @@ import {
   type ConsoleProc,
   echoServer,
   hostPort,
+  linkCutter,
   procStats,
   startConsole,
   startDaemon,
@@ -386,6 +387,43 @@ Deno.test("1,000 idle connections on the session port never disturb the session,
     con.fingerprint,
   );
   await pair.stillForwarding("after 1,000 idle connections");
+});
+
+Deno.test("a Daemon that lost its link gets back in while idle connections sit on the session port", async () => {
+  const IDLE = 200;
+  using echo = echoServer();
+  await using con = await startConsole({ args: ["--auto-accept"] });
+  await using cutter = linkCutter(con.address);
+  await using daemon = await startDaemon(
+    { address: cutter.address, fingerprint: con.fingerprint },
+    {
+      settings: "backoffMaxMs: 1000\nconnectTimeoutMs: 5000\n",
+    },
+  );
+  await daemon.out.waitFor(/Session established/);
+  const listen = await addPfo(con, "echo", `127.0.0.1:${echo.port}`);
+  const idle = (await Promise.all(
+    Array.from(
+      { length: IDLE },
+      () =>
+        Deno.connect({ ...hostPort(con.address), signal: AbortSignal.timeout(5_000) }).catch(() =>
+          null
+        ),
+    ),
+  )).filter((c) => c !== null);
+  try {
+    // A network blip: the Daemon must get its session back although the idle ones came first.
+    const mark = daemon.out.mark;
+    const t0 = performance.now();
+    cutter.cut();
+    const bound = HANDSHAKE_TIMEOUT_MS + 10_000;
+    await daemon.out.waitFor(/Session established/, { from: mark, ms: bound });
+    const took = performance.now() - t0;
+    assert.ok(took < bound, `back after ${took} ms`);
+    await transfer(listen, 1024 * 1024);
+  } finally {
+    for (const c of idle) closeQuietly(c);
+  }
 });
 
 // --- frames ------------------------------------------------------------------
