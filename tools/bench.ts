@@ -350,14 +350,15 @@ function treeMemory(pids: number[]): { rssKiB: number; pssKiB: number; processes
   return { rssKiB, pssKiB, processes };
 }
 
-/** CPU seconds (user + system) used so far by a process tree; exited children are not counted. */
+/** CPU seconds (user + system) used so far by a process tree, reaped children included. */
 function treeCpuSeconds(pids: number[]): number {
   let ticks = 0;
   for (const pid of processTree(pids)) {
     const stat = readProc(`/proc/${pid}/stat`);
     if (!stat) continue;
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    // utime, stime, and the same for children already reaped (socat's forks).
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
   }
   return ticks / 100; // USER_HZ
 }
@@ -833,73 +834,54 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-async function measure(
-  repeat: number,
-  once: () => Promise<{ value: number; extra?: Record<string, unknown> }>,
-): Promise<Figure> {
-  const runs: number[] = [];
-  let extra: Record<string, unknown> | undefined;
-  for (let i = 0; i < repeat; i++) {
-    const r = await once();
-    runs.push(r.value);
-    extra = r.extra;
-  }
-  return { value: median(runs), runs, extra };
-}
+/** The traffic workloads, in the order they run. */
+const TRAFFIC = ["up1", "down1", "up4", "down4", "rtt", "connrate"] as const;
+type Traffic = typeof TRAFFIC[number];
 
-async function traffic(
+/** One run of one traffic workload through `running`: its figure and the tunnel's CPU cost. */
+async function trafficOnce(
   lg: Loadgen,
   running: Running,
+  workload: Traffic,
   o: BenchOptions,
-  log: (s: string) => void,
-): Promise<Record<string, Figure>> {
-  const out: Record<string, Figure> = {};
-  const port = running.port;
+): Promise<{ value: number; p99?: number; extra: Record<string, number> }> {
+  const port = String(running.port);
   const budget = (o.seconds + 30) * 1000;
-  const wanted = (w: string) => !o.workloads || o.workloads.includes(w);
-  const flows = [["up1", "up", 1], ["down1", "down", 1], ["up4", "up", 4], ["down4", "down", 4]];
-  for (const [key, dir, streams] of flows as [string, string, number][]) {
-    if (!wanted(key)) continue;
-    const cpu: number[] = [];
-    out[key] = await measure(o.repeat, async () => {
-      const cpu0 = treeCpuSeconds(running.pids);
-      const r = await lg.run(
-        ["tput", dir, String(port), String(streams), String(o.seconds)],
-        budget,
-      );
-      if (r.errors) throw new Error(`throughput ${key}: ${r.errors} stream(s) failed`);
-      // The tunnel's CPU per GB carried: steadier than Gbit/s on a shared machine.
-      if (running.pids.length) cpu.push((treeCpuSeconds(running.pids) - cpu0) / (r.bytes / 1e9));
-      return { value: r.gbps };
-    });
-    const cpuPerGB = cpu.length ? median(cpu) : undefined;
-    if (cpuPerGB !== undefined) out[key] = { ...out[key], extra: { cpuSecondsPerGB: cpuPerGB } };
-    log(
-      `${key} ${out[key].value.toFixed(2)} Gbit/s` +
-        (cpuPerGB !== undefined ? `, ${cpuPerGB.toFixed(2)} CPU s/GB` : ""),
-    );
+  const cpu0 = treeCpuSeconds(running.pids);
+  const cpu = () => treeCpuSeconds(running.pids) - cpu0;
+  const seconds = String(o.seconds);
+  if (workload === "rtt") {
+    const r = await lg.run(["rtt", port, "200000", seconds], budget);
+    return {
+      value: r.p50_us,
+      p99: r.p99_us,
+      extra: { cpuUsPerRoundTrip: (cpu() / r.count) * 1e6 },
+    };
   }
-  if (wanted("rtt")) {
-    const rtts: { p50: number; p99: number }[] = [];
-    out.rttP50 = await measure(o.repeat, async () => {
-      const cpu0 = treeCpuSeconds(running.pids);
-      const r = await lg.run(["rtt", String(port), "200000", String(o.seconds)], budget);
-      rtts.push({ p50: r.p50_us, p99: r.p99_us });
-      const cpuUsPerRoundTrip = ((treeCpuSeconds(running.pids) - cpu0) / r.count) * 1e6;
-      return { value: r.p50_us, extra: { count: r.count, cpuUsPerRoundTrip } };
-    });
-    out.rttP99 = { value: median(rtts.map((r) => r.p99)), runs: rtts.map((r) => r.p99) };
-    log(`rtt p50 ${out.rttP50.value.toFixed(0)} µs, p99 ${out.rttP99.value.toFixed(0)} µs`);
+  if (workload === "connrate") {
+    const r = await lg.run(["connrate", port, "32", seconds], budget);
+    return {
+      value: r.per_second,
+      extra: { errors: r.errors, cpuUsPerConnection: (cpu() / r.connections) * 1e6 },
+    };
   }
-  if (!wanted("connrate")) return out;
-  out.connRate = await measure(o.repeat, async () => {
-    const cpu0 = treeCpuSeconds(running.pids);
-    const r = await lg.run(["connrate", String(port), "32", String(o.seconds)], budget);
-    const cpuUsPerConnection = ((treeCpuSeconds(running.pids) - cpu0) / r.connections) * 1e6;
-    return { value: r.per_second, extra: { errors: r.errors, cpuUsPerConnection } };
-  });
-  log(`conn/s ${out.connRate.value.toFixed(0)}`);
-  return out;
+  const dir = workload.startsWith("up") ? "up" : "down";
+  const streams = workload.endsWith("4") ? "4" : "1";
+  const r = await lg.run(["tput", dir, port, streams, seconds], budget);
+  if (r.errors) throw new Error(`throughput ${workload}: ${r.errors} stream(s) failed`);
+  // The tunnel's CPU per GB carried: steadier than Gbit/s on a shared machine.
+  return { value: r.gbps, extra: { cpuSecondsPerGB: cpu() / (r.bytes / 1e9) } };
+}
+
+/** Median figure of several runs, with the median of each CPU figure. */
+function summarise(
+  runs: { value: number; extra: Record<string, number> }[],
+): Figure {
+  const extra: Record<string, number> = {};
+  for (const key of Object.keys(runs[0]?.extra ?? {})) {
+    extra[key] = median(runs.map((r) => r.extra[key]));
+  }
+  return { value: median(runs.map((r) => r.value)), runs: runs.map((r) => r.value), extra };
 }
 
 async function idleMemory(
@@ -1114,6 +1096,29 @@ function bestOther(results: PathResult[], self: string, col: Column): number | n
   return best;
 }
 
+/** What each tunnel's processes spent: CPU per GB, per round trip, per connection. */
+function cpuTable(results: PathResult[]): string {
+  const cols: [string, string, string][] = [
+    ["up1", "cpuSecondsPerGB", "CPU s/GB 1-stream up"],
+    ["down1", "cpuSecondsPerGB", "CPU s/GB 1-stream down"],
+    ["up4", "cpuSecondsPerGB", "CPU s/GB 4-stream up"],
+    ["down4", "cpuSecondsPerGB", "CPU s/GB 4-stream down"],
+    ["rttP50", "cpuUsPerRoundTrip", "CPU µs/round trip"],
+    ["connRate", "cpuUsPerConnection", "CPU µs/connection"],
+  ];
+  const rows = results.filter((r) => !r.skipped && r.name !== "direct").map((r) => [
+    r.label,
+    ...cols.map(([key, field]) => {
+      const v = r.figures[key]?.extra?.[field];
+      return typeof v === "number"
+        ? v.toFixed(key === "rttP50" || key === "connRate" ? 0 : 2)
+        : "—";
+    }),
+  ]);
+  const head = ["path", ...cols.map((c) => c[2])];
+  return [head, head.map(() => "---"), ...rows].map((c) => `| ${c.join(" | ")} |`).join("\n");
+}
+
 function table(results: PathResult[]): string {
   const head = ["path", ...COLUMNS.map((c) => `${c.title} (${c.unit})`)];
   const rows = results.filter((r) => !r.skipped).map((r) => [
@@ -1287,6 +1292,7 @@ async function main(): Promise<number> {
     ];
 
     const results: PathResult[] = [];
+    const active: { def: PathDef; result: PathResult; running: Running | null }[] = [];
     for (const p of paths) {
       if (o.tools && !o.tools.includes(p.name)) continue;
       if (!p.def) {
@@ -1300,36 +1306,87 @@ async function main(): Promise<number> {
         });
         continue;
       }
-      const def = p.def;
-      const plog = (s: string) => log(`${def.label}: ${s}`);
-      const figures: Record<string, Figure> = {};
-      const errors: string[] = [];
-      const dir = await Deno.makeTempDir({ dir: work, prefix: `${def.name}-` });
-      try {
-        const running = await def.start(target.port, dir);
+      const result: PathResult = { name: p.name, label: p.label, figures: {}, errors: [] };
+      results.push(result);
+      active.push({ def: p.def, result, running: null });
+    }
+    const plog = (def: PathDef, s: string) => log(`${def.label}: ${s}`);
+
+    // Every path is up at once, and each workload's runs go round the paths
+    // in turn: load from elsewhere on the machine then falls on all of them.
+    const traffic = TRAFFIC.filter((w) => !o.workloads || o.workloads.includes(w));
+    if (traffic.length > 0) {
+      for (const a of active) {
         try {
-          Object.assign(figures, await traffic(lg, running, o, plog));
-        } finally {
-          await running.stop();
+          const dir = await Deno.makeTempDir({ dir: work, prefix: `${a.def.name}-` });
+          a.running = await a.def.start(target.port, dir);
+        } catch (err) {
+          a.result.errors.push(errorText(err));
+          plog(a.def, `failed to start: ${errorText(err)}`);
         }
-      } catch (err) {
-        errors.push(errorText(err));
-        plog(`failed: ${errorText(err)}`);
       }
-      if (def.memory && (!o.workloads || o.workloads.includes("idle"))) {
+      try {
+        for (const workload of traffic) {
+          const runs = new Map<PathDef, Awaited<ReturnType<typeof trafficOnce>>[]>();
+          for (let i = 0; i < o.repeat; i++) {
+            for (const a of active) {
+              if (!a.running || a.result.errors.some((e) => e.startsWith(`${workload}:`))) continue;
+              try {
+                const r = await trafficOnce(lg, a.running, workload, o);
+                runs.set(a.def, [...(runs.get(a.def) ?? []), r]);
+              } catch (err) {
+                a.result.errors.push(`${workload}: ${errorText(err)}`);
+                plog(a.def, `${workload} failed: ${errorText(err)}`);
+              }
+            }
+          }
+          for (const a of active) {
+            const got = runs.get(a.def);
+            if (!got?.length) continue;
+            const f = summarise(got);
+            const cpu = Object.entries(f.extra ?? {}).filter(([k]) => k.startsWith("cpu"))
+              .map(([k, v]) => `${(v as number).toFixed(2)} ${k}`).join(", ");
+            if (workload === "rtt") {
+              const p99 = got.map((r) => r.p99!);
+              a.result.figures.rttP50 = f;
+              a.result.figures.rttP99 = { value: median(p99), runs: p99 };
+              plog(
+                a.def,
+                `rtt p50 ${f.value.toFixed(0)} µs, p99 ${median(p99).toFixed(0)} µs; ${cpu}`,
+              );
+            } else {
+              a.result.figures[workload === "connrate" ? "connRate" : workload] = f;
+              plog(a.def, `${workload} ${f.value.toFixed(2)}; ${cpu}`);
+            }
+          }
+        }
+      } finally {
+        for (const a of active) await a.running?.stop().catch(() => {});
+      }
+    }
+
+    if (!o.workloads || o.workloads.includes("idle")) {
+      for (const a of active) {
+        if (!a.def.memory) continue;
         for (const count of o.idle) {
           try {
-            const idleDir = await Deno.makeTempDir({ dir: work, prefix: `${def.name}-idle-` });
-            const f = await idleMemory(lg, def, target.port, count, idleDir, plog);
-            figures[count === o.idle[0] ? "idle" : `idle${count}`] = f;
-            if (f.extra?.shortfall) errors.push(`idle ${count}: ${f.extra.shortfall}`);
+            const idleDir = await Deno.makeTempDir({ dir: work, prefix: `${a.def.name}-idle-` });
+            const f = await idleMemory(
+              lg,
+              a.def,
+              target.port,
+              count,
+              idleDir,
+              (s) => plog(a.def, s),
+            );
+            a.result.figures[count === o.idle[0] ? "idle" : `idle${count}`] = f;
+            if (f.extra?.shortfall) a.result.errors.push(`idle ${count}: ${f.extra.shortfall}`);
           } catch (err) {
-            errors.push(`idle ${count}: ${errorText(err)}`);
-            plog(`idle ${count} failed: ${errorText(err)}`);
+            a.result.errors.push(`idle ${count}: ${errorText(err)}`);
+            plog(a.def, `idle ${count} failed: ${errorText(err)}`);
           }
         }
       }
-      results.push({ name: def.name, label: def.label, figures, errors });
     }
 
     let ports: PortsResult | null = null;
@@ -1393,6 +1450,10 @@ async function main(): Promise<number> {
       "Higher is better for Gbit/s and conn/s, lower for µs and KiB. " +
       "Memory: Console + Daemon VmRSS for portferry; ssh + sshd tree VmRSS for ssh; " +
       "Pss summed over socat's forked processes.",
+      "",
+      "CPU the tunnel's own processes spent (user + system; Console + Daemon, ssh + sshd, socat and its forks):",
+      "",
+      cpuTable(results),
       ...(extraIdle ? ["", extraIdle] : []),
       ...(portsText ? ["", portsText] : []),
       "",
