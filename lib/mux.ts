@@ -48,8 +48,12 @@ export interface Channel {
 
 /** What a stream needs from its session. */
 export interface StreamHost {
-  /** Queue one encoded frame for the link. */
-  sendFrame(frame: Uint8Array): void;
+  /**
+   * Queue one encoded frame for the link. `written`, if given, is called once
+   * the link has taken the frame's bytes, so its buffer may be reused; never
+   * if the frame is dropped.
+   */
+  sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void;
   /** Queue one message for the link. */
   send(msg: Message): void;
   /** A promise while the link's send queue is over its high-water mark, else null. */
@@ -78,6 +82,10 @@ export interface StreamOptions {
 }
 
 const SMALL_READ = 4 * 1024;
+/** A full-size read buffer: header and the largest DATA body. */
+const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
+/** Full-size buffers a busy stream keeps for reuse once the link took their frame. */
+const SPARE_BUFFERS = 2;
 const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
 
 /**
@@ -121,6 +129,15 @@ export class Stream implements Channel {
   #onEnd?: (summary: StreamSummary) => void;
 
   #sendCredit = INITIAL_WINDOW_BYTES;
+  /** Full-size read buffers whose frames were written: a busy stream allocates none per read. */
+  #spare: Uint8Array[] = [];
+  /** True while reads fill whole full-size buffers: only then are spares worth keeping. */
+  #streaming = false;
+  #recycle = (frame: Uint8Array): void => {
+    if (!this.#streaming || this.#spare.length >= SPARE_BUFFERS) return;
+    if (frame.buffer.byteLength !== FULL_BUFFER || frame.byteOffset !== 0) return;
+    this.#spare.push(new Uint8Array(frame.buffer as ArrayBuffer));
+  };
   #creditWaiter: (() => void) | null = null;
 
   #recvQueue: Uint8Array[] = [];
@@ -161,7 +178,9 @@ export class Stream implements Channel {
       }
       if (this.#ended) return;
       const want = Math.min(size, this.#sendCredit);
-      const buf = new Uint8Array(FRAME_HEADER_BYTES + want);
+      const buf = want === MAX_DATA_BYTES && this.#spare.length > 0
+        ? this.#spare.pop()!
+        : new Uint8Array(FRAME_HEADER_BYTES + want);
       let n: number | null;
       try {
         n = await this.conn.read(buf.subarray(FRAME_HEADER_BYTES));
@@ -176,10 +195,13 @@ export class Stream implements Channel {
         this.#maybeDone();
         return;
       }
+      // A burst that ends drops its spare buffers: an idle stream holds only its read buffer.
+      this.#streaming = n === MAX_DATA_BYTES;
+      if (!this.#streaming) this.#spare = [];
       this.#sendCredit -= n;
       this.bytesSent += n;
       writeFrameHeader(buf, Tag.DATA, this.id, n);
-      this.#host.sendFrame(buf.subarray(0, FRAME_HEADER_BYTES + n));
+      this.#host.sendFrame(buf.subarray(0, FRAME_HEADER_BYTES + n), this.#recycle);
       // A busy socket earns a large buffer; an idle one keeps a small one.
       if (n === want && size < MAX_DATA_BYTES) size = Math.min(size * 4, MAX_DATA_BYTES);
       else if (n < size / 8 && size > SMALL_READ) size = Math.max(size / 4, SMALL_READ);
@@ -288,7 +310,9 @@ export class Stream implements Channel {
   #end(reason: string): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#streaming = false;
     this.#recvQueue = [];
+    this.#spare = [];
     try {
       this.conn.close();
     } catch {

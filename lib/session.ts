@@ -142,6 +142,8 @@ export class MessageReader {
 export class FrameWriter {
   #link: ByteConn;
   #queue: Uint8Array[] = [];
+  /** Per queued frame: called once the link took it (see `StreamHost.sendFrame`). */
+  #written: (((frame: Uint8Array) => void) | undefined)[] = [];
   #head = 0;
   #queued = 0;
   #running = false;
@@ -160,10 +162,11 @@ export class FrameWriter {
     return this.#queued;
   }
 
-  /** Queue a frame. */
-  push(frame: Uint8Array): void {
+  /** Queue a frame; `written` is called once the link has taken its bytes. */
+  push(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#failed) return;
     this.#queue.push(frame);
+    this.#written.push(written);
     this.#queued += frame.length;
     if (!this.#running) this.#run();
   }
@@ -184,6 +187,7 @@ export class FrameWriter {
     this.#running = true;
     try {
       while (this.#head < this.#queue.length) {
+        let done = this.#written[this.#head];
         let chunk = this.#queue[this.#head++];
         // Join small frames (control messages, short DATA); a large DATA frame
         // goes on its own, as copying it would cost more than the write saved.
@@ -199,16 +203,21 @@ export class FrameWriter {
           if (end > this.#head) {
             const joined = new Uint8Array(total);
             joined.set(chunk);
+            done?.(chunk);
             let at = chunk.length;
             for (; this.#head < end; this.#head++) {
-              joined.set(this.#queue[this.#head], at);
-              at += this.#queue[this.#head].length;
+              const frame = this.#queue[this.#head];
+              joined.set(frame, at);
+              this.#written[this.#head]?.(frame);
+              at += frame.length;
             }
             chunk = joined;
+            done = undefined;
           }
         }
         if (this.#head === this.#queue.length) {
           this.#queue = [];
+          this.#written = [];
           this.#head = 0;
         }
         let off = 0;
@@ -216,6 +225,7 @@ export class FrameWriter {
           off += await this.#link.write(off === 0 ? chunk : chunk.subarray(off));
         }
         this.#queued -= chunk.length;
+        done?.(chunk);
         if (this.#queued < SEND_HIGH_WATER / 2 && this.#drainWaiters.length > 0) {
           for (const wake of this.#drainWaiters.splice(0)) wake();
         }
@@ -223,6 +233,7 @@ export class FrameWriter {
     } catch (err) {
       this.#failed = err ?? new Error("write failed");
       this.#queue = [];
+      this.#written = [];
       this.#head = 0;
       this.#queued = 0;
       for (const wake of this.#drainWaiters.splice(0)) wake();
@@ -530,10 +541,10 @@ export class Session implements StreamHost {
   }
 
   // StreamHost
-  sendFrame(frame: Uint8Array): void {
+  sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
     this.#tcpFrame();
-    this.#writer.push(frame);
+    this.#writer.push(frame, written);
   }
 
   send(msg: Message): void {
