@@ -202,7 +202,7 @@ Deno.test("local control refuses requests without the right secret (401) and lis
       const headers of [
         {} as Record<string, string>,
         { authorization: "Bearer " },
-        { authorization: `Bearer ${secret.slice(0, -1)}0` },
+        { authorization: `Bearer ${secret.slice(0, -1)}${secret.endsWith("0") ? "1" : "0"}` },
         { authorization: `Basic ${btoa(`x:${secret}`)}` },
         { authorization: secret },
       ]
