@@ -20,6 +20,7 @@ import {
   startDaemon,
   startPair,
   taskFlags,
+  within,
 } from "./_harness.ts";
 import { VERSION } from "../lib/cli.ts";
 import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
@@ -27,21 +28,6 @@ import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Fails with `what` when `promise` is not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Run an entry like {@linkcode runCli}, but kill it after `ms`: a command

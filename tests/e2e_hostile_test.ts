@@ -22,6 +22,7 @@ import {
   startPair,
   tcpServer,
   tempDir,
+  within,
 } from "./_harness.ts";
 import { encodeMessage, tagName } from "../lib/codec.ts";
 import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
@@ -40,21 +41,6 @@ import { connectPinned, fetchConsoleFingerprint, type SessionLink } from "../lib
 const encoder = new TextEncoder();
 
 // --- helpers -----------------------------------------------------------------
-
-/** Fails with `what` when `promise` is not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);

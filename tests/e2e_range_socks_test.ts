@@ -18,27 +18,13 @@ import {
   startConsole,
   startDaemon,
   startPair,
+  within as deadline,
 } from "./_harness.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // --- helpers -----------------------------------------------------------------
-
-/** Reject with a clear message if `promise` has not settled within `ms`. */
-async function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Read until EOF (at most `max` bytes). */
 async function readToEnd(conn: Deno.Conn, max = 64 * 1024): Promise<Uint8Array> {

@@ -25,6 +25,7 @@ import {
   startPair,
   tcpServer,
   tcpSockets,
+  within,
 } from "./_harness.ts";
 import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
 
@@ -35,21 +36,6 @@ const decoder = new TextDecoder();
 const NOTICE_MS = 15_000;
 
 // --- helpers -----------------------------------------------------------------
-
-/** Fails with `what` when `promise` is not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Resolves once `check` returns true, polling every 100 ms for at most `ms`; else fails. */
 async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {

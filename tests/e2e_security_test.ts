@@ -23,6 +23,7 @@ import {
   tcpServer,
   tcpSockets,
   tempDir,
+  within,
 } from "./_harness.ts";
 import { encodeMessage, tagName } from "../lib/codec.ts";
 import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
@@ -34,21 +35,6 @@ import { connectPinned, listenSessions } from "../lib/tls.ts";
 const encoder = new TextEncoder();
 
 // --- helpers -----------------------------------------------------------------
-
-/** Fails with `what` when `promise` is not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A TCP target that counts what reaches it. */
 function countingTarget() {

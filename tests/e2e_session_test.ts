@@ -21,27 +21,13 @@ import {
   startDaemon,
   startPair,
   tcpServer,
+  within,
 } from "./_harness.ts";
 import { loadOrCreateIdentity } from "../lib/identity.ts";
 import { settingsPaths } from "../lib/settings.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Fails with `what` when `promise` is not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Waits for a process to exit (bounded) and returns its exit code. */
 async function exitCode(proc: Proc, what: string, ms = 15_000): Promise<number> {

@@ -15,6 +15,7 @@ import {
   startConsole,
   startDaemon,
   startPair,
+  within as deadline,
 } from "./_harness.ts";
 
 const MiB = 1024 * 1024;
@@ -64,21 +65,6 @@ async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array<Array
     got += r;
   }
   return buf;
-}
-
-/** Reject with a clear message if `promise` has not settled within `ms`. */
-async function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
