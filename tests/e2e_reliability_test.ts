@@ -162,7 +162,11 @@ Deno.test("a Daemon killed with SIGKILL is noticed at once, PFOs close connectio
   const listen = await addPfo(con, "echo", `127.0.0.1:${echo.port}`);
   assert.equal(await echoOnce(listen, "before"), "before");
   const listenersBefore = await listening(con.child.pid);
-  assert.equal(listenersBefore.length, 3, `session port, control, PFO: ${listenersBefore}`);
+  assert.equal(
+    listenersBefore.length,
+    4,
+    `session port, its internal TLS side, control, PFO: ${listenersBefore}`,
+  );
 
   const mark = con.out.mark;
   pair.daemon.child.kill("SIGKILL");
@@ -346,7 +350,11 @@ Deno.test("a Console killed with SIGKILL is noticed, the Daemon backs off with j
   assert.deepEqual(s.pfos[0].bound, [`127.0.0.1:${pfoPort}`]);
   assert.equal(await echoOnce(`127.0.0.1:${pfoPort}`, "restarted"), "restarted");
   const listeners = await listening(second.child.pid);
-  assert.equal(listeners.length, 3, `session port, control, PFO: ${listeners}`);
+  assert.equal(
+    listeners.length,
+    4,
+    `session port, its internal TLS side, control, PFO: ${listeners}`,
+  );
   assert.ok(listeners.includes(`127.0.0.1:${sessionPort}`), `${listeners}`);
   assert.ok(listeners.includes(`127.0.0.1:${pfoPort}`), `${listeners}`);
 });

@@ -34,7 +34,7 @@ import {
   updateConsoleSettings,
   watchSettings,
 } from "../settings.ts";
-import { listenSessions } from "../tls.ts";
+import { type FrontLink, SessionFront } from "./front.ts";
 import { PfoManager, type PfoStatus } from "./pfos.ts";
 
 /** Session states as `status` shows them. */
@@ -140,7 +140,6 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   let current: Current | null = null;
   /** Daemons accepted during this run: a reconnect takes its session back without a prompt. */
   const acceptedBefore = new Set<string>();
-  let pendingHandshakes = 0;
 
   const pfos = new PfoManager({
     log,
@@ -153,9 +152,17 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   const sessionAddr = options.session === undefined
     ? settings.session
     : parseHostPort(options.session, { defaultHost: "0.0.0.0", allowPortZero: true });
-  let listener: Deno.TlsListener;
+  let front: SessionFront;
   try {
-    listener = listenSessions({ hostname: sessionAddr.host, port: sessionAddr.port, identity });
+    front = SessionFront.listen({
+      hostname: sessionAddr.host,
+      port: sessionAddr.port,
+      identity,
+      maxPending: MAX_PENDING_HANDSHAKES,
+      deadlineMs: HANDSHAKE_TIMEOUT_MS,
+      onLink: (link) => handleLink(link),
+      log,
+    });
   } catch (cause) {
     const reason = cause instanceof Deno.errors.AddrInUse
       ? "address already in use"
@@ -167,7 +174,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       { cause },
     );
   }
-  const bound = listener.addr as Deno.NetAddr;
+  const bound = front.addr;
   const boundText = formatHostPort(bound.hostname, bound.port);
 
   // --- PFOs start listening now, whatever the session state -----------------
@@ -212,12 +219,13 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
 
   async function onAuthenticated(
     conn: Deno.TlsConn,
+    remote: string,
     reader: MessageReader,
     claim: DaemonClaim,
     fingerprint: string,
   ) {
     const peer: PeerInfo = {
-      address: addrText(conn.remoteAddr),
+      address: remote,
       host: claim.host,
       user: claim.user,
       os: claim.os,
@@ -330,39 +338,15 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     closeQuietly(conn);
   }
 
-  /** Wakes the accept loop when a handshake slot frees (or on exit). */
-  let slotFreed: (() => void) | null = null;
-  let stopping = false;
-
-  async function handleLink(conn: Deno.TlsConn): Promise<void> {
-    const remote = addrText(conn.remoteAddr);
-    pendingHandshakes++;
-    // Deno cannot abort a TLS handshake in progress: closing the TlsConn
-    // before the handshake ends leaves its socket open until the peer sends
-    // or closes (measured here; Deno finishes a handshake before closing).
-    // So the deadline closes the link only once TLS is done, and a peer
-    // stuck inside the TLS handshake keeps its slot; the accept loop stops
-    // at MAX_PENDING_HANDSHAKES, so such peers hold at most that many
-    // sockets and never disturb an established session.
-    let tlsDone = false;
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      log.warn("handshake deadline passed", {
-        remote,
-        ms: HANDSHAKE_TIMEOUT_MS,
-        stage: tlsDone ? "hello/auth" : "TLS (the slot is held until the peer sends or closes)",
-      });
-      if (tlsDone) closeQuietly(conn);
-    }, HANDSHAKE_TIMEOUT_MS);
+  async function handleLink(link: FrontLink): Promise<void> {
+    const { conn, remote } = link;
     let reader: MessageReader;
     let claim: DaemonClaim;
     let fingerprint: string;
     let helloSeen = false;
     try {
+      // The front cuts the public socket at the deadline; every await here then fails.
       await conn.handshake();
-      tlsDone = true;
-      if (late) throw new Error(`the TLS handshake took longer than ${HANDSHAKE_TIMEOUT_MS} ms`);
       reader = new MessageReader(conn);
       claim = await consoleHandshake(conn, reader, () => (helloSeen = true));
       fingerprint = await verifyChallenge(
@@ -372,6 +356,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       );
     } catch (err) {
       closeQuietly(conn);
+      link.cut();
       if (
         !helloSeen &&
         (err instanceof SessionClosedError ||
@@ -384,47 +369,15 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         log.warn("session attempt failed", { remote, error: errorMessage(err) });
       }
       return;
-    } finally {
-      clearTimeout(timer);
-      pendingHandshakes--;
-      slotFreed?.();
-      slotFreed = null;
     }
+    link.settle();
     try {
-      await onAuthenticated(conn, reader, claim, fingerprint);
+      await onAuthenticated(conn, remote, reader, claim, fingerprint);
     } catch (err) {
       log.error("session setup failed", { remote, error: errorMessage(err) });
       closeQuietly(conn);
     }
   }
-
-  const acceptLoop = (async () => {
-    let capLoggedAt = 0;
-    while (true) {
-      while (pendingHandshakes >= MAX_PENDING_HANDSHAKES && !stopping) {
-        if (Date.now() - capLoggedAt > 10_000) {
-          capLoggedAt = Date.now();
-          log.warn("pending handshake cap reached; new connections wait in the backlog", {
-            limit: MAX_PENDING_HANDSHAKES,
-          });
-        }
-        await new Promise<void>((resolve) => (slotFreed = resolve));
-      }
-      if (stopping) return;
-      let conn: Deno.TlsConn;
-      try {
-        conn = await listener.accept();
-      } catch (err) {
-        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
-          return;
-        }
-        log.warn("session accept failed", { error: errorMessage(err) });
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
-      handleLink(conn);
-    }
-  })();
 
   // --- control --------------------------------------------------------------
   function requirePfo(body: Record<string, unknown>): string {
@@ -682,9 +635,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   const force = options.forceSignal;
   log.info("exiting", { graceMs: force?.aborted ? 0 : settings.graceMs });
   watchAbort.abort();
-  stopping = true;
-  (slotFreed as (() => void) | null)?.();
-  closeQuietly(listener);
+  await front.close();
   pfos.closeAll();
   const c = current as Current | null;
   if (c && c.session.ended === null) {
@@ -699,12 +650,6 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     await c.session.close("exit", "the Console is exiting");
   }
   await control.close();
-  await acceptLoop;
-}
-
-function addrText(addr: Deno.Addr): string {
-  const a = addr as Deno.NetAddr;
-  return formatHostPort(a.hostname, a.port);
 }
 
 function daemonAddress(bound: Deno.NetAddr): string {
