@@ -1,0 +1,142 @@
+import assert from "node:assert/strict";
+import { CERT_HOSTNAMES, type Identity, loadOrCreateIdentity } from "../identity.ts";
+import { createLogger, type LogLevel } from "../log.ts";
+import { type FrontLink, SessionFront } from "./front.ts";
+
+interface Fixture {
+  readonly identity: Identity;
+  readonly lines: string[];
+  front(
+    opts: { maxPending: number; deadlineMs: number; onLink?: (l: FrontLink) => void },
+  ): SessionFront;
+}
+
+async function withFront(fn: (f: Fixture) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  const fronts: SessionFront[] = [];
+  try {
+    const identity = await loadOrCreateIdentity(
+      { key: `${dir}/c.key`, cert: `${dir}/c.crt` },
+      { role: "console" },
+    );
+    const lines: string[] = [];
+    const log = createLogger({ sink: (line: string, _level: LogLevel) => lines.push(line) });
+    await fn({
+      identity,
+      lines,
+      front: ({ maxPending, deadlineMs, onLink }) => {
+        const front = SessionFront.listen({
+          hostname: "127.0.0.1",
+          port: 0,
+          identity,
+          maxPending,
+          deadlineMs,
+          onLink: onLink ?? (() => {}),
+          log,
+        });
+        fronts.push(front);
+        return front;
+      },
+    });
+  } finally {
+    for (const front of fronts) await front.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Resolves with the ms until the peer closes `conn` (EOF or reset). */
+async function closedAfter(conn: Deno.Conn, limitMs: number): Promise<number> {
+  const t0 = performance.now();
+  const buf = new Uint8Array(64);
+  const limit = AbortSignal.timeout(limitMs);
+  while (!limit.aborted) {
+    const n = await Promise.race([
+      conn.read(buf).catch(() => null),
+      new Promise<"limit">((r) => limit.addEventListener("abort", () => r("limit"))),
+    ]);
+    if (n === "limit") break;
+    if (n === null) return performance.now() - t0;
+  }
+  throw new Error(`the front did not close the connection within ${limitMs} ms`);
+}
+
+Deno.test("SessionFront closes connections over its pending cap at once, and counts them", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const front = make({ maxPending: 2, deadlineMs: 30_000 });
+    const held = [
+      await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port }),
+      await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port }),
+    ];
+    const over = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    try {
+      assert.ok((await closedAfter(over, 5_000)) < 5_000);
+      assert.equal(front.shed, 1);
+      assert.equal(front.pending, 2);
+      assert.match(lines.join("\n"), /pending handshake cap reached.*limit=2 closed=1/);
+    } finally {
+      for (const c of [...held, over]) c.close();
+    }
+  });
+});
+
+Deno.test("SessionFront closes an idle connection at the deadline and frees its slot", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const front = make({ maxPending: 1, deadlineMs: 300 });
+    const idle = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    try {
+      const ms = await closedAfter(idle, 5_000);
+      assert.ok(ms >= 250, `closed after ${ms} ms, before the 300 ms deadline`);
+      assert.match(lines.join("\n"), /handshake deadline passed .*ms=300/);
+      assert.equal(front.pending, 0);
+    } finally {
+      idle.close();
+    }
+  });
+});
+
+Deno.test("SessionFront hands the TLS side over with the peer's address; a settled link outlives the deadline and carries both directions", async () => {
+  await withFront(async ({ identity, front: make }) => {
+    const links = new Map<string, FrontLink>();
+    const waiters = new Map<string, (link: FrontLink) => void>();
+    const linkFrom = (remote: string) =>
+      links.get(remote) ?? new Promise<FrontLink>((r) => waiters.set(remote, r));
+    const front = make({
+      maxPending: 4,
+      deadlineMs: 300,
+      onLink: (link) => {
+        links.set(link.remote, link);
+        waiters.get(link.remote)?.(link);
+      },
+    });
+    // Opened with the session; the front closing it shows the deadline has passed.
+    const idle = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    const local = tcp.localAddr as Deno.NetAddr;
+    const client = await Deno.startTls(tcp, {
+      hostname: CERT_HOSTNAMES.console,
+      caCerts: [identity.certPem],
+    });
+    try {
+      const link = await linkFrom(`127.0.0.1:${local.port}`);
+      await Promise.all([client.handshake(), link.conn.handshake()]);
+      link.settle();
+      assert.equal(front.pending, 1, "the idle connection is still pending");
+      await closedAfter(idle, 5_000);
+      assert.equal(front.pending, 0);
+      const encoder = new TextEncoder();
+      const decoder = new TextDecoder();
+      const buf = new Uint8Array(16);
+      await client.write(encoder.encode("ping"));
+      const n = await link.conn.read(buf);
+      assert.equal(decoder.decode(buf.subarray(0, n ?? 0)), "ping");
+      await link.conn.write(encoder.encode("pong"));
+      const m = await client.read(buf);
+      assert.equal(decoder.decode(buf.subarray(0, m ?? 0)), "pong");
+      link.conn.close();
+      assert.equal(await client.read(buf).catch(() => null), null, "the client sees the end");
+    } finally {
+      client.close();
+      idle.close();
+    }
+  });
+});
