@@ -501,6 +501,32 @@ function recorder() {
   };
 }
 
+/**
+ * Writes `text` to portferry-console.yaml in `dir` and watches it, the way a
+ * running Console knows its own text; disposing aborts the watcher and awaits it.
+ */
+async function watchedConsoleFile(dir: string, text: string) {
+  const path = join(dir, "portferry-console.yaml");
+  await Deno.writeTextFile(path, text);
+  const rec = recorder();
+  const ac = new AbortController();
+  const done = watchSettings(path, {
+    parse: parseConsoleSettings,
+    onChange: rec.onChange,
+    onError: rec.onError,
+    signal: ac.signal,
+    knownText: text,
+  });
+  return {
+    path,
+    rec,
+    async [Symbol.asyncDispose]() {
+      ac.abort();
+      await done;
+    },
+  };
+}
+
 async function externalAtomicWrite(path: string, text: string): Promise<void> {
   // As editors do: write a sibling file, then rename it over the original.
   const tmp = `${path}.editor-swap`;
@@ -510,67 +536,39 @@ async function externalAtomicWrite(path: string, text: string): Promise<void> {
 
 Deno.test("watchSettings() reports an external atomic rename and an invalid file", async () => {
   await using dir = await tempDir();
-  const path = join(dir.path, "portferry-console.yaml");
-  await Deno.writeTextFile(path, "graceMs: 1\n");
-  const rec = recorder();
-  const ac = new AbortController();
-  const done = watchSettings(path, {
-    parse: parseConsoleSettings,
-    onChange: rec.onChange,
-    onError: rec.onError,
-    signal: ac.signal,
-    knownText: "graceMs: 1\n",
-  });
-  try {
-    await externalAtomicWrite(path, "graceMs: 2\n");
-    const first = await within(rec.next(), 5000, "the change event");
-    assert.equal(first.kind, "change");
-    assert.equal(first.kind === "change" && first.settings.graceMs, 2);
+  await using watched = await watchedConsoleFile(dir.path, "graceMs: 1\n");
+  const { path, rec } = watched;
+  await externalAtomicWrite(path, "graceMs: 2\n");
+  const first = await within(rec.next(), 5000, "the change event");
+  assert.equal(first.kind, "change");
+  assert.equal(first.kind === "change" && first.settings.graceMs, 2);
 
-    await externalAtomicWrite(path, "graceMs: two\n");
-    const second = await within(rec.next(), 5000, "the error event");
-    assert.equal(second.kind, "error");
-    assert.ok(second.kind === "error" && second.err.message.startsWith(`${path}:1:10: `));
+  await externalAtomicWrite(path, "graceMs: two\n");
+  const second = await within(rec.next(), 5000, "the error event");
+  assert.equal(second.kind, "error");
+  assert.ok(second.kind === "error" && second.err.message.startsWith(`${path}:1:10: `));
 
-    // Writes to other files in the folder are not reported.
-    await Deno.writeTextFile(join(dir.path, "other.yaml"), "graceMs: 3\n");
-    await externalAtomicWrite(path, "graceMs: 4\n");
-    const third = await within(rec.next(), 5000, "the third event");
-    assert.equal(third.kind === "change" && third.settings.graceMs, 4);
-    assert.equal(rec.events.length, 3);
-  } finally {
-    ac.abort();
-    await done;
-  }
+  // Writes to other files in the folder are not reported.
+  await Deno.writeTextFile(join(dir.path, "other.yaml"), "graceMs: 3\n");
+  await externalAtomicWrite(path, "graceMs: 4\n");
+  const third = await within(rec.next(), 5000, "the third event");
+  assert.equal(third.kind === "change" && third.settings.graceMs, 4);
+  assert.equal(rec.events.length, 3);
 });
 
 Deno.test("watchSettings() skips the file's own updateConsoleSettings() writes", async () => {
   await using dir = await tempDir();
-  const path = join(dir.path, "portferry-console.yaml");
-  await Deno.writeTextFile(path, COMMENTED);
-  const rec = recorder();
-  const ac = new AbortController();
-  const done = watchSettings(path, {
-    parse: parseConsoleSettings,
-    onChange: rec.onChange,
-    onError: rec.onError,
-    signal: ac.signal,
-    knownText: COMMENTED,
-  });
-  try {
-    await updateConsoleSettings(path, { op: "removePfo", name: "db" });
-    // Negative case: a bounded wait, well past the 100 ms debounce, for an event that must not come.
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    assert.deepEqual(rec.events, [], "own write was reported");
-    // An external change after it is still reported, and it is the first event.
-    await externalAtomicWrite(path, "graceMs: 7\n");
-    const first = await within(rec.next(), 5000, "the external change");
-    assert.equal(first.kind === "change" && first.settings.graceMs, 7);
-    assert.equal(rec.events.length, 1);
-  } finally {
-    ac.abort();
-    await done;
-  }
+  await using watched = await watchedConsoleFile(dir.path, COMMENTED);
+  const { path, rec } = watched;
+  await updateConsoleSettings(path, { op: "removePfo", name: "db" });
+  // Negative case: a bounded wait, well past the 100 ms debounce, for an event that must not come.
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.deepEqual(rec.events, [], "own write was reported");
+  // An external change after it is still reported, and it is the first event.
+  await externalAtomicWrite(path, "graceMs: 7\n");
+  const first = await within(rec.next(), 5000, "the external change");
+  assert.equal(first.kind === "change" && first.settings.graceMs, 7);
+  assert.equal(rec.events.length, 1);
 });
 
 Deno.test("watchSettings() stops when the signal aborts", async () => {

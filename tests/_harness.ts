@@ -7,7 +7,13 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+import { type Identity, loadOrCreateIdentity } from "../lib/identity.ts";
+import { settingsPaths } from "../lib/settings.ts";
+import { connectPinned, type SessionLink } from "../lib/tls.ts";
+
 const ROOT = new URL("../", import.meta.url);
+const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** The permission flags of a deno.json task, e.g. `taskFlags("console")`. */
@@ -381,6 +387,116 @@ export function hostPort(text: string): { hostname: string; port: number } {
   const m = text.match(/^\[?([^\]]+?)\]?:(\d+)$/);
   if (!m) throw new Error(`bad address ${text}`);
   return { hostname: m[1], port: Number(m[2]) };
+}
+
+/** One echo round trip through `listen`; resolves to what came back. */
+export async function echoRoundTrip(listen: string, text: string): Promise<string> {
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    await conn.write(encoder.encode(text));
+    await conn.closeWrite();
+    let got = "";
+    const buf = new Uint8Array(1024);
+    let n: number | null;
+    while ((n = await within(conn.read(buf), 10_000, "echo reply")) !== null) {
+      got += decoder.decode(buf.subarray(0, n));
+    }
+    return got;
+  } finally {
+    conn.close();
+  }
+}
+
+// --- `status --json` -----------------------------------------------------------
+
+/** Parses a CLI result that must be exit 0 with only JSON on stdout. */
+export function json<T = Record<string, unknown>>(r: CliResult): T {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** One PFO as `status --json` and `pfo list --json` print it. */
+export interface PfoJson {
+  name: string;
+  proto: string;
+  listen: string;
+  target: string | null;
+  enabled: boolean;
+  state: string;
+  error: string | null;
+  connections: number;
+  connectionsTotal: number;
+  connectionsRefused: number;
+  bytesIn: number;
+  bytesOut: number;
+  bound: string[];
+}
+
+/** What `status --json` prints on the Console (the Daemon prints the same `session` and `fingerprint`). */
+export interface StatusJson {
+  session: {
+    state: string;
+    peer: { address: string; host: string | null; user: string | null; fingerprint: string } | null;
+  };
+  fingerprint: string;
+  pfos: PfoJson[];
+}
+
+/** Runs `status --json` on a running Console or Daemon; it must exit 0 with only JSON. */
+export async function statusOf(proc: ConsoleProc | DaemonProc): Promise<StatusJson> {
+  return json<StatusJson>(await proc.cli("status", "--json"));
+}
+
+// --- a Daemon written by hand ----------------------------------------------------
+
+/** A hand-written Daemon's identity and its TLS link to a Console, before any message. */
+export interface FakeDaemonLink {
+  /** A fresh Daemon identity in a new temp folder. */
+  readonly identity: Identity;
+  /** The identity's certificate as AUTH carries it (base64 DER). */
+  readonly cert: string;
+  /** TLS to the Console, pinned to its fingerprint; the test sends the wire protocol itself. */
+  readonly link: SessionLink;
+}
+
+/**
+ * The start of a Daemon written in a test: its own identity and a TLS link
+ * pinned to `con`, so the test can speak the wire protocol (or break it) by hand.
+ */
+export async function fakeDaemonLink(
+  con: { address: string; fingerprint: string },
+): Promise<FakeDaemonLink> {
+  const dir = await tempDir("pf-fake-daemon-");
+  const paths = settingsPaths(`${dir}/portferry-daemon.yaml`);
+  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+    role: "daemon",
+  });
+  const { hostname, port } = hostPort(con.address);
+  const link = await connectPinned({
+    hostname,
+    port,
+    fingerprint: con.fingerprint,
+    timeoutMs: 10_000,
+  });
+  return { identity, cert: btoa(String.fromCharCode(...identity.certDer)), link };
+}
+
+/** Reads `link` until the peer closes it (EOF or a failed read); fails with `what` after `ms`. */
+export async function peerHangsUp(
+  link: Pick<SessionLink, "read">,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  await within(
+    (async () => {
+      for (let i = 0; i < 100_000; i++) {
+        if ((await link.read(buf).catch(() => null)) === null) return;
+      }
+    })(),
+    ms,
+    what,
+  );
 }
 
 // --- /proc probes and a cuttable link (reliability tests, tools/soak_reconnect.ts) ---

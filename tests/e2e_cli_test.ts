@@ -12,21 +12,23 @@ import {
   addPfo,
   type CliResult,
   type ConsoleProc,
+  echoRoundTrip,
   echoServer,
-  hostPort,
+  json,
   Output,
+  type PfoJson,
   runCli,
   startConsole,
   startDaemon,
   startPair,
+  type StatusJson,
+  statusOf,
   taskFlags,
-  within,
 } from "./_harness.ts";
 import { VERSION } from "../lib/cli.ts";
 import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
@@ -61,12 +63,6 @@ async function runBounded(
   }
 }
 
-/** Parses a CLI result that must be exit 0 with only JSON on stdout. */
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
-
 function show(r: CliResult): string {
   return `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 }
@@ -79,24 +75,6 @@ async function tempSettings(prefix: string): Promise<string> {
   return `${await Deno.makeTempDir({ prefix })}/portferry-console.yaml`;
 }
 
-/** One echo round trip through `listen`. */
-async function echoRoundTrip(listen: string, text: string): Promise<string> {
-  const conn = await Deno.connect(hostPort(listen));
-  try {
-    await conn.write(encoder.encode(text));
-    await conn.closeWrite();
-    let got = "";
-    const buf = new Uint8Array(1024);
-    let n: number | null;
-    while ((n = await within(conn.read(buf), 10_000, "echo reply")) !== null) {
-      got += decoder.decode(buf.subarray(0, n));
-    }
-    return got;
-  } finally {
-    conn.close();
-  }
-}
-
 /** Replace a file the way editors do: write a temporary file beside it, then rename. */
 async function atomicWrite(path: string, text: string): Promise<void> {
   const tmp = `${path}.swp-${crypto.randomUUID()}`;
@@ -104,31 +82,8 @@ async function atomicWrite(path: string, text: string): Promise<void> {
   await Deno.rename(tmp, path);
 }
 
-interface PfoJson {
-  name: string;
-  proto: string;
-  listen: string;
-  target: string | null;
-  enabled: boolean;
-  state: string;
-  error: string | null;
-  connections: number;
-  bytesIn: number;
-  bytesOut: number;
-  bound: string[];
-}
-
-interface StatusJson {
-  session: {
-    state: string;
-    peer: { address: string; host: string | null; user: string | null; fingerprint: string } | null;
-  };
-  fingerprint: string;
-  pfos: PfoJson[];
-}
-
 async function pfoOf(con: ConsoleProc, name: string): Promise<PfoJson | undefined> {
-  const status = json<StatusJson>(await con.cli("status", "--json"));
+  const status = await statusOf(con);
   return status.pfos.find((p) => p.name === name);
 }
 
@@ -395,7 +350,7 @@ Deno.test("`status --json` prints only JSON of the documented shape, on the Cons
 
   // With no session: state "none" and peer null.
   await using lone = await startConsole();
-  const none = json<StatusJson>(await lone.cli("status", "--json"));
+  const none = await statusOf(lone);
   assert.deepEqual(none.session.state, "none");
   assert.equal(none.session.peer, null);
   assert.deepEqual(none.pfos, []);
@@ -601,7 +556,7 @@ Deno.test("everything written beside the settings is owner-only, and a missing s
   const trusted = json<{ fingerprint: string; source: string }[]>(
     await con.cli("trust", "list", "--json"),
   );
-  const daemonStatus = json<StatusJson>(await daemon.cli("status", "--json"));
+  const daemonStatus = await statusOf(daemon);
   assert.deepEqual(trusted.map((t) => t.fingerprint), [daemonStatus.fingerprint]);
 
   const d = settingsPaths(daemon.settingsPath);

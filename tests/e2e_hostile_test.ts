@@ -14,18 +14,19 @@ import {
   closeQuietly,
   type ConsoleProc,
   echoServer,
+  fakeDaemonLink,
   hostPort,
   linkCutter,
+  peerHangsUp,
   procStats,
   startConsole,
   startDaemon,
   startPair,
   tcpServer,
-  tempDir,
   within,
 } from "./_harness.ts";
 import { encodeMessage, tagName } from "../lib/codec.ts";
-import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
+import { signChallenge } from "../lib/identity.ts";
 import {
   HANDSHAKE_TIMEOUT_MS,
   MAX_FRAME_BYTES,
@@ -36,7 +37,7 @@ import {
 } from "../lib/protocol.ts";
 import { daemonHandshake, MessageReader } from "../lib/session.ts";
 import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, fetchConsoleFingerprint, type SessionLink } from "../lib/tls.ts";
+import { fetchConsoleFingerprint, type SessionLink } from "../lib/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -136,21 +137,10 @@ async function forwardingPair() {
 
 /** A Daemon written here: the real handshake with its own identity, then whatever a test sends. */
 async function fakeDaemon(con: ConsoleProc): Promise<{ link: SessionLink; session: string }> {
-  const dir = await tempDir("pf-fake-daemon-");
-  const paths = settingsPaths(`${dir}/portferry-daemon.yaml`);
-  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
-    role: "daemon",
-  });
-  const { hostname, port } = hostPort(con.address);
-  const link = await connectPinned({
-    hostname,
-    port,
-    fingerprint: con.fingerprint,
-    timeoutMs: 10_000,
-  });
+  const { identity, cert, link } = await fakeDaemonLink(con);
   const session = await daemonHandshake(link, new MessageReader(link), {
     consoleFingerprint: con.fingerprint,
-    cert: btoa(String.fromCharCode(...identity.certDer)),
+    cert,
     sign: (data) => signChallenge(identity, data),
     token: null,
     host: "fake",
@@ -169,20 +159,6 @@ function frameHeader(length: number, tag: number, stream = 0): Uint8Array {
   view.setUint8(4, tag);
   view.setUint32(5, stream);
   return out;
-}
-
-/** Reads `link` until the Console closes it; fails if that takes longer than `ms`. */
-async function linkClosed(link: SessionLink, ms: number, what: string): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  await within(
-    (async () => {
-      for (let i = 0; i < 100_000; i++) {
-        if ((await link.read(buf).catch(() => null)) === null) return;
-      }
-    })(),
-    ms,
-    what,
-  );
 }
 
 // --- garbage on the session port ---------------------------------------------
@@ -534,7 +510,7 @@ Deno.test("an authenticated peer sending an oversized frame or an unknown type l
     const { link, session } = await fakeDaemon(con);
     await con.out.waitFor(new RegExp(`session established .*session=${session}`), { from: mark });
     await link.write(c.bytes);
-    await linkClosed(link, 5_000, `${c.name}: the Console to close the session`);
+    await peerHangsUp(link, 5_000, `${c.name}: the Console to close the session`);
     closeQuietly(link);
     const line = await waitLine(con, /peer broke the protocol/, mark);
     assert.match(line, c.log, `${c.name}: ${line}`);

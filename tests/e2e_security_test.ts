@@ -17,7 +17,9 @@ import {
   type ConsoleProc,
   type DaemonProc,
   echoServer,
+  fakeDaemonLink,
   hostPort,
+  peerHangsUp,
   startConsole,
   startDaemon,
   tcpServer,
@@ -30,7 +32,7 @@ import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
 import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
 import { consoleHandshake, MessageReader, sendNow } from "../lib/session.ts";
 import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, listenSessions } from "../lib/tls.ts";
+import { listenSessions } from "../lib/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -129,18 +131,7 @@ Deno.test("a pending session opens nothing: PFO connections close at once and no
 Deno.test("a pending Daemon cannot talk to the operator: its chat is dropped until it is accepted", async () => {
   await using con = await startConsole();
   // A Daemon written here: the real handshake, then a chat before anyone accepted it.
-  const dir = await tempDir("pf-fake-daemon-");
-  const paths = settingsPaths(`${dir}/portferry-daemon.yaml`);
-  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
-    role: "daemon",
-  });
-  const { hostname, port } = hostPort(con.address);
-  const link = await connectPinned({
-    hostname,
-    port,
-    fingerprint: con.fingerprint,
-    timeoutMs: 10_000,
-  });
+  const { identity, cert, link } = await fakeDaemonLink(con);
   try {
     const reader = new MessageReader(link);
     await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: [] });
@@ -151,7 +142,7 @@ Deno.test("a pending Daemon cannot talk to the operator: its chat is dropped unt
       host: "helpdesk",
       user: "it-support",
       os: "linux",
-      cert: btoa(String.fromCharCode(...identity.certDer)),
+      cert,
       signature: await signChallenge(
         identity,
         authTranscript((challenge as { nonce: string }).nonce, con.fingerprint),
@@ -285,20 +276,6 @@ async function fakeConsole() {
   };
 }
 
-/** Reads until the Daemon closes the link; fails after `ms`. */
-async function daemonHangsUp(conn: Deno.TlsConn, ms: number, what: string): Promise<void> {
-  const buf = new Uint8Array(16 * 1024);
-  await within(
-    (async () => {
-      for (let i = 0; i < 10_000; i++) {
-        if ((await conn.read(buf).catch(() => null)) === null) return;
-      }
-    })(),
-    ms,
-    what,
-  );
-}
-
 Deno.test("a Console can make a Daemon do nothing but connect, resolve and chat: any other message ends the session", async () => {
   using f = await fakeConsole();
   using echo = echoServer();
@@ -318,7 +295,7 @@ Deno.test("a Console can make a Daemon do nothing but connect, resolve and chat:
       pfo: "sneaky",
       client: "127.0.0.1:1",
     });
-    await daemonHangsUp(conn, 5_000, "an OPEN before acceptance");
+    await peerHangsUp(conn, 5_000, "an OPEN before acceptance");
     closeQuietly(conn);
     await daemon.out.waitFor(/unexpected OPEN/, { from: mark });
   }
@@ -356,7 +333,7 @@ Deno.test("a Console can make a Daemon do nothing but connect, resolve and chat:
     await sendNow(conn, { tag: Tag.ACCEPT, session: "fake0001" });
     await daemon.out.waitFor(/Session established/, { from: mark });
     await conn.write(c.bytes);
-    await daemonHangsUp(conn, 5_000, `${c.name}: the Daemon to end the session`);
+    await peerHangsUp(conn, 5_000, `${c.name}: the Daemon to end the session`);
     closeQuietly(conn);
     await daemon.out.waitFor(/peer broke the protocol/, { from: mark });
     const line = daemon.out.lines.slice(mark).find((l) => /peer broke the protocol/.test(l))!;

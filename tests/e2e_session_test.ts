@@ -10,16 +10,16 @@ import assert from "node:assert/strict";
 import { userInfo } from "node:os";
 import {
   addPfo,
-  type CliResult,
-  type ConsoleProc,
-  type DaemonProc,
+  echoRoundTrip,
   echoServer,
   hostPort,
+  json,
   type Proc,
   runCli,
   startConsole,
   startDaemon,
   startPair,
+  statusOf,
   tcpServer,
   within,
 } from "./_harness.ts";
@@ -36,37 +36,6 @@ async function exitCode(proc: Proc, what: string, ms = 15_000): Promise<number> 
   } catch (err) {
     throw new Error(`${(err as Error).message}; output:\n${proc.out.lines.slice(-30).join("\n")}`);
   }
-}
-
-/** Parses a CLI result that must be exit 0 with only JSON on stdout. */
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-interface Status {
-  session: {
-    state: string;
-    peer: { address: string; host: string | null; user: string | null; fingerprint: string } | null;
-  };
-  fingerprint: string;
-  pfos: {
-    name: string;
-    state: string;
-    connections: number;
-    connectionsTotal: number;
-    connectionsRefused: number;
-    bytesIn: number;
-    bytesOut: number;
-  }[];
-}
-
-async function consoleStatus(c: ConsoleProc): Promise<Status> {
-  return json<Status>(await c.cli("status", "--json"));
-}
-
-async function daemonStatus(d: DaemonProc): Promise<Status> {
-  return json<Status>(await d.cli("status", "--json"));
 }
 
 /** A fresh Console fingerprint that is not the one under test. */
@@ -91,24 +60,6 @@ function countingTarget() {
     while ((n = await conn.read(buf)) !== null) seen.bytes += n;
   });
   return Object.assign(server, { seen });
-}
-
-/** One echo round trip through `listen`; resolves to what came back. */
-async function echoRoundTrip(listen: string, text: string): Promise<string> {
-  const conn = await Deno.connect(hostPort(listen));
-  try {
-    await conn.write(encoder.encode(text));
-    await conn.closeWrite();
-    let got = "";
-    const buf = new Uint8Array(1024);
-    let n: number | null;
-    while ((n = await within(conn.read(buf), 10_000, "echo reply")) !== null) {
-      got += decoder.decode(buf.subarray(0, n));
-    }
-    return got;
-  } finally {
-    conn.close();
-  }
 }
 
 /** Connects to a PFO, sends bytes, and resolves once the Console closes the connection. */
@@ -146,7 +97,7 @@ Deno.test("a Daemon pinning a wrong fingerprint exits 1 with a fingerprint misma
   // The Console saw a TLS handshake (the pin probe) and not one message of the Daemon's.
   await con.out.waitFor(/DEBUG .*without a hello/);
   assert.doesNotMatch(con.out.text(), /Session established|asks for a session|session attempt/);
-  const status = await consoleStatus(con);
+  const status = await statusOf(con);
   assert.equal(status.session.state, "none");
   assert.equal(status.session.peer, null);
   const pfo = status.pfos.find((p) => p.name === "guarded")!;
@@ -161,8 +112,8 @@ Deno.test("a headless Console holds a Daemon pending until `session accept`", as
   await con.out.waitFor(/asks for a session/);
   await daemon.out.waitFor(/Waiting for the Console operator to accept/);
 
-  const pending = await consoleStatus(con);
-  const mine = await daemonStatus(daemon);
+  const pending = await statusOf(con);
+  const mine = await statusOf(daemon);
   assert.equal(pending.session.state, "pending");
   assert.equal(mine.session.state, "pending");
   assert.ok(pending.session.peer);
@@ -179,8 +130,8 @@ Deno.test("a headless Console holds a Daemon pending until `session accept`", as
   assert.equal(r.code, 0, r.stderr);
   await daemon.out.waitFor(/Session established/);
   await con.out.waitFor(/Session established/);
-  assert.equal((await consoleStatus(con)).session.state, "established");
-  assert.equal((await daemonStatus(daemon)).session.state, "established");
+  assert.equal((await statusOf(con)).session.state, "established");
+  assert.equal((await statusOf(daemon)).session.state, "established");
 
   // The Daemon showed each step, in order.
   const steps = [
@@ -206,7 +157,7 @@ Deno.test("`session reject` makes a --no-reconnect Daemon exit 1 saying it was r
   assert.equal(await exitCode(daemon, "the rejected Daemon"), 1);
   assert.match(daemon.out.text(), /^error: .*rejected/m);
   assert.doesNotMatch(daemon.out.text(), /Session established/);
-  assert.equal((await consoleStatus(con)).session.state, "none");
+  assert.equal((await statusOf(con)).session.state, "none");
 });
 
 Deno.test("chat goes both ways and is printed verbatim", async () => {
@@ -261,7 +212,7 @@ Deno.test("`session close` ends the session on both sides and the Daemon exits 0
   assert.match(after, /Session ended/);
   assert.doesNotMatch(after, /Reconnecting|Connecting to the Console/);
   await pair.console.out.waitFor(/Session with .* ended/);
-  assert.equal((await consoleStatus(pair.console)).session.state, "none");
+  assert.equal((await statusOf(pair.console)).session.state, "none");
 });
 
 Deno.test("`daemon close` ends the session from the Daemon's side", async () => {
@@ -270,7 +221,7 @@ Deno.test("`daemon close` ends the session from the Daemon's side", async () => 
   assert.equal(r.code, 0, r.stderr);
   assert.equal(await exitCode(pair.daemon, "the Daemon"), 0);
   await pair.console.out.waitFor(/Session with .* ended/);
-  assert.equal((await consoleStatus(pair.console)).session.state, "none");
+  assert.equal((await statusOf(pair.console)).session.state, "none");
   // The Daemon's control is gone with it.
   const gone = await pair.daemon.cli("status");
   assert.equal(gone.code, 1);
@@ -291,7 +242,7 @@ Deno.test("SIGTERM makes the Console exit 0, the Daemon notices, and a second ru
 
   await using again = await startConsole({ dir });
   assert.equal(again.fingerprint, fingerprint);
-  assert.equal((await consoleStatus(again)).fingerprint, fingerprint);
+  assert.equal((await statusOf(again)).fingerprint, fingerprint);
 });
 
 Deno.test("a Console with --token-file rejects Daemons without the token and accepts the right one unasked", async () => {
@@ -309,7 +260,7 @@ Deno.test("a Console with --token-file rejects Daemons without the token and acc
   });
   assert.equal(await exitCode(wrong, "the Daemon with a wrong token"), 1);
   assert.match(wrong.out.text(), /^error: .*wrong token/m);
-  assert.equal((await consoleStatus(con)).session.state, "none");
+  assert.equal((await statusOf(con)).session.state, "none");
 
   await using right = await startDaemon(con, { args: ["--token-file", `${dir}/token`] });
   await right.out.waitFor(/Session established/);
@@ -348,7 +299,7 @@ Deno.test("trusted fingerprints in the settings are accepted unasked and `trust 
   await daemon.out.waitFor(/Session ended/);
   await con.out.waitFor(/Session with .* ended/, { from: mark });
   assert.equal(await exitCode(daemon, "the untrusted Daemon"), 0);
-  assert.equal((await consoleStatus(con)).session.state, "none");
+  assert.equal((await statusOf(con)).session.state, "none");
   const text = await Deno.readTextFile(con.settingsPath);
   assert.ok(!text.includes(fingerprint), text);
   assert.match(text, /# Daemons we know/);
@@ -373,14 +324,14 @@ Deno.test("another Daemon is told busy, and the same Daemon restarted after kill
 
   assert.equal((await con.cli("session", "accept")).code, 0);
   await first.out.waitFor(/Session established/);
-  const { fingerprint } = await daemonStatus(first);
+  const { fingerprint } = await statusOf(first);
   assert.equal(await echoRoundTrip(listen, "before"), "before");
 
   // Busy while established: same other identity, started again.
   await using otherAgain = await startDaemon(con, { dir: other.dir, args: ["--no-reconnect"] });
   assert.equal(await exitCode(otherAgain, "the other Daemon"), 1);
   assert.match(otherAgain.out.text(), /^error: .*busy/m);
-  const held = await consoleStatus(con);
+  const held = await statusOf(con);
   assert.equal(held.session.state, "established");
   assert.equal(held.session.peer?.fingerprint, fingerprint);
 
@@ -390,7 +341,7 @@ Deno.test("another Daemon is told busy, and the same Daemon restarted after kill
   await second.out.waitFor(/Session established/);
   await con.out.waitFor(/Session established/, { from: mark });
   assert.doesNotMatch(con.out.lines.slice(mark).join("\n"), /asks for a session/);
-  const now = await consoleStatus(con);
+  const now = await statusOf(con);
   assert.equal(now.session.state, "established");
   assert.equal(now.session.peer?.fingerprint, fingerprint);
   assert.equal(await echoRoundTrip(listen, "after"), "after");
@@ -400,14 +351,14 @@ Deno.test("the same Daemon replaces its stale session while the old link is stil
   await using pair = await startPair();
   using echo = echoServer();
   const listen = await addPfo(pair.console, "echo", `127.0.0.1:${echo.port}`);
-  const { fingerprint } = await daemonStatus(pair.daemon);
+  const { fingerprint } = await statusOf(pair.daemon);
   // Freeze the Daemon: its TCP link stays open, it just stops answering.
   pair.daemon.child.kill("SIGSTOP");
   const mark = pair.console.out.mark;
   await using second = await startDaemon(pair.console, { dir: pair.daemon.dir });
   await second.out.waitFor(/Session established/);
   await pair.console.out.waitFor(/Session established .*took over/, { from: mark });
-  const now = await consoleStatus(pair.console);
+  const now = await statusOf(pair.console);
   assert.equal(now.session.state, "established");
   assert.equal(now.session.peer?.fingerprint, fingerprint);
   assert.equal(await echoRoundTrip(listen, "taken over"), "taken over");
@@ -420,13 +371,13 @@ Deno.test("a pending Daemon that goes away frees the Console for another Daemon"
   const mark = con.out.mark;
   await first.stop("SIGKILL");
   await con.out.waitFor(/Session with .* ended/, { from: mark });
-  assert.equal((await consoleStatus(con)).session.state, "none");
+  assert.equal((await statusOf(con)).session.state, "none");
 
   await using other = await startDaemon(con, { args: ["--no-reconnect"] });
   await con.out.waitFor(/asks for a session/, { from: mark });
-  const pending = await consoleStatus(con);
+  const pending = await statusOf(con);
   assert.equal(pending.session.state, "pending");
-  assert.equal(pending.session.peer?.fingerprint, (await daemonStatus(other)).fingerprint);
+  assert.equal(pending.session.peer?.fingerprint, (await statusOf(other)).fingerprint);
 });
 
 Deno.test("Console exit drains an open connection until it closes, then exits 0", async () => {
@@ -498,5 +449,5 @@ Deno.test("SIGTERM makes the Daemon exit 0 and the Console sees the session end"
   const status = await within(pair.daemon.stop("SIGTERM"), 15_000, "the Daemon to exit");
   assert.equal(status.code, 0, pair.daemon.out.text());
   await pair.console.out.waitFor(/Session with .* ended/, { from: mark });
-  assert.equal((await consoleStatus(pair.console)).session.state, "none");
+  assert.equal((await statusOf(pair.console)).session.state, "none");
 });
