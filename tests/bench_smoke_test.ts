@@ -1,7 +1,8 @@
 /**
  * The bench's smoke mode (`deno task bench --smoke`) runs every workload tiny,
  * so the bench never rots: it must print a table with portferry's row filled
- * in and write its JSON.
+ * in and write its JSON. It runs with the `bench` task's own flags, which are
+ * explicit: never `-A` / `--allow-all`.
  *
  * @module
  */
@@ -18,6 +19,15 @@ async function benchFlags(): Promise<string[]> {
   const words = config.tasks.bench.split(/\s+/);
   return words.slice(words.indexOf("run") + 1, words.findIndex((w) => w.endsWith(".ts")));
 }
+
+Deno.test("deno.json's bench task names each permission (no -A or --allow-all)", async () => {
+  const flags = await benchFlags();
+  assert.ok(flags.includes("--no-prompt"), flags.join(" "));
+  for (const flag of flags) {
+    assert.ok(!/^(-A|--allow-all)(=|$)/.test(flag), `the bench task has ${flag}`);
+  }
+  assert.ok(flags.some((f) => f.startsWith("--allow-run=")), `--allow-run is unscoped: ${flags}`);
+});
 
 Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and writes JSON", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pf-bench-smoke-" });

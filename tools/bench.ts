@@ -14,13 +14,24 @@
  * 1-byte echo, close), memory per idle forwarded connection, and for
  * portferry the time and Console RSS to enable a 10,000-port range PFO.
  *
- * The bench runs with `--allow-all`: Deno gates reading `/proc` (VmRSS, Pss,
- * the process tree) behind it, and `--allow-run` is as wide anyway. The
+ * The bench runs with the `bench` task's explicit permission flags. Deno lets
+ * a script read `/proc` only with `--allow-all`, so VmRSS, Pss, CPU ticks, the
+ * process tree and the machine's details come from `ls /proc` and
+ * `cat /proc/...` in child processes, as in tools/stress_ports.ts.
+ * `--allow-run` names every program the bench starts: `deno` (the Console,
+ * the Daemon and their CLI), `sh` (it sends a tunnel's output to a log file,
+ * so this process drains no pipe; `sh` can start anything, so the list says
+ * what runs rather than fencing it), `cat` and `ls`, `cc` or `gcc` and the
+ * load generator they build (`./dist/bench-loadgen`: a fixed path, relative to
+ * the project folder where `deno task` runs), `socat`, `ssh`, `sshd`,
+ * `ssh-keygen` and `id`. `--allow-run=deno` names the `deno` on PATH: the bench
+ * spawns its own executable when the flag covers it, else that `deno`. The
  * Console and Daemon it spawns keep their tasks' flags.
  *
  * The load generator and target server are a small C program
- * (`bench/loadgen.c`), compiled at bench time with the system's C compiler:
- * a Deno client on the same two cores would cost the tunnel CPU.
+ * (`bench/loadgen.c`), compiled at bench time with the system's C compiler
+ * into `dist/bench-loadgen`: a Deno client on the same two cores would cost
+ * the tunnel CPU.
  *
  * Prints a table (each figure and its ratio to the best other tool in the
  * same run), writes JSON (`bench/results/latest.json` unless `--json`), and
@@ -39,6 +50,19 @@
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = ROOT.pathname;
 const decoder = new TextDecoder();
+
+/**
+ * The Deno that runs the Console and Daemon: this one when `--allow-run` covers
+ * its path, else the `deno` on PATH that `--allow-run=deno` names (PATH's
+ * `deno` may be a symlink to this one, as an npm install makes it).
+ */
+const DENO = Deno.permissions.querySync({ name: "run", command: Deno.execPath() }).state ===
+    "granted"
+  ? Deno.execPath()
+  : "deno";
+
+/** Where the load generator is built: a fixed path, which the task's `--allow-run` names. */
+const LOADGEN = `${ROOT_PATH}dist/bench-loadgen`;
 
 // ------------------------------------------------------------------ options
 
@@ -300,29 +324,58 @@ async function waitForEcho(port: number, ms: number, what: string): Promise<void
 
 // ------------------------------------------------------------------- memory
 
-function readProc(path: string): string | null {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return null;
-  }
+/**
+ * The text of `paths` (/proc files) through `cat`: Deno reads `/proc` only
+ * with `--allow-all`. A file that is gone (its process exited) is left out.
+ */
+async function catProc(paths: string[]): Promise<string> {
+  if (paths.length === 0) return "";
+  const out = await new Deno.Command("cat", {
+    args: paths,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return decoder.decode(out.stdout);
 }
 
-/** `pid` and all its descendants. */
-function processTree(pids: number[]): number[] {
-  const parent = new Map<number, number>();
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    const stat = readProc(`/proc/${e.name}/stat`);
-    if (!stat) continue;
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    parent.set(Number(e.name), Number(fields[1]));
+/** Parent and CPU ticks of a process, from /proc/PID/stat. */
+interface ProcStat {
+  readonly ppid: number;
+  /** utime, stime, and the same for children already reaped (socat's forks). */
+  readonly ticks: number;
+}
+
+/** /proc/PID/stat of every process now running. */
+async function procStats(): Promise<Map<number, ProcStat>> {
+  const ls = await new Deno.Command("ls", {
+    args: ["/proc"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const pids = decoder.decode(ls.stdout).split("\n").filter((n) => /^\d+$/.test(n));
+  const out = new Map<number, ProcStat>();
+  for (const line of (await catProc(pids.map((pid) => `/proc/${pid}/stat`))).split("\n")) {
+    const close = line.lastIndexOf(")");
+    const pid = Number(line.slice(0, line.indexOf(" ")));
+    if (close < 0 || !Number.isInteger(pid)) continue;
+    const fields = line.slice(close + 2).split(" ");
+    out.set(pid, {
+      ppid: Number(fields[1]),
+      ticks: Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]),
+    });
   }
+  return out;
+}
+
+/** `pids` and all their descendants. */
+function processTree(stats: Map<number, ProcStat>, pids: number[]): number[] {
   const out = new Set(pids);
   let grew = true;
   while (grew) {
     grew = false;
-    for (const [pid, ppid] of parent) {
+    for (const [pid, { ppid }] of stats) {
       if (!out.has(pid) && out.has(ppid)) {
         out.add(pid);
         grew = true;
@@ -333,60 +386,81 @@ function processTree(pids: number[]): number[] {
 }
 
 /** KiB of VmRSS and of Pss summed over a process tree. */
-function treeMemory(pids: number[]): { rssKiB: number; pssKiB: number; processes: number } {
+async function treeMemory(
+  pids: number[],
+): Promise<{ rssKiB: number; pssKiB: number; processes: number }> {
+  const tree = processTree(await procStats(), pids);
+  // One `cat` for the lot (socat forks one process per connection): each
+  // status (first line "Name:") is followed by its smaps_rollup (first line
+  // "… [rollup]") unless that process has exited in between.
+  const text = await catProc(
+    tree.flatMap((pid) => [`/proc/${pid}/status`, `/proc/${pid}/smaps_rollup`]),
+  );
+  const procs: { rss?: number; pss?: number }[] = [];
+  let rollup = false;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("Name:")) {
+      procs.push({});
+      rollup = false;
+      continue;
+    }
+    if (line.endsWith("[rollup]")) {
+      rollup = true;
+      continue;
+    }
+    const current = procs.at(-1);
+    const m = line.match(/^(VmRSS|Pss):\s+(\d+) kB/);
+    if (!current || !m) continue;
+    if (m[1] === "VmRSS" && !rollup) current.rss = Number(m[2]);
+    if (m[1] === "Pss" && rollup) current.pss ??= Number(m[2]);
+  }
   let rssKiB = 0;
   let pssKiB = 0;
   let processes = 0;
-  for (const pid of processTree(pids)) {
-    const status = readProc(`/proc/${pid}/status`);
-    const rss = status?.match(/^VmRSS:\s+(\d+) kB/m);
-    if (!rss) continue;
+  for (const { rss, pss } of procs) {
+    if (rss === undefined) continue; // A kernel thread.
     processes++;
-    rssKiB += Number(rss[1]);
-    const rollup = readProc(`/proc/${pid}/smaps_rollup`);
-    const pss = rollup?.match(/^Pss:\s+(\d+) kB/m);
-    pssKiB += pss ? Number(pss[1]) : Number(rss[1]);
+    rssKiB += rss;
+    pssKiB += pss ?? rss;
   }
   return { rssKiB, pssKiB, processes };
 }
 
 /** CPU seconds (user + system) used so far by a process tree, reaped children included. */
-function treeCpuSeconds(pids: number[]): number {
+async function treeCpuSeconds(pids: number[]): Promise<number> {
+  const stats = await procStats();
   let ticks = 0;
-  for (const pid of processTree(pids)) {
-    const stat = readProc(`/proc/${pid}/stat`);
-    if (!stat) continue;
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime, stime, and the same for children already reaped (socat's forks).
-    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
-  }
+  for (const pid of processTree(stats, pids)) ticks += stats.get(pid)?.ticks ?? 0;
   return ticks / 100; // USER_HZ
 }
 
-function rssKiB(pid: number): number {
-  const m = readProc(`/proc/${pid}/status`)?.match(/^VmRSS:\s+(\d+) kB/m);
+async function rssKiB(pid: number): Promise<number> {
+  const m = (await catProc([`/proc/${pid}/status`])).match(/^VmRSS:\s+(\d+) kB/m);
   return m ? Number(m[1]) : NaN;
 }
 
 // ----------------------------------------------------------------- loadgen
 
-async function buildLoadgen(dir: string): Promise<string> {
-  const cc = (await which("cc")) ?? (await which("gcc")) ?? (await which("clang"));
+/**
+ * Build `bench/loadgen.c` into {@linkcode LOADGEN}. The compiler writes it:
+ * Deno lets no script write a program its `--allow-run` names. The linker
+ * unlinks the old file first, so a loadgen another bench runs is undisturbed.
+ */
+async function buildLoadgen(): Promise<string> {
+  const cc = (await which("cc")) ?? (await which("gcc"));
   if (!cc) {
-    throw new Error(
-      "Cannot build the load generator: no C compiler (cc, gcc or clang); install gcc",
-    );
+    throw new Error("Cannot build the load generator: no C compiler (cc or gcc); install gcc");
   }
-  const out = `${dir}/loadgen`;
+  await Deno.mkdir(LOADGEN.slice(0, LOADGEN.lastIndexOf("/")), { recursive: true });
   const r = await new Deno.Command(cc, {
-    args: ["-O2", "-pthread", "-o", out, `${ROOT_PATH}bench/loadgen.c`],
+    args: ["-O2", "-pthread", "-o", LOADGEN, `${ROOT_PATH}bench/loadgen.c`],
     stdout: "piped",
     stderr: "piped",
   }).output();
   if (!r.success) {
     throw new Error(`Cannot build the load generator with ${cc}:\n${decoder.decode(r.stderr)}`);
   }
-  return out;
+  return LOADGEN;
 }
 
 class Loadgen {
@@ -524,7 +598,7 @@ async function spawnConsole(
       `--cpu-prof-name=console-${++profiles}.cpuprofile`,
     ]
     : [];
-  const child = spawnLogged(Deno.execPath(), [
+  const child = spawnLogged(DENO, [
     "run",
     ...prof,
     ...await taskFlags("console"),
@@ -540,7 +614,7 @@ async function spawnConsole(
 }
 
 async function consoleCli(settings: string, args: string[]): Promise<string> {
-  const r = await new Deno.Command(Deno.execPath(), {
+  const r = await new Deno.Command(DENO, {
     args: ["run", ...await taskFlags("console"), "console.ts", "--config", settings, ...args],
     cwd: ROOT,
     stdin: "null",
@@ -588,7 +662,7 @@ function portferryPath(profDir: string | null): PathDef {
           ]
           : [];
         daemon = spawnLogged(
-          Deno.execPath(),
+          DENO,
           [
             "run",
             ...prof,
@@ -847,22 +921,22 @@ async function trafficOnce(
 ): Promise<{ value: number; p99?: number; extra: Record<string, number> }> {
   const port = String(running.port);
   const budget = (o.seconds + 30) * 1000;
-  const cpu0 = treeCpuSeconds(running.pids);
-  const cpu = () => treeCpuSeconds(running.pids) - cpu0;
+  const cpu0 = await treeCpuSeconds(running.pids);
+  const cpu = async () => (await treeCpuSeconds(running.pids)) - cpu0;
   const seconds = String(o.seconds);
   if (workload === "rtt") {
     const r = await lg.run(["rtt", port, "200000", seconds], budget);
     return {
       value: r.p50_us,
       p99: r.p99_us,
-      extra: { cpuUsPerRoundTrip: (cpu() / r.count) * 1e6 },
+      extra: { cpuUsPerRoundTrip: ((await cpu()) / r.count) * 1e6 },
     };
   }
   if (workload === "connrate") {
     const r = await lg.run(["connrate", port, "32", seconds], budget);
     return {
       value: r.per_second,
-      extra: { errors: r.errors, cpuUsPerConnection: (cpu() / r.connections) * 1e6 },
+      extra: { errors: r.errors, cpuUsPerConnection: ((await cpu()) / r.connections) * 1e6 },
     };
   }
   const dir = workload.startsWith("up") ? "up" : "down";
@@ -870,7 +944,7 @@ async function trafficOnce(
   const r = await lg.run(["tput", dir, port, streams, seconds], budget);
   if (r.errors) throw new Error(`throughput ${workload}: ${r.errors} stream(s) failed`);
   // The tunnel's CPU per GB carried: steadier than Gbit/s on a shared machine.
-  return { value: r.gbps, extra: { cpuSecondsPerGB: cpu() / (r.bytes / 1e9) } };
+  return { value: r.gbps, extra: { cpuSecondsPerGB: (await cpu()) / (r.bytes / 1e9) } };
 }
 
 /** Median figure of several runs, with the median of each CPU figure. */
@@ -897,14 +971,14 @@ async function idleMemory(
     // Warm up: a few connections through, so one-time allocations are in the baseline.
     for (let i = 0; i < 5; i++) await echoOnce(running.port);
     await delay(300);
-    const before = treeMemory(running.pids);
+    const before = await treeMemory(running.pids);
     const budgetS = Math.max(30, count / 100);
     const held = await lg.hold(running.port, count, budgetS, async () => {
       // Let the tunnel settle (lazy frees, GC) but keep it bounded.
-      let last = treeMemory(running.pids);
+      let last = await treeMemory(running.pids);
       for (let i = 0; i < 10; i++) {
         await delay(200);
-        const now = treeMemory(running.pids);
+        const now = await treeMemory(running.pids);
         if (Math.abs(now.rssKiB - last.rssKiB) < 64) return now;
         last = now;
       }
@@ -987,7 +1061,7 @@ function freeRange(n: number, preferred: number | null): number {
 async function enablePorts(o: BenchOptions, target: number, dir: string): Promise<PortsResult> {
   const settle = async (pid: number) => {
     await delay(300);
-    return rssKiB(pid) / 1024;
+    return (await rssKiB(pid)) / 1024;
   };
   const listening = async (settings: string) => {
     const status = JSON.parse(await consoleCli(settings, ["status", "--json"]));
@@ -1209,18 +1283,21 @@ function targetTable(ts: Target[]): string {
 }
 
 /** The 1-minute load average, as /proc/loadavg has it. */
-function loadAverage(): string {
-  return readProc("/proc/loadavg")?.split(" ")[0] ?? "?";
+async function loadAverage(): Promise<string> {
+  return (await catProc(["/proc/loadavg"])).split(" ")[0] || "?";
 }
 
 async function machine(): Promise<Record<string, string | number>> {
-  const cpuinfo = readProc("/proc/cpuinfo") ?? "";
+  const cpuinfo = await catProc(["/proc/cpuinfo"]);
   const model = cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? "unknown";
-  const mem = readProc("/proc/meminfo")?.match(/^MemTotal:\s+(\d+) kB/m)?.[1];
+  const mem = (await catProc(["/proc/meminfo"])).match(/^MemTotal:\s+(\d+) kB/m)?.[1];
+  // "Linux 6.8.0-…", as `uname -sr` prints it.
+  const kernel = (await catProc(["/proc/sys/kernel/ostype", "/proc/sys/kernel/osrelease"]))
+    .trim().split("\n").join(" ");
   return {
     cpus: navigator.hardwareConcurrency,
     cpuModel: model,
-    kernel: (await output("uname", ["-sr"])) || Deno.build.os,
+    kernel: kernel || Deno.build.os,
     memoryGiB: mem ? Math.round(Number(mem) / 1024 / 1024) : 0,
     deno: Deno.version.deno,
     ssh: (await output("ssh", ["-V"])) || "not installed",
@@ -1242,11 +1319,11 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
-    const lg = new Loadgen(await buildLoadgen(work));
+    const lg = new Loadgen(await buildLoadgen());
     const target = await lg.serve(work);
     log(`target server on 127.0.0.1:${target.port}`);
     const m = await machine();
-    const loadBefore = loadAverage();
+    const loadBefore = await loadAverage();
     log(`machine: ${m.cpus} × ${m.cpuModel}, ${m.kernel}, Deno ${m.deno}`);
 
     const socat = await which("socat");
@@ -1433,7 +1510,7 @@ async function main(): Promise<number> {
           ports.rssMiB.toFixed(1)
         } MiB (${ports.baselineRssMiB.toFixed(1)} MiB with no PFO).`
       : "";
-    const loadAfter = loadAverage();
+    const loadAfter = await loadAverage();
     const report = [
       `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}; Deno ${m.deno}; ${m.ssh}; socat ${m.socat}.`,
       "",
@@ -1494,7 +1571,7 @@ async function main(): Promise<number> {
         ].join("\n"),
       );
       // Formatted as `deno task check` wants it (it aligns the tables).
-      await new Deno.Command(Deno.execPath(), {
+      await new Deno.Command(DENO, {
         args: ["fmt", "--quiet", o.markdown],
         cwd: ROOT,
         stdout: "null",
