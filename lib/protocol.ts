@@ -59,7 +59,7 @@ export const MAX_UDP_FLOWS_PER_PFO = 1024;
 export const UDP_IDLE_MS = 60_000;
 
 /** Most streams open at once in one session. */
-export const MAX_STREAMS = 8192;
+export const MAX_STREAMS = 16_384;
 
 /** Longest chat message, in characters. */
 export const MAX_CHAT_CHARS = 4096;

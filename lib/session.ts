@@ -432,6 +432,8 @@ export interface SessionOptions {
   /** Defaults from protocol.ts; tests shorten them. */
   readonly heartbeatMs?: number;
   readonly deadPeerMs?: number;
+  /** Most streams (TCP and UDP) this side holds at once. Default {@linkcode MAX_STREAMS}. */
+  readonly maxStreams?: number;
 }
 
 /** Where to open a stream to, on the Daemon's side. */
@@ -490,6 +492,10 @@ export class Session implements StreamHost {
   #ticksPerPing: number;
   #heartbeat: ReturnType<typeof setInterval>;
   #deadPeerMs: number;
+  #maxStreams: number;
+  /** Refusals at the stream cap since it was last logged, and when that was. */
+  #limitRefused = 0;
+  #limitLoggedAt = -Infinity;
   #ended: SessionEnd | null = null;
   #endWaiters: (() => void)[] = [];
 
@@ -502,6 +508,7 @@ export class Session implements StreamHost {
     this.#log = options.log;
     this.#handlers = options.handlers;
     this.#deadPeerMs = options.deadPeerMs ?? DEAD_PEER_MS;
+    this.#maxStreams = options.maxStreams ?? MAX_STREAMS;
     this.#writer = new FrameWriter(
       link,
       (err) =>
@@ -588,6 +595,19 @@ export class Session implements StreamHost {
     }
   }
 
+  /** Log the stream cap when it is hit: at once, then at most every 10 s with a count. */
+  #limitHit(): void {
+    this.#limitRefused++;
+    const now = performance.now();
+    if (now - this.#limitLoggedAt < 10_000) return;
+    this.#log.warn("stream limit reached, refusing open", {
+      limit: this.#maxStreams,
+      refused: this.#limitRefused,
+    });
+    this.#limitLoggedAt = now;
+    this.#limitRefused = 0;
+  }
+
   #dispatch(msg: Message): void {
     if (!SENDERS[msg.tag].includes(this.#peer)) {
       throw new ProtocolError(`Cannot accept ${tagName(msg.tag)}: a ${this.#peer} may not send it`);
@@ -636,13 +656,13 @@ export class Session implements StreamHost {
         if (this.#streams.has(msg.stream)) {
           throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
         }
-        if (this.#streams.size >= MAX_STREAMS) {
-          this.#log.warn("stream limit reached, refusing open", { limit: MAX_STREAMS });
+        if (this.#streams.size >= this.#maxStreams) {
+          this.#limitHit();
           this.send({
             tag: Tag.OPEN_ERR,
             stream: msg.stream,
             code: "limit",
-            reason: `the Daemon holds ${MAX_STREAMS} streams already`,
+            reason: `the Daemon holds ${this.#maxStreams} streams already`,
           });
           return;
         }
@@ -720,9 +740,13 @@ export class Session implements StreamHost {
         new SessionClosedError(this.#ended.code, "Cannot open stream: session ended"),
       );
     }
-    if (this.#streams.size + this.#pendingOpens.size >= MAX_STREAMS) {
+    if (this.#streams.size + this.#pendingOpens.size >= this.#maxStreams) {
+      this.#limitHit();
       return Promise.reject(
-        new OpenError("limit", `Cannot open stream: ${MAX_STREAMS} streams are open already`),
+        new OpenError(
+          "limit",
+          `Cannot open stream: ${this.#maxStreams} streams are open already`,
+        ),
       );
     }
     const id = this.#nextStream++;

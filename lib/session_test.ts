@@ -28,9 +28,17 @@ interface Pair {
 
 /** A Console and a Daemon session over a small in-memory link. */
 function sessionPair(
-  options: { linkCapacity?: number; targetCapacity?: number; daemon?: Partial<SessionHandlers> } =
-    {},
+  options: {
+    linkCapacity?: number;
+    targetCapacity?: number;
+    daemon?: Partial<SessionHandlers>;
+    maxStreams?: { console?: number; daemon?: number };
+    /** Log lines of both sides, when given. */
+    lines?: string[];
+  } = {},
 ): Pair {
+  const lines = options.lines;
+  const pairLog = lines ? createLogger({ sink: (line) => lines.push(line) }) : log;
   const [consoleLink, daemonLink] = memoryConnPair(options.linkCapacity ?? 4096);
   const targets = new Map<number, MemoryConn>();
   const waiting: ((c: MemoryConn) => void)[] = [];
@@ -39,13 +47,15 @@ function sessionPair(
   const consoleSession = new Session(consoleLink, new MessageReader(consoleLink), {
     role: "console",
     id: "t",
-    log,
+    log: pairLog.child({ side: "console" }),
+    maxStreams: options.maxStreams?.console,
     handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
   });
   const daemon: Session = new Session(daemonLink, new MessageReader(daemonLink), {
     role: "daemon",
     id: "t",
-    log,
+    log: pairLog.child({ side: "daemon" }),
+    maxStreams: options.maxStreams?.daemon,
     handlers: {
       onOpen: (msg) => {
         if (msg.port === 1) {
@@ -192,6 +202,44 @@ Deno.test("Session.open() rejects with the Daemon's coded reason", async () => {
     openStarted(pair.console, relay, { host: "t", port: 1, pfo: "p", client: "c" }, { log }),
     (e) => e instanceof OpenError && e.code === "refused",
   );
+});
+
+Deno.test("the stream cap refuses opens on either side with code limit, logs it once with a count, and frees with a closed stream", async () => {
+  const lines: string[] = [];
+  const target = { host: "t", port: 2, pfo: "p", client: "c" };
+  // The Console's own cap.
+  {
+    await using pair = sessionPair({ maxStreams: { console: 2 }, lines });
+    const held = [memoryConnPair(), memoryConnPair()];
+    for (const [, relay] of held) await openStarted(pair.console, relay, target, { log });
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        openStarted(pair.console, memoryConnPair()[1], target, { log }),
+        (e) => e instanceof OpenError && e.code === "limit" && /2 streams/.test(e.message),
+      );
+    }
+    const logged = lines.filter((l) => /stream limit reached.*side=console/.test(l));
+    assert.equal(logged.length, 1, lines.join("\n"));
+    assert.match(logged[0], /side=console limit=2 refused=1/);
+    // Closing one (both ends) frees a place.
+    held[0][0].close();
+    pair.targets.get(1)!.close();
+    const stream = [...pair.console.streams()].find((s) => s.id === 1)!;
+    while (!stream.ended) await new Promise((r) => setTimeout(r, 1));
+    await openStarted(pair.console, memoryConnPair()[1], target, { log });
+  }
+  // The Daemon's cap, lower than the Console's: the Daemon refuses with code limit.
+  lines.length = 0;
+  {
+    await using pair = sessionPair({ maxStreams: { daemon: 1 }, lines });
+    await openStarted(pair.console, memoryConnPair()[1], target, { log });
+    await assert.rejects(
+      openStarted(pair.console, memoryConnPair()[1], target, { log }),
+      (e) =>
+        e instanceof OpenError && e.code === "limit" && /Daemon holds 1 streams/.test(e.message),
+    );
+    assert.match(lines.join("\n"), /stream limit reached.*side=daemon limit=1 refused=1/);
+  }
 });
 
 Deno.test("Session chat, resolve and close reach the other side", async () => {
