@@ -891,6 +891,34 @@ export async function writeFileAtomic(
     await Deno.remove(tmp).catch(() => {});
     throw new Error(`Cannot write "${path}": ${errorMessage(err)}`, { cause: err });
   }
+  await removeStaleTemps(path);
+}
+
+/** A temporary file older than this was left by a writer that died (kill -9, power loss). */
+const STALE_TEMP_MS = 60_000;
+
+/**
+ * Remove `<path>.tmp-<hex>` files older than a minute: what a writer killed
+ * between its write and its rename leaves. Younger ones may belong to a
+ * writer still at work. Best effort: a failure here never fails the write.
+ */
+async function removeStaleTemps(path: string): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
+  const prefix = `${path.slice(slash + 1)}.tmp-`;
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !entry.name.startsWith(prefix)) continue;
+      if (!/^[0-9a-f]{12}$/.test(entry.name.slice(prefix.length))) continue;
+      const full = `${dir}/${entry.name}`;
+      const info = await Deno.stat(full);
+      if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMP_MS) {
+        await Deno.remove(full);
+      }
+    }
+  } catch {
+    // Unreadable folder or a race with another writer: the leftovers wait for the next write.
+  }
 }
 
 // ---------------------------------------------------------------------------

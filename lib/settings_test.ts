@@ -462,6 +462,26 @@ Deno.test("writeFileAtomic() replaces a file with mode 0600 and leaves no tempor
   await assert.rejects(() => writeFileAtomic(join(dir.path, "no", "such"), "x"), /Cannot write/);
 });
 
+Deno.test("writeFileAtomic() removes temporary files a killed writer left over a minute ago, and keeps younger ones and others", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "console.yaml");
+  const stale = `${path}.tmp-0123456789ab`;
+  const young = `${path}.tmp-ba9876543210`;
+  const other = join(dir.path, "notes.yaml.tmp-0123456789ab");
+  for (const f of [stale, young, other]) await Deno.writeTextFile(f, "half");
+  const old = new Date(Date.now() - 5 * 60_000);
+  await Deno.utime(stale, old, old);
+  await Deno.utime(other, old, old);
+  await writeFileAtomic(path, "pfos: []\n");
+  const names = [];
+  for await (const e of Deno.readDir(dir.path)) names.push(e.name);
+  assert.deepEqual(names.sort(), [
+    "console.yaml",
+    "console.yaml.tmp-ba9876543210",
+    "notes.yaml.tmp-0123456789ab",
+  ]);
+});
+
 Deno.test("readTokenFile() trims the token and refuses an empty or missing file", async () => {
   await using dir = await tempDir();
   const path = join(dir.path, "token");
