@@ -284,7 +284,9 @@ export class SessionFront {
     this.#waiting.get(port)?.(entry);
     this.#waiting.delete(port);
     try {
-      await Promise.all([pump(outer, inner), pump(inner, outer)]);
+      // The peer's end only half-closes toward TLS (the TLS side then ends the
+      // session). The TLS side's end is final: nobody reads the peer after it.
+      await Promise.all([pump(outer, inner), pump(inner, outer).then(() => this.#end(entry))]);
     } finally {
       this.#byPort.delete(port);
       this.#end(entry);
