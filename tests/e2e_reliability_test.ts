@@ -14,6 +14,7 @@ import {
   closeQuietly,
   type ConsoleProc,
   type DaemonProc,
+  echoRoundTrip,
   echoServer,
   hostPort,
   linkCutter,
@@ -61,24 +62,6 @@ function freePort(): number {
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
   return port;
-}
-
-/** One echo round trip through `listen`. */
-async function echoOnce(listen: string, text: string): Promise<string> {
-  const conn = await Deno.connect(hostPort(listen));
-  try {
-    await conn.write(encoder.encode(text));
-    await conn.closeWrite();
-    let got = "";
-    const buf = new Uint8Array(1024);
-    let n: number | null;
-    while ((n = await within(conn.read(buf), 10_000, `echo of "${text}"`)) !== null) {
-      got += decoder.decode(buf.subarray(0, n));
-    }
-    return got;
-  } finally {
-    closeQuietly(conn);
-  }
 }
 
 /** Connects to a PFO and resolves with how long the Console took to close it (never hangs). */
@@ -160,7 +143,7 @@ Deno.test("a Daemon killed with SIGKILL is noticed at once, PFOs close connectio
   await using pair = await acceptedOnce();
   const con = pair.console;
   const listen = await addPfo(con, "echo", `127.0.0.1:${echo.port}`);
-  assert.equal(await echoOnce(listen, "before"), "before");
+  assert.equal(await echoRoundTrip(listen, "before"), "before");
   const listenersBefore = await listening(con.child.pid);
   assert.equal(
     listenersBefore.length,
@@ -186,7 +169,7 @@ Deno.test("a Daemon killed with SIGKILL is noticed at once, PFOs close connectio
   await again.out.waitFor(/Session established/);
   await con.out.waitFor(/Session established .*accepted earlier in this run/, { from: mark });
   assert.doesNotMatch(con.out.lines.slice(mark).join("\n"), /asks for a session|in use/);
-  assert.equal(await echoOnce(listen, "after"), "after");
+  assert.equal(await echoRoundTrip(listen, "after"), "after");
   assert.deepEqual(await listening(con.child.pid), listenersBefore, "listeners changed");
   const pfo = (await status(con)).pfos[0];
   assert.equal(pfo.state, "listening");
@@ -214,7 +197,7 @@ Deno.test("a peer frozen with SIGSTOP or cut off by the network is noticed withi
     await daemon.out.waitFor(/Session ended/, { from: dmark });
     await daemon.out.waitFor(/Session established/, { from: dmark, ms: 20_000 });
     await con.out.waitFor(/Session established .*accepted earlier in this run/, { from: mark });
-    assert.equal(await echoOnce(listen, "thawed"), "thawed");
+    assert.equal(await echoRoundTrip(listen, "thawed"), "thawed");
     assert.deepEqual(await listening(con.child.pid), listenersBefore);
   }
 
@@ -231,7 +214,7 @@ Deno.test("a peer frozen with SIGSTOP or cut off by the network is noticed withi
     con.child.kill("SIGCONT");
     await daemon.out.waitFor(/Session established/, { from: dmark, ms: 20_000 });
     await con.out.waitFor(/Session established .*accepted earlier in this run/, { from: mark });
-    assert.equal(await echoOnce(listen, "thawed"), "thawed");
+    assert.equal(await echoRoundTrip(listen, "thawed"), "thawed");
     assert.deepEqual(await listening(con.child.pid), listenersBefore);
   }
 
@@ -274,7 +257,7 @@ Deno.test("a peer frozen with SIGSTOP or cut off by the network is noticed withi
     cutter.thaw();
     await daemon.out.waitFor(/Session established/, { from: dmark, ms: 20_000 });
     await con.out.waitFor(/Session established .*accepted earlier in this run/, { from: mark });
-    assert.equal(await echoOnce(listen, "healed"), "healed");
+    assert.equal(await echoRoundTrip(listen, "healed"), "healed");
   }
 
   await Promise.all([daemonFrozen(), consoleFrozen(), linkFrozen()]);
@@ -348,7 +331,7 @@ Deno.test("a Console killed with SIGKILL is noticed, the Daemon backs off with j
   const s = await status(second);
   assert.equal(s.pfos[0].state, "listening");
   assert.deepEqual(s.pfos[0].bound, [`127.0.0.1:${pfoPort}`]);
-  assert.equal(await echoOnce(`127.0.0.1:${pfoPort}`, "restarted"), "restarted");
+  assert.equal(await echoRoundTrip(`127.0.0.1:${pfoPort}`, "restarted"), "restarted");
   const listeners = await listening(second.child.pid);
   assert.equal(
     listeners.length,
@@ -418,7 +401,7 @@ Deno.test("100 reconnect cycles leave both programs' open files, sockets, memory
   }
 
   for (let i = 0; i < WARMUP; i++) await cycle(i);
-  assert.equal(await echoOnce(listen, "warm"), "warm");
+  assert.equal(await echoRoundTrip(listen, "warm"), "warm");
   const before = {
     console: await restingStats(pids.console),
     daemon: await restingStats(pids.daemon),
@@ -428,7 +411,7 @@ Deno.test("100 reconnect cycles leave both programs' open files, sockets, memory
   const t0 = performance.now();
   for (let i = 0; i < cycles; i++) {
     await cycle(WARMUP + i);
-    if (i % 10 === 9) assert.equal(await echoOnce(listen, `cycle ${i}`), `cycle ${i}`);
+    if (i % 10 === 9) assert.equal(await echoRoundTrip(listen, `cycle ${i}`), `cycle ${i}`);
     if (i === Math.floor(cycles / 2) - 1) {
       mid.console = await procStats(pids.console);
       mid.daemon = await procStats(pids.daemon);
@@ -483,7 +466,7 @@ Deno.test("100 reconnect cycles leave both programs' open files, sockets, memory
     const side = i === 0 ? "console" : "daemon";
     assert.ok(idleAfter[i] <= 2 * b + 10, `${side}: idle wake-ups ${b} -> ${idleAfter[i]}`);
   });
-  assert.equal(await echoOnce(listen, "after"), "after");
+  assert.equal(await echoRoundTrip(listen, "after"), "after");
 });
 
 Deno.test("forwarded connections leave no socket behind when the client closes, the target closes, or the session ends", async () => {
@@ -589,7 +572,7 @@ Deno.test("forwarded connections leave no socket behind when the client closes, 
   );
   await daemon.out.waitFor(/Session established/, { from: d, ms: 10_000 });
   await backToBase("session ended");
-  assert.equal(await echoOnce(echoListen, "again"), "again");
+  assert.equal(await echoRoundTrip(echoListen, "again"), "again");
 });
 
 // --- exit and settings ---------------------------------------------------------------

@@ -153,21 +153,27 @@ export class SessionFront {
     return this.#shed;
   }
 
-  async #innerLoop(): Promise<void> {
+  /** The next connection, or null once the listener is closed. */
+  async #accept<C extends Deno.Conn>(listener: Deno.Listener<C>): Promise<C | null> {
     while (!this.#closed) {
-      let conn: Deno.TlsConn;
       try {
-        conn = await this.#inner.accept();
+        return await listener.accept();
       } catch (err) {
         if (
           this.#closed || err instanceof Deno.errors.BadResource ||
           err instanceof Deno.errors.Interrupted
-        ) return;
+        ) return null;
         this.#options.log.warn("session accept failed", { error: errorMessage(err) });
-        continue;
+        // EMFILE and friends: give the process a moment rather than spin.
+        await new Promise((r) => setTimeout(r, 100));
       }
-      this.#adopt(conn);
     }
+    return null;
+  }
+
+  async #innerLoop(): Promise<void> {
+    let conn: Deno.TlsConn | null;
+    while ((conn = await this.#accept(this.#inner)) !== null) this.#adopt(conn);
   }
 
   /** Match a TLS connection to its relay; the relay may register a moment later. */
@@ -217,20 +223,8 @@ export class SessionFront {
 
   async #outerLoop(): Promise<void> {
     const { log, maxPending } = this.#options;
-    while (!this.#closed) {
-      let outer: Deno.TcpConn;
-      try {
-        outer = await this.#outer.accept();
-      } catch (err) {
-        if (
-          this.#closed || err instanceof Deno.errors.BadResource ||
-          err instanceof Deno.errors.Interrupted
-        ) return;
-        log.warn("session accept failed", { error: errorMessage(err) });
-        // EMFILE and friends: give the process a moment rather than spin.
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
+    let outer: Deno.TcpConn | null;
+    while ((outer = await this.#accept(this.#outer)) !== null) {
       if (this.#pending >= maxPending) {
         this.#shed++;
         closeQuietly(outer);
