@@ -17,6 +17,7 @@
 
 import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { ByteConn } from "../mux.ts";
 import { formatHostPort } from "../pfo.ts";
 import { listenSessions } from "../tls.ts";
 
@@ -24,6 +25,8 @@ import { listenSessions } from "../tls.ts";
 const RELAY_START_BYTES = 16 * 1024;
 /** How long an inner accept waits for its relay to register. */
 const ADOPT_WAIT_MS = 2_000;
+/** How long a relay may still pass on bytes after its TLS side closed. */
+const RELEASE_GRACE_MS = 2_000;
 /** Read size a busy relay grows to, so a busy session moves in few syscalls. */
 const RELAY_MAX_BYTES = 256 * 1024;
 
@@ -44,10 +47,20 @@ export interface SessionFrontOptions {
   readonly log: Logger;
 }
 
+/** The TLS side of one relayed connection, as the session code uses it. */
+export interface FrontConn extends ByteConn {
+  /** Run the TLS handshake; call before reading. */
+  handshake(): Promise<unknown>;
+}
+
 /** One connection that reached the TLS side. */
 export interface FrontLink {
-  /** The TLS connection; call `handshake()` before reading. */
-  readonly conn: Deno.TlsConn;
+  /**
+   * The TLS connection. Its `close()` also lets the public socket go: at once
+   * when the relay has passed everything on, else after a short grace (a
+   * peer that stopped reading cannot hold the socket).
+   */
+  readonly conn: FrontConn;
   /** The peer's public address, as "host:port". */
   readonly remote: string;
   /** The peer has authenticated: the deadline no longer applies and its slot frees. */
@@ -59,10 +72,19 @@ export interface FrontLink {
 interface Entry {
   readonly outer: Deno.TcpConn;
   readonly inner: Deno.TcpConn;
+  /** The inner client's local port, which the TLS side sees as its peer's. */
+  readonly port: number;
   readonly remote: string;
-  readonly timer: ReturnType<typeof setTimeout>;
+  /** The handshake deadline, then the grace after the TLS side closed. */
+  timer: ReturnType<typeof setTimeout> | undefined;
   settled: boolean;
+  adopted: boolean;
   closed: boolean;
+}
+
+interface Waiter {
+  readonly resolve: (entry: Entry | undefined) => void;
+  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -91,14 +113,15 @@ export class SessionFront {
   readonly #inner: Deno.TlsListener;
   readonly #innerPort: number;
   readonly #options: SessionFrontOptions;
-  /** Relayed connections by the inner client's local port. */
+  /** Live relays by the inner client's local port. */
   readonly #byPort = new Map<number, Entry>();
+  /** Inner accepts that arrived before their relay registered, by port. */
+  readonly #waiting = new Map<number, Waiter>();
   #pending = 0;
   #shed = 0;
   #shedLoggedAt = 0;
+  #acceptLoggedAt = 0;
   #closed = false;
-  /** Inner accepts that arrived before their relay registered, by port. */
-  readonly #waiting = new Map<number, (entry: Entry) => void>();
   readonly #loops: Promise<unknown>;
 
   private constructor(
@@ -153,60 +176,9 @@ export class SessionFront {
     return this.#shed;
   }
 
-  /** The next connection, or null once the listener is closed. */
-  async #accept<C extends Deno.Conn>(listener: Deno.Listener<C>): Promise<C | null> {
-    while (!this.#closed) {
-      try {
-        return await listener.accept();
-      } catch (err) {
-        if (
-          this.#closed || err instanceof Deno.errors.BadResource ||
-          err instanceof Deno.errors.Interrupted
-        ) return null;
-        this.#options.log.warn("session accept failed", { error: errorMessage(err) });
-        // EMFILE and friends: give the process a moment rather than spin.
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    return null;
-  }
-
-  async #innerLoop(): Promise<void> {
-    let conn: Deno.TlsConn | null;
-    while ((conn = await this.#accept(this.#inner)) !== null) this.#adopt(conn);
-  }
-
-  /** Match a TLS connection to its relay; the relay may register a moment later. */
-  async #adopt(conn: Deno.TlsConn): Promise<void> {
-    const from = conn.remoteAddr as Deno.NetAddr;
-    let entry = this.#byPort.get(from.port);
-    if (!entry) {
-      entry = await new Promise<Entry | undefined>((resolve) => {
-        const timer = setTimeout(() => {
-          this.#waiting.delete(from.port);
-          resolve(undefined);
-        }, ADOPT_WAIT_MS);
-        this.#waiting.set(from.port, (e) => {
-          clearTimeout(timer);
-          resolve(e);
-        });
-      });
-    }
-    if (!entry || entry.closed) {
-      // Not one of ours (a local process found the internal port), or gone already.
-      this.#options.log.warn("internal session listener: a connection not from the front closed", {
-        remote: formatHostPort(from.hostname, from.port),
-      });
-      closeQuietly(conn);
-      return;
-    }
-    const e = entry;
-    this.#options.onLink({
-      conn,
-      remote: e.remote,
-      settle: () => this.#settle(e),
-      cut: () => this.#end(e),
-    });
+  /** Relays alive (public socket open). */
+  get relays(): number {
+    return this.#byPort.size;
   }
 
   /** Stop accepting and cut every connection not yet settled. Settled ones stay. */
@@ -218,13 +190,49 @@ export class SessionFront {
     for (const entry of [...this.#byPort.values()]) {
       if (!entry.settled) this.#end(entry);
     }
+    for (const waiter of this.#waiting.values()) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(undefined);
+    }
+    this.#waiting.clear();
     await this.#loops;
+  }
+
+  /** The next connection, or null once the listener is closed. */
+  async #accept<C extends Deno.Conn>(
+    listener: Deno.Listener<C>,
+    which: string,
+  ): Promise<C | null> {
+    while (!this.#closed) {
+      try {
+        return await listener.accept();
+      } catch (err) {
+        if (
+          this.#closed || err instanceof Deno.errors.BadResource ||
+          err instanceof Deno.errors.Interrupted
+        ) return null;
+        // Out of file descriptors: give the process a moment rather than spin.
+        // Anything else (a peer that reset before we took it) costs nothing.
+        const starved = /too many open files|os error 2[34]\b/i.test(errorMessage(err));
+        const now = Date.now();
+        if (starved && now - this.#acceptLoggedAt > 10_000) {
+          this.#acceptLoggedAt = now;
+          this.#options.log.warn(`${which} cannot accept: out of file descriptors`, {
+            error: errorMessage(err),
+          });
+        } else if (!starved) {
+          this.#options.log.debug(`${which} accept failed`, { error: errorMessage(err) });
+        }
+        if (starved) await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return null;
   }
 
   async #outerLoop(): Promise<void> {
     const { log, maxPending } = this.#options;
     let outer: Deno.TcpConn | null;
-    while ((outer = await this.#accept(this.#outer)) !== null) {
+    while ((outer = await this.#accept(this.#outer, "session port")) !== null) {
       if (this.#pending >= maxPending) {
         this.#shed++;
         closeQuietly(outer);
@@ -233,7 +241,7 @@ export class SessionFront {
           this.#shedLoggedAt = now;
           log.warn("pending handshake cap reached; new connections closed at once", {
             limit: maxPending,
-            closed: this.#shed,
+            closedSoFar: this.#shed,
           });
         }
         continue;
@@ -256,35 +264,104 @@ export class SessionFront {
       closeQuietly(outer);
       throw new Error(`cannot reach the internal TLS listener for ${remote}`, { cause: err });
     }
-    outer.setNoDelay(true);
-    inner.setNoDelay(true);
     const entry: Entry = {
       outer,
       inner,
+      port: (inner.localAddr as Deno.NetAddr).port,
       remote,
+      timer: undefined,
       settled: false,
+      adopted: false,
       closed: false,
-      timer: setTimeout(() => {
-        if (entry.settled || entry.closed) return;
-        this.#options.log.warn("handshake deadline passed", {
-          remote,
-          ms: this.#options.deadlineMs,
-        });
-        this.#end(entry);
-      }, this.#options.deadlineMs),
     };
-    const port = (inner.localAddr as Deno.NetAddr).port;
-    this.#byPort.set(port, entry);
-    this.#waiting.get(port)?.(entry);
-    this.#waiting.delete(port);
+    if (this.#closed) return this.#end(entry);
+    entry.timer = setTimeout(() => {
+      if (entry.settled || entry.closed) return;
+      this.#options.log.warn("handshake deadline passed", {
+        remote,
+        ms: this.#options.deadlineMs,
+      });
+      this.#end(entry);
+    }, this.#options.deadlineMs);
+    try {
+      // Best effort: a socket the peer already reset may refuse options (BSDs).
+      outer.setNoDelay(true);
+      inner.setNoDelay(true);
+    } catch {
+      // The pumps below find out and end the entry.
+    }
+    this.#byPort.set(entry.port, entry);
+    const waiter = this.#waiting.get(entry.port);
+    if (waiter) {
+      this.#waiting.delete(entry.port);
+      clearTimeout(waiter.timer);
+      waiter.resolve(entry);
+    }
     try {
       // The peer's end only half-closes toward TLS (the TLS side then ends the
       // session). The TLS side's end is final: nobody reads the peer after it.
       await Promise.all([pump(outer, inner), pump(inner, outer).then(() => this.#end(entry))]);
     } finally {
-      this.#byPort.delete(port);
+      if (this.#byPort.get(entry.port) === entry) this.#byPort.delete(entry.port);
       this.#end(entry);
     }
+  }
+
+  async #innerLoop(): Promise<void> {
+    let conn: Deno.TlsConn | null;
+    while ((conn = await this.#accept(this.#inner, "internal TLS listener")) !== null) {
+      this.#adopt(conn);
+    }
+  }
+
+  /** Match a TLS connection to its relay; the relay may register a moment later. */
+  async #adopt(conn: Deno.TlsConn): Promise<void> {
+    const from = conn.remoteAddr as Deno.NetAddr;
+    const fromText = formatHostPort(from.hostname, from.port);
+    let entry: Entry | undefined;
+    // Relays connect from 127.0.0.1 only; anything else is a local process.
+    if (from.hostname === "127.0.0.1") {
+      entry = this.#byPort.get(from.port);
+      if (!entry && !this.#waiting.has(from.port) && !this.#closed) {
+        entry = await new Promise<Entry | undefined>((resolve) => {
+          const timer = setTimeout(() => {
+            this.#waiting.delete(from.port);
+            resolve(undefined);
+          }, ADOPT_WAIT_MS);
+          this.#waiting.set(from.port, { resolve, timer });
+        });
+      }
+    }
+    if (!entry || entry.adopted) {
+      this.#options.log.warn(
+        "internal TLS listener: closed a connection no relay claims (a local process?)",
+        { from: fromText },
+      );
+      closeQuietly(conn);
+      return;
+    }
+    entry.adopted = true;
+    if (entry.closed) {
+      this.#options.log.debug("the peer left before TLS began", { remote: entry.remote });
+      closeQuietly(conn);
+      return;
+    }
+    const e = entry;
+    this.#options.onLink({
+      conn: {
+        handshake: () => conn.handshake(),
+        read: (p) => conn.read(p),
+        write: (p) => conn.write(p),
+        closeWrite: () => conn.closeWrite(),
+        close: () => {
+          closeQuietly(conn);
+          this.#release(e);
+        },
+      },
+      remote: e.remote,
+      settle: () => this.#settle(e),
+      cut: () => this.#end(e),
+    });
   }
 
   #settle(entry: Entry): void {
@@ -292,6 +369,13 @@ export class SessionFront {
     entry.settled = true;
     clearTimeout(entry.timer);
     this.#pending--;
+  }
+
+  /** The TLS side closed: the relay passes on what is left, or is cut after a grace. */
+  #release(entry: Entry): void {
+    if (entry.closed) return;
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => this.#end(entry), RELEASE_GRACE_MS);
   }
 
   #end(entry: Entry): void {

@@ -72,7 +72,7 @@ Deno.test("SessionFront closes connections over its pending cap at once, and cou
       assert.ok((await closedAfter(over, 5_000)) < 5_000);
       assert.equal(front.shed, 1);
       assert.equal(front.pending, 2);
-      assert.match(lines.join("\n"), /pending handshake cap reached.*limit=2 closed=1/);
+      assert.match(lines.join("\n"), /pending handshake cap reached.*limit=2 closedSoFar=1/);
     } finally {
       for (const c of [...held, over]) c.close();
     }
@@ -137,6 +137,47 @@ Deno.test("SessionFront hands the TLS side over with the peer's address; a settl
     } finally {
       client.close();
       idle.close();
+    }
+  });
+});
+
+Deno.test("SessionFront lets the public socket go within a grace once the TLS side closes, even when the peer stopped reading", async () => {
+  await withFront(async ({ identity, front: make }) => {
+    let got: (link: FrontLink) => void = () => {};
+    const arrived = new Promise<FrontLink>((r) => (got = r));
+    const front = make({ maxPending: 4, deadlineMs: 30_000, onLink: (link) => got(link) });
+    const tcp = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    const client = await Deno.startTls(tcp, {
+      hostname: CERT_HOSTNAMES.console,
+      caCerts: [identity.certPem],
+    });
+    try {
+      const link = await arrived;
+      await Promise.all([client.handshake(), link.conn.handshake()]);
+      link.settle();
+      // The client never reads: fill every buffer on the way, then close the TLS side.
+      const chunk = new Uint8Array(256 * 1024);
+      const filling = (async () => {
+        for (let i = 0; i < 256; i++) await link.conn.write(chunk);
+      })().catch(() => {});
+      const stuck = await Promise.race([
+        filling.then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), 1_000)),
+      ]);
+      assert.ok(stuck, "64 MiB went through a peer that does not read: nothing to test");
+      link.conn.close();
+      const t0 = performance.now();
+      while (front.relays > 0 && performance.now() - t0 < 5_000) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(
+        front.relays,
+        0,
+        "the relay still holds the public socket 5 s after the TLS side closed",
+      );
+      await filling;
+    } finally {
+      client.close();
     }
   });
 });

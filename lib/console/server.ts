@@ -34,7 +34,7 @@ import {
   updateConsoleSettings,
   watchSettings,
 } from "../settings.ts";
-import { type FrontLink, SessionFront } from "./front.ts";
+import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";
 import { PfoManager, type PfoStatus } from "./pfos.ts";
 
 /** Session states as `status` shows them. */
@@ -218,7 +218,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   }
 
   async function onAuthenticated(
-    conn: Deno.TlsConn,
+    conn: FrontConn,
     remote: string,
     reader: MessageReader,
     claim: DaemonClaim,
@@ -329,7 +329,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     }
   }
 
-  async function refuse(conn: Deno.TlsConn, code: RejectCode, reason: string): Promise<void> {
+  async function refuse(conn: FrontConn, code: RejectCode, reason: string): Promise<void> {
     try {
       await sendNow(conn, { tag: Tag.REJECT, code, reason });
     } catch {
@@ -355,8 +355,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         authTranscript(claim.nonce, identity.fingerprint),
       );
     } catch (err) {
+      // Lets the public socket go once what we sent (a REJECT saying why) has left.
       closeQuietly(conn);
-      link.cut();
       if (
         !helloSeen &&
         (err instanceof SessionClosedError ||
