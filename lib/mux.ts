@@ -149,6 +149,9 @@ export class Stream implements Channel {
 
   #finSent = false;
   #finReceived = false;
+  /** Liveness ticks in a row a half-closed stream moved no byte, and its byte count then. */
+  #quietTicks = 0;
+  #quietBytes = -1;
   #writeClosed = false;
   #ended = false;
 
@@ -163,6 +166,22 @@ export class Stream implements Channel {
   /** True once the stream has ended and released its socket. */
   get ended(): boolean {
     return this.#ended;
+  }
+
+  /**
+   * Called on each liveness tick: true once the stream has been half-closed
+   * (one direction finished) and has moved no byte either way for `ticks`
+   * calls in a row. A peer that never closes its side then holds nothing.
+   */
+  quietWhileHalfClosed(ticks: number): boolean {
+    if (this.#ended || !(this.#finSent || this.#finReceived)) return false;
+    const bytes = this.bytesSent + this.bytesReceived;
+    if (bytes !== this.#quietBytes) {
+      this.#quietBytes = bytes;
+      this.#quietTicks = 0;
+      return false;
+    }
+    return ++this.#quietTicks >= ticks;
   }
 
   /** Start reading the local socket. Call once the open succeeded. */

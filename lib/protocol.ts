@@ -58,6 +58,13 @@ export const MAX_UDP_FLOWS_PER_PFO = 1024;
 /** A UDP flow with no datagram either way for this long is closed. */
 export const UDP_IDLE_MS = 60_000;
 
+/**
+ * A forwarded connection with one direction finished (a FIN passed) and no
+ * byte either way for this long is reset on both sides, so a target or
+ * client that never closes its side leaves no socket in CLOSE_WAIT.
+ */
+export const HALF_CLOSED_IDLE_MS = 120_000;
+
 /** Most streams open at once in one session. */
 export const MAX_STREAMS = 16_384;
 

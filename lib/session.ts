@@ -25,6 +25,7 @@ import {
   type ChallengeMessage,
   type CloseCode,
   DEAD_PEER_MS,
+  HALF_CLOSED_IDLE_MS,
   HEARTBEAT_MS,
   MAX_FRAME_BYTES,
   MAX_HANDSHAKE_FRAME_BYTES,
@@ -434,6 +435,8 @@ export interface SessionOptions {
   readonly deadPeerMs?: number;
   /** Most streams (TCP and UDP) this side holds at once. Default {@linkcode MAX_STREAMS}. */
   readonly maxStreams?: number;
+  /** A half-closed stream quiet this long is reset. Default {@linkcode HALF_CLOSED_IDLE_MS}. */
+  readonly halfClosedIdleMs?: number;
 }
 
 /** Where to open a stream to, on the Daemon's side. */
@@ -493,6 +496,9 @@ export class Session implements StreamHost {
   #heartbeat: ReturnType<typeof setInterval>;
   #deadPeerMs: number;
   #maxStreams: number;
+  /** Liveness ticks a half-closed stream may stay quiet. */
+  #halfClosedTicks: number;
+  #halfClosedIdleMs: number;
   /** Refusals at the stream cap since it was last logged, and when that was. */
   #limitRefused = 0;
   #limitLoggedAt = -Infinity;
@@ -518,6 +524,8 @@ export class Session implements StreamHost {
     const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     const tick = Math.min(heartbeatMs, LIVENESS_TICK_MS);
     this.#ticksPerPing = Math.max(1, Math.round(heartbeatMs / tick));
+    this.#halfClosedIdleMs = options.halfClosedIdleMs ?? HALF_CLOSED_IDLE_MS;
+    this.#halfClosedTicks = Math.max(1, Math.ceil(this.#halfClosedIdleMs / tick));
     this.#heartbeat = setInterval(() => this.#beat(), tick);
   }
 
@@ -914,6 +922,13 @@ export class Session implements StreamHost {
     }
     if (++this.#ticks % this.#ticksPerPing === 0) {
       this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
+    }
+    for (const channel of this.#streams.values()) {
+      if (channel instanceof Stream && channel.quietWhileHalfClosed(this.#halfClosedTicks)) {
+        channel.reset(
+          `half-closed and idle for ${Math.round(this.#halfClosedIdleMs / 1000)} s`,
+        );
+      }
     }
   }
 

@@ -33,6 +33,8 @@ function sessionPair(
     targetCapacity?: number;
     daemon?: Partial<SessionHandlers>;
     maxStreams?: { console?: number; daemon?: number };
+    /** Timing for both sides. */
+    timing?: { heartbeatMs?: number; halfClosedIdleMs?: number };
     /** Log lines of both sides, when given. */
     lines?: string[];
   } = {},
@@ -49,6 +51,7 @@ function sessionPair(
     id: "t",
     log: pairLog.child({ side: "console" }),
     maxStreams: options.maxStreams?.console,
+    ...options.timing,
     handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
   });
   const daemon: Session = new Session(daemonLink, new MessageReader(daemonLink), {
@@ -56,6 +59,7 @@ function sessionPair(
     id: "t",
     log: pairLog.child({ side: "daemon" }),
     maxStreams: options.maxStreams?.daemon,
+    ...options.timing,
     handlers: {
       onOpen: (msg) => {
         if (msg.port === 1) {
@@ -240,6 +244,48 @@ Deno.test("the stream cap refuses opens on either side with code limit, logs it 
     );
     assert.match(lines.join("\n"), /stream limit reached.*side=daemon limit=1 refused=1/);
   }
+});
+
+Deno.test("a half-closed stream that stays quiet is reset on both sides; one that still moves bytes, or is not half-closed, is kept", async () => {
+  await using pair = sessionPair({ timing: { heartbeatMs: 20, halfClosedIdleMs: 300 } });
+  const target = { host: "t", port: 2, pfo: "p", client: "c" };
+  const open = async () => {
+    const [client, relay] = memoryConnPair();
+    const arrived = pair.targetArrived();
+    const { stream } = await openStarted(pair.console, relay, target, { log });
+    return { client, stream, app: await arrived };
+  };
+  const quiet = await open(); // half-closed, then nothing: reset
+  const busy = await open(); // half-closed, the target keeps answering: kept
+  const idle = await open(); // open both ways and silent: kept
+  await quiet.client.closeWrite();
+  await busy.client.closeWrite();
+  const buf = new Uint8Array(64);
+  assert.equal(await quiet.app.read(buf), null, "the target sees the client's FIN");
+  assert.equal(await busy.app.read(buf), null);
+  const t0 = performance.now();
+  let beats = 0;
+  while (!quiet.stream.ended && performance.now() - t0 < 3_000) {
+    await busy.app.write(new Uint8Array([beats++ & 0xff]));
+    await busy.client.read(buf);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const ms = performance.now() - t0;
+  assert.ok(quiet.stream.ended, "the quiet half-closed stream is still open after 3 s");
+  assert.ok(ms >= 250, `reset after ${ms} ms, before its 300 ms`);
+  assert.equal(
+    await quiet.client.read(buf).catch(() => null),
+    null,
+    "the client's socket is closed",
+  );
+  // The Daemon's side went too: its stream is gone and the target's socket closed.
+  while (pair.daemon.channel(quiet.stream.id) !== undefined && performance.now() - t0 < 3_000) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(pair.daemon.channel(quiet.stream.id), undefined);
+  assert.ok(!busy.stream.ended, "a half-closed stream still moving bytes was reset");
+  assert.ok(!idle.stream.ended, "an open, silent stream was reset");
+  assert.ok(beats > 4, `the busy stream moved only ${beats} bytes`);
 });
 
 Deno.test("Session chat, resolve and close reach the other side", async () => {
