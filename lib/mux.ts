@@ -147,6 +147,7 @@ export class Stream implements Channel {
   #ungranted = 0;
   #writing = false;
 
+  #started = false;
   #finSent = false;
   #finReceived = false;
   /** Liveness ticks in a row a half-closed stream moved no byte, and its byte count then. */
@@ -184,9 +185,30 @@ export class Stream implements Channel {
     return ++this.#quietTicks >= ticks;
   }
 
-  /** Start reading the local socket. Call once the open succeeded. */
+  /** Start reading the local socket: once the open succeeded, or with OPEN (early data). Idempotent. */
   start(): void {
+    if (this.#started) return;
+    this.#started = true;
     this.#pump().catch((err) => this.reset(`internal error: ${errorMessage(err)}`));
+  }
+
+  /** True once `start()` was called. */
+  get started(): boolean {
+    return this.#started;
+  }
+
+  /**
+   * The open failed: stop reading, tell nobody. The caller closes the socket
+   * and reports the failure itself; the peer has nothing for this stream.
+   */
+  discard(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#recvQueue = [];
+    this.#spare = [];
+    const wake = this.#creditWaiter;
+    this.#creditWaiter = null;
+    wake?.();
   }
 
   async #pump(): Promise<void> {

@@ -373,8 +373,15 @@ export const SENDERS: Readonly<Record<TagValue, readonly Role[]>> = {
   [Tag.DATAGRAM]: ["console", "daemon"],
 };
 
-/** Capabilities this build offers in hello/challenge. */
-export const CAPABILITIES: readonly string[] = ["tcp", "udp"];
+/**
+ * Capabilities this build offers in hello/challenge.
+ * - `early-data`: a Daemon that offers it holds DATA and FIN that follow an
+ *   OPEN before its OPEN_OK (up to the stream's initial window) and passes
+ *   them on once the target is reached, or drops them with OPEN_ERR. A
+ *   Console sends early only to a Daemon that offers it: a client that
+ *   speaks first then waits one round trip less.
+ */
+export const CAPABILITIES: readonly string[] = ["tcp", "udp", "early-data"];
 
 /**
  * The bytes a Daemon signs to prove its identity key: a fixed context, the

@@ -27,6 +27,7 @@ import {
   DEAD_PEER_MS,
   HALF_CLOSED_IDLE_MS,
   HEARTBEAT_MS,
+  INITIAL_WINDOW_BYTES,
   MAX_FRAME_BYTES,
   MAX_HANDSHAKE_FRAME_BYTES,
   MAX_STREAMS,
@@ -288,6 +289,8 @@ export interface DaemonClaim {
   readonly token: string | null;
   /** The nonce the signature must cover. */
   readonly nonce: string;
+  /** What the Daemon offered in its hello. */
+  readonly capabilities: readonly string[];
 }
 
 /**
@@ -323,7 +326,7 @@ export async function consoleHandshake(
     nonce,
   });
   const auth = expectTag(await reader.next(), Tag.AUTH, "authenticate Daemon");
-  return { ...auth, nonce };
+  return { ...auth, nonce, capabilities: hello.capabilities };
 }
 
 /** Options for {@linkcode daemonHandshake}. */
@@ -437,6 +440,8 @@ export interface SessionOptions {
   readonly maxStreams?: number;
   /** A half-closed stream quiet this long is reset. Default {@linkcode HALF_CLOSED_IDLE_MS}. */
   readonly halfClosedIdleMs?: number;
+  /** Console: the Daemon offered `early-data`, so streams may send before OPEN_OK. */
+  readonly earlyData?: boolean;
 }
 
 /** Where to open a stream to, on the Daemon's side. */
@@ -446,6 +451,12 @@ export interface OpenTarget {
   readonly port: number;
   readonly pfo: string;
   readonly client: string;
+}
+
+/** Daemon: what came for a stream before its target was reached (null = FIN). */
+interface EarlyData {
+  readonly frames: (Uint8Array | null)[];
+  bytes: number;
 }
 
 interface PendingOpen {
@@ -477,6 +488,10 @@ export class Session implements StreamHost {
   #handlers: SessionHandlers;
   #streams = new Map<number, Channel>();
   #pendingOpens = new Map<number, PendingOpen>();
+  /** Daemon: DATA and FIN that came after an OPEN, before its target was reached. */
+  #early = new Map<number, EarlyData>();
+  /** Console: streams may send before OPEN_OK. */
+  #earlyData: boolean;
   #resolves = new Map<
     number,
     {
@@ -515,6 +530,7 @@ export class Session implements StreamHost {
     this.#handlers = options.handlers;
     this.#deadPeerMs = options.deadPeerMs ?? DEAD_PEER_MS;
     this.#maxStreams = options.maxStreams ?? MAX_STREAMS;
+    this.#earlyData = options.earlyData ?? false;
     this.#writer = new FrameWriter(
       link,
       (err) =>
@@ -537,6 +553,11 @@ export class Session implements StreamHost {
   /** The open stream or UDP flow with this id. */
   channel(id: number): Channel | undefined {
     return this.#streams.get(id);
+  }
+
+  /** Daemon: bytes held for stream `id` before its target was reached, or -1 if none are. */
+  earlyHeld(id: number): number {
+    return this.#early.get(id)?.bytes ?? -1;
   }
 
   /** The open TCP streams. */
@@ -566,6 +587,7 @@ export class Session implements StreamHost {
     if (!SENDERS[msg.tag].includes(this.role)) {
       throw new TypeError(`Cannot send ${tagName(msg.tag)}: a ${this.role} may not send it`);
     }
+    if (msg.tag === Tag.OPEN_ERR) this.#early.delete(msg.stream);
     if (!this.#ended) this.#writer.push(encodeMessage(msg));
   }
 
@@ -621,16 +643,22 @@ export class Session implements StreamHost {
       throw new ProtocolError(`Cannot accept ${tagName(msg.tag)}: a ${this.#peer} may not send it`);
     }
     switch (msg.tag) {
-      case Tag.DATA:
+      case Tag.DATA: {
         this.#tcpFrame();
-        this.#tcp(msg.stream, "DATA")?.onData(msg.data);
+        const stream = this.#tcp(msg.stream, "DATA");
+        if (stream) stream.onData(msg.data);
+        else this.#holdEarly(msg.stream, msg.data);
         return;
+      }
       case Tag.WINDOW:
         this.#tcp(msg.stream, "WINDOW")?.onWindow(msg.credit);
         return;
-      case Tag.FIN:
-        this.#tcp(msg.stream, "FIN")?.onFin();
+      case Tag.FIN: {
+        const stream = this.#tcp(msg.stream, "FIN");
+        if (stream) stream.onFin();
+        else this.#holdEarly(msg.stream, null);
         return;
+      }
       case Tag.DATAGRAM: {
         const channel = this.#streams.get(msg.stream);
         if (!channel) return; // a flow we closed; datagrams may still be in flight
@@ -646,6 +674,7 @@ export class Session implements StreamHost {
           this.#settleOpen(msg.stream, new OpenError("error", msg.reason));
           return;
         }
+        this.#early.delete(msg.stream);
         this.#streams.get(msg.stream)?.onReset(msg.reason);
         return;
       }
@@ -664,7 +693,7 @@ export class Session implements StreamHost {
         if (this.#streams.has(msg.stream)) {
           throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
         }
-        if (this.#streams.size >= this.#maxStreams) {
+        if (this.#streams.size + this.#early.size >= this.#maxStreams) {
           this.#limitHit();
           this.send({
             tag: Tag.OPEN_ERR,
@@ -674,6 +703,7 @@ export class Session implements StreamHost {
           });
           return;
         }
+        if (msg.proto === "tcp") this.#early.set(msg.stream, { frames: [], bytes: 0 });
         this.#handlers.onOpen?.(msg);
         return;
       case Tag.OPEN_OK: {
@@ -712,6 +742,27 @@ export class Session implements StreamHost {
     }
   }
 
+  /**
+   * Daemon: keep DATA (or FIN, as null) for a stream whose target is still
+   * being reached. Anything else for an unknown stream is late and dropped.
+   */
+  #holdEarly(id: number, data: Uint8Array | null): void {
+    const held = this.#early.get(id);
+    if (!held) return;
+    if (held.frames.at(-1) === null) {
+      throw new ProtocolError(`Cannot accept ${data ? "DATA" : "FIN"} on stream ${id}: after FIN`);
+    }
+    if (data !== null) {
+      held.bytes += data.length;
+      if (held.bytes > INITIAL_WINDOW_BYTES) {
+        throw new ProtocolError(
+          `Cannot accept DATA on stream ${id}: ${held.bytes} bytes before OPEN_OK exceeds the window of ${INITIAL_WINDOW_BYTES}`,
+        );
+      }
+    }
+    held.frames.push(data);
+  }
+
   /** The TCP stream `id`, or undefined if it is gone; a UDP flow here is a protocol error. */
   #tcp(id: number, what: string): Stream | undefined {
     const channel = this.#streams.get(id);
@@ -725,9 +776,15 @@ export class Session implements StreamHost {
     this.#pendingOpens.delete(id);
     clearTimeout(pending.timer);
     if (typeof result === "string") {
-      this.#streams.set(id, pending.channel);
+      if (pending.channel.ended) {
+        // It sent early and ended (its client left) before the Daemon answered.
+        this.send({ tag: Tag.RESET, stream: id, reason: "the client left before the open" });
+      } else {
+        this.#streams.set(id, pending.channel);
+      }
       pending.resolve(result);
     } else {
+      if (pending.channel instanceof Stream) pending.channel.discard();
       pending.reject(result);
     }
   }
@@ -742,6 +799,7 @@ export class Session implements StreamHost {
   open<C extends Channel>(
     target: OpenTarget,
     create: (id: number) => C,
+    early = false,
   ): Promise<{ channel: C; address: string }> {
     if (this.#ended) {
       return Promise.reject(
@@ -774,6 +832,7 @@ export class Session implements StreamHost {
         reject,
       });
       this.send({ tag: Tag.OPEN, stream: id, ...target });
+      if (early && this.#earlyData && channel instanceof Stream) channel.start();
     });
   }
 
@@ -784,9 +843,17 @@ export class Session implements StreamHost {
    * caller after this.
    */
   accept(id: number, channel: Channel, address: string): boolean {
+    const held = this.#early.get(id);
+    this.#early.delete(id);
     if (this.#ended) return false;
     this.#streams.set(id, channel);
     this.send({ tag: Tag.OPEN_OK, stream: id, address });
+    if (held && channel instanceof Stream) {
+      for (const data of held.frames) {
+        if (data === null) channel.onFin();
+        else channel.onData(data);
+      }
+    }
     return true;
   }
 
@@ -798,7 +865,7 @@ export class Session implements StreamHost {
   openStream(
     conn: ByteConn,
     target: Omit<OpenTarget, "proto">,
-    options: StreamOptions,
+    options: StreamOptions & { early?: boolean },
   ): Promise<{ stream: Stream; address: string }> {
     return this.open(
       { ...target, proto: "tcp" },
@@ -807,6 +874,7 @@ export class Session implements StreamHost {
           log: options.log.child({ stream: id }),
           onEnd: options.onEnd,
         }),
+      options.early,
     ).then(({ channel, address }) => ({ stream: channel, address }));
   }
 
@@ -952,6 +1020,7 @@ export class Session implements StreamHost {
       waiter.reject(new SessionClosedError(code, `Cannot resolve: session ended (${reason})`));
       this.#resolves.delete(id);
     }
+    this.#early.clear();
     for (const stream of [...this.#streams.values()]) stream.abort(`session ended: ${reason}`);
     this.#streams.clear();
     this.#handlers.onEnd(this.#ended);

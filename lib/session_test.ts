@@ -3,7 +3,7 @@ import { type MemoryConn, memoryConnPair } from "./_memory_conn.ts";
 import { encodeMessage } from "./codec.ts";
 import { HandshakeError, OpenError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { INITIAL_WINDOW_BYTES, PROTOCOL_VERSION, Tag } from "./protocol.ts";
+import { INITIAL_WINDOW_BYTES, type OpenMessage, PROTOCOL_VERSION, Tag } from "./protocol.ts";
 import {
   consoleHandshake,
   daemonHandshake,
@@ -14,6 +14,8 @@ import {
 } from "./session.ts";
 
 const log = createLogger({ level: "error" });
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 interface Pair {
   console: Session;
@@ -35,6 +37,8 @@ function sessionPair(
     maxStreams?: { console?: number; daemon?: number };
     /** Timing for both sides. */
     timing?: { heartbeatMs?: number; halfClosedIdleMs?: number };
+    /** The Console sends early data (the Daemon offered it). */
+    earlyData?: boolean;
     /** Log lines of both sides, when given. */
     lines?: string[];
   } = {},
@@ -51,6 +55,7 @@ function sessionPair(
     id: "t",
     log: pairLog.child({ side: "console" }),
     maxStreams: options.maxStreams?.console,
+    earlyData: options.earlyData,
     ...options.timing,
     handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
   });
@@ -287,6 +292,104 @@ Deno.test("a half-closed stream that stays quiet is reset on both sides; one tha
   assert.ok(!idle.stream.ended, "an open, silent stream was reset");
   assert.ok(beats > 4, `the busy stream moved only ${beats} bytes`);
 });
+
+Deno.test("early data: bytes and FIN sent before OPEN_OK reach the target in order; a failed open or a client that left leaves nothing on either side", async () => {
+  const opens: OpenMessage[] = [];
+  let opened: () => void = () => {};
+  const pair = sessionPair({
+    earlyData: true,
+    daemon: {
+      onOpen: (msg) => {
+        opens.push(msg);
+        opened();
+      },
+    },
+  });
+  await using _ = pair;
+  const nextOpen = () =>
+    opens.length > 0 ? Promise.resolve(opens.shift()!) : new Promise<OpenMessage>((r) => {
+      opened = () => r(opens.shift()!);
+    });
+  const target = { host: "t", port: 2, pfo: "p", client: "c" };
+  const early = { log, early: true };
+
+  // 1. The client speaks first and half-closes; the Daemon reaches its target only then.
+  const [client, relay] = memoryConnPair();
+  const opening = pair.console.openStream(relay, target, early);
+  const request = pattern(100_000, 5);
+  await writeAll(client, request);
+  await client.closeWrite();
+  const msg = await nextOpen();
+  // Let the early frames cross the link before the target is reached.
+  await until(() => pair.daemon.earlyHeld(msg.stream) === request.length, "early bytes held");
+  const [app, appRelay] = memoryConnPair();
+  pair.daemon.acceptStream(msg.stream, appRelay, "t:2", { log });
+  const { stream } = await opening;
+  assert.deepEqual(await readAll(app), request, "the target got every early byte, then EOF");
+  await writeAll(app, encoder.encode("reply"));
+  await app.closeWrite();
+  assert.equal(decoder.decode(await readAll(client)), "reply");
+  await until(() => stream.ended, "the first stream to end");
+
+  // 2. The open fails after the client sent early: nothing stays on either side.
+  const [client2, relay2] = memoryConnPair();
+  const failing = pair.console.openStream(relay2, target, early);
+  await writeAll(client2, pattern(10_000, 6));
+  const msg2 = await nextOpen();
+  pair.daemon.send({ tag: Tag.OPEN_ERR, stream: msg2.stream, code: "refused", reason: "no" });
+  await assert.rejects(failing, (e) => e instanceof OpenError && e.code === "refused");
+  relay2.close();
+
+  // 3. The client's socket fails before the Daemon answers: the Console resets its
+  // stream, and the Daemon's, once reached, is reset too.
+  let fail: (err: Error) => void = () => {};
+  const failingConn = {
+    read: () => new Promise<number | null>((_, reject) => (fail = reject)),
+    write: (p: Uint8Array) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  };
+  const leaving = pair.console.openStream(failingConn, target, early);
+  const msg3 = await nextOpen();
+  fail(new Deno.errors.ConnectionReset("reset by the client"));
+  await until(
+    () => pair.daemon.earlyHeld(msg3.stream) === -1,
+    "the Daemon to drop the open's early state",
+  );
+  const [app3, appRelay3] = memoryConnPair();
+  pair.daemon.acceptStream(msg3.stream, appRelay3, "t:2", { log });
+  const { stream: s3 } = await leaving;
+  assert.ok(s3.ended, "the Console's stream ended with its client");
+  assert.equal((await readAll(app3)).length, 0, "the target's socket is closed, with nothing sent");
+
+  // 4. The client closes at once: its early FIN is passed on, and the stream completes.
+  const [client4, relay4] = memoryConnPair();
+  const closing = pair.console.openStream(relay4, target, early);
+  await client4.closeWrite();
+  const msg4 = await nextOpen();
+  await until(() => pair.daemon.earlyHeld(msg4.stream) === 0, "the early FIN");
+  const [app4, appRelay4] = memoryConnPair();
+  pair.daemon.acceptStream(msg4.stream, appRelay4, "t:2", { log });
+  assert.equal((await readAll(app4)).length, 0, "the target sees EOF");
+  await app4.closeWrite();
+  assert.equal((await readAll(client4)).length, 0);
+  const { stream: s4 } = await closing;
+  await until(() => s4.ended, "the fourth stream to complete");
+  await until(
+    () => pair.daemon.streamCount === 0 && pair.console.streamCount === 0,
+    "no stream left on either side",
+  );
+  assert.equal(pair.daemon.earlyHeld(msg2.stream), -1, "the failed open's early bytes are dropped");
+});
+
+/** Wait for `check()` to hold, at most 3 s. */
+async function until(check: () => boolean, what: string): Promise<void> {
+  const t0 = performance.now();
+  while (!check()) {
+    if (performance.now() - t0 > 3_000) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
 
 Deno.test("Session chat, resolve and close reach the other side", async () => {
   const pair = sessionPair();

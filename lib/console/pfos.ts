@@ -450,6 +450,8 @@ export class PfoManager {
     const started = Date.now();
     session.openStream(conn, { host: target.host, port: target.port, pfo: rt.pfo.name, client }, {
       log,
+      // A SOCKS client may send only after our reply; anyone else may speak first.
+      early: !socks,
       onEnd: (s) => {
         this.#untrack(rt, conn);
         rt.bytesOut += s.bytesSent;
@@ -466,6 +468,8 @@ export class PfoManager {
       },
     }).then(
       async ({ stream, address }) => {
+        // Sent early, and its client left before the Daemon answered: already logged.
+        if (stream.ended) return;
         if (socks) {
           try {
             await reply(conn, SocksReply.SUCCEEDED, address);

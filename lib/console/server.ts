@@ -278,6 +278,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         role: "console",
         id,
         log: slog,
+        earlyData: claim.capabilities.includes("early-data"),
         handlers: {
           onChat: (text) => {
             // Until the operator accepts it, a Daemon has no say on the operator's screen.
