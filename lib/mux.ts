@@ -192,11 +192,6 @@ export class Stream implements Channel {
     this.#pump().catch((err) => this.reset(`internal error: ${errorMessage(err)}`));
   }
 
-  /** True once `start()` was called. */
-  get started(): boolean {
-    return this.#started;
-  }
-
   /**
    * The open failed: stop reading, tell nobody. The caller closes the socket
    * and reports the failure itself; the peer has nothing for this stream.

@@ -690,7 +690,7 @@ export class Session implements StreamHost {
         this.#finish(msg.code, msg.reason, true, msg.final);
         return;
       case Tag.OPEN:
-        if (this.#streams.has(msg.stream)) {
+        if (this.#streams.has(msg.stream) || this.#early.has(msg.stream)) {
           throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
         }
         if (this.#streams.size + this.#early.size >= this.#maxStreams) {

@@ -391,6 +391,25 @@ async function until(check: () => boolean, what: string): Promise<void> {
   }
 }
 
+Deno.test("a second OPEN for a stream whose target is still being reached is a protocol error", async () => {
+  const pair = sessionPair({ daemon: { onOpen: () => {} } });
+  const open = {
+    tag: Tag.OPEN,
+    stream: 9,
+    proto: "tcp",
+    host: "t",
+    port: 2,
+    pfo: "p",
+    client: "c",
+  } as const;
+  pair.console.send(open);
+  pair.console.send(open);
+  await pair.daemon.done();
+  assert.equal(pair.ends.daemon?.code, "protocol");
+  assert.match(pair.ends.daemon!.reason, /stream 9: already open/);
+  await pair.console.done();
+});
+
 Deno.test("Session chat, resolve and close reach the other side", async () => {
   const pair = sessionPair();
   pair.console.chat("hello daemon");
