@@ -142,3 +142,22 @@ export function permissionHint(err: unknown, flag: string): string {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Close a socket, listener or file, ignoring that it may be closed already.
+ *
+ * @example
+ * ```ts
+ * import { closeQuietly } from "./errors.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * closeQuietly(listener);
+ * closeQuietly(listener); // a second close throws nothing
+ * ```
+ */
+export function closeQuietly(resource: { close(): void }): void {
+  try {
+    resource.close();
+  } catch {
+    // Already closed.
+  }
+}

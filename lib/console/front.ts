@@ -15,7 +15,7 @@
  * @module
  */
 
-import { errorMessage } from "../errors.ts";
+import { closeQuietly, errorMessage, permissionHint } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ByteConn } from "../mux.ts";
 import { formatHostPort } from "../pfo.ts";
@@ -65,8 +65,6 @@ export interface FrontLink {
   readonly remote: string;
   /** The peer has authenticated: the deadline no longer applies and its slot frees. */
   settle(): void;
-  /** Close the public socket now (the TLS side sees the end). */
-  cut(): void;
 }
 
 interface Entry {
@@ -148,9 +146,7 @@ export class SessionFront {
     } catch (err) {
       if (err instanceof Deno.errors.NotCapable) {
         throw new Deno.errors.NotCapable(
-          `${errorMessage(err)}: run with --allow-net=${
-            formatHostPort(options.hostname, options.port)
-          }`,
+          permissionHint(err, `--allow-net=${formatHostPort(options.hostname, options.port)}`),
           { cause: err },
         );
       }
@@ -360,7 +356,6 @@ export class SessionFront {
       },
       remote: e.remote,
       settle: () => this.#settle(e),
-      cut: () => this.#end(e),
     });
   }
 
@@ -410,13 +405,5 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
   } catch {
     closeQuietly(from);
     closeQuietly(to);
-  }
-}
-
-function closeQuietly(resource: { close(): void }): void {
-  try {
-    resource.close();
-  } catch {
-    // Already closed.
   }
 }

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { errorMessage, OpenError } from "../errors.ts";
+import { closeQuietly, errorMessage, OpenError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
   formatHostPort,
@@ -601,12 +601,4 @@ export function describeErrors(errors: ReadonlyMap<number, string>, host: string
 function sameListen(a: ResolvedPfo, b: ResolvedPfo): boolean {
   return a.listenAddr.host === b.listenAddr.host && a.listenAddr.port === b.listenAddr.port &&
     a.listenAddr.portEnd === b.listenAddr.portEnd && a.proto === b.proto;
-}
-
-function closeQuietly(resource: { close(): void }): void {
-  try {
-    resource.close();
-  } catch {
-    // Already closed.
-  }
 }

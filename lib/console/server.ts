@@ -6,7 +6,7 @@
  */
 
 import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
-import { errorMessage, SessionClosedError } from "../errors.ts";
+import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -690,12 +690,4 @@ export function printable(text: string): string {
     /[\x00-\x08\x0b-\x1f\x7f]/g,
     (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
-}
-
-function closeQuietly(resource: { close(): void }): void {
-  try {
-    resource.close();
-  } catch {
-    // Already closed.
-  }
 }
