@@ -21,6 +21,7 @@ import {
   HANDSHAKE_TIMEOUT_MS,
   MAX_CHAT_CHARS,
   MAX_PENDING_HANDSHAKES,
+  MAX_PENDING_HANDSHAKES_PER_SOURCE,
   type RejectCode,
   Tag,
 } from "../protocol.ts";
@@ -159,6 +160,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       port: sessionAddr.port,
       identity,
       maxPending: MAX_PENDING_HANDSHAKES,
+      maxPendingPerSource: MAX_PENDING_HANDSHAKES_PER_SOURCE,
       deadlineMs: HANDSHAKE_TIMEOUT_MS,
       onLink: (link) => handleLink(link),
       log,
