@@ -1,14 +1,15 @@
 /**
  * End-to-end tests of who may hold the Console's one session: a Daemon the
  * Console admits without asking takes the place of a pending unknown one,
- * and an established session is never displaced by another Daemon.
+ * an established session is never displaced by another Daemon, and the
+ * operator's close or reject withdraws acceptance.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { startConsole, startDaemon, statusOf, tempDir, within } from "./_harness.ts";
-import { handDaemon } from "./_hostile.ts";
+import { handDaemon, type HandSession } from "./_hostile.ts";
 import { loadOrCreateIdentity } from "../lib/identity.ts";
 import { type Message, Tag } from "../lib/protocol.ts";
 import { settingsPaths } from "../lib/settings.ts";
@@ -134,4 +135,36 @@ Deno.test("another unknown Daemon is told busy while one is pending, and even a 
   const held = await statusOf(con);
   assert.equal(held.session.state, "established");
   assert.equal(held.session.peer?.fingerprint, first.fingerprint);
+});
+
+Deno.test("`session close` withdraws acceptance: the same Daemon reconnecting anyway waits for the operator again", async () => {
+  await using con = await startConsole();
+  const daemon = await handDaemon(con);
+  let session: HandSession = await daemon.connect();
+  try {
+    assert.equal(said(session.first), "PENDING");
+    assert.equal((await con.cli("session", "accept")).code, 0);
+    assert.equal(said(await session.next()), "ACCEPT");
+    assert.equal((await con.cli("session", "close")).code, 0);
+    const close = await session.next();
+    assert.equal(said(close), "CLOSE closed");
+    assert.equal((close as { final: boolean }).final, true, "told not to reconnect");
+    session[Symbol.dispose]();
+    await sessionState(con, "none");
+
+    // It reconnects anyway, with the same identity.
+    session = await daemon.connect();
+    assert.equal(said(session.first), "PENDING");
+    assert.equal((await statusOf(con)).session.state, "pending");
+
+    // Rejected by the operator: still asked the next time.
+    assert.equal((await con.cli("session", "reject")).code, 0);
+    assert.equal(said(await session.next()), "REJECT rejected");
+    session[Symbol.dispose]();
+    await sessionState(con, "none");
+    session = await daemon.connect();
+    assert.equal(said(session.first), "PENDING");
+  } finally {
+    session[Symbol.dispose]();
+  }
 });

@@ -339,6 +339,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       options.ask(peer, c.prompt.signal).then(async (decision) => {
         if (current !== c || c.state !== "pending") return;
         if (decision === "reject") {
+          acceptedBefore.delete(fingerprint);
           return await rejectCurrent(c, "rejected", "the Console operator rejected the session");
         }
         if (decision === "trust") {
@@ -459,12 +460,16 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
           { status: 409 },
         );
       }
+      // The operator said no: this identity asks again next time.
+      acceptedBefore.delete(c.peer.fingerprint);
       await rejectCurrent(c, "rejected", "the Console operator rejected the session");
       return { state: "none" };
     },
     "session/close": async () => {
       const c = current;
       if (!c) throw new ControlError("Cannot close: there is no session", { status: 409 });
+      // Acceptance ends with the session: a Daemon that reconnects anyway must be asked again.
+      acceptedBefore.delete(c.peer.fingerprint);
       c.state = "closing";
       if (c.session.ended === null) {
         await c.session.close("closed", "the Console operator closed the session", { final: true });
