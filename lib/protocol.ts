@@ -40,6 +40,12 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Most TLS handshakes the Console runs at once before it sheds new ones. */
 export const MAX_PENDING_HANDSHAKES = 64;
 
+/**
+ * Most of those handshakes one source may hold, so one address cannot fill
+ * them all. A source is an IPv4 address, or an IPv6 /64 (one host's usual share).
+ */
+export const MAX_PENDING_HANDSHAKES_PER_SOURCE = 8;
+
 /** Interval between heartbeats when the link is otherwise quiet. */
 export const HEARTBEAT_MS = 4_000;
 

@@ -9,16 +9,19 @@
  * The front owns the public socket. It accepts plain TCP, relays each
  * connection to a TLS listener on 127.0.0.1 in the same process, and closes
  * the public socket itself when the peer has not proved who it is by the
- * deadline, or at once when the handshake slots are full. Closing the relay's
+ * deadline, or at once when the handshake slots are full or the peer's
+ * address already holds its share of them. Closing the relay's
  * inner socket too lets Deno's TLS side see the end and free its own.
  *
  * @module
  */
 
+import { isIP } from "node:net";
 import { closeQuietly, errorMessage, permissionHint } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ByteConn } from "../mux.ts";
 import { formatHostPort } from "../pfo.ts";
+import { MAX_PENDING_HANDSHAKES_PER_SOURCE } from "../protocol.ts";
 import { listenSessions } from "../tls.ts";
 
 /** First read size of the relay: a connection still proving itself holds little. */
@@ -40,6 +43,12 @@ export interface SessionFrontOptions {
   readonly identity: { readonly certPem: string; readonly keyPem: string };
   /** Most connections still proving themselves at once; more are closed on accept. */
   readonly maxPending: number;
+  /**
+   * Most of those one source may hold (see {@linkcode handshakeSource});
+   * more from it are closed on accept. Default
+   * {@linkcode MAX_PENDING_HANDSHAKES_PER_SOURCE}.
+   */
+  readonly maxPendingPerSource?: number;
   /** Time a connection has, from its TCP accept, to call `settle()`. */
   readonly deadlineMs: number;
   /** Called with the TLS side of each relayed connection. */
@@ -73,6 +82,8 @@ interface Entry {
   /** The inner client's local port, which the TLS side sees as its peer's. */
   readonly port: number;
   readonly remote: string;
+  /** The public peer's source, as {@linkcode handshakeSource} names it. */
+  readonly source: string;
   /** The handshake deadline, then the grace after the TLS side closed. */
   timer: ReturnType<typeof setTimeout> | undefined;
   settled: boolean;
@@ -116,8 +127,12 @@ export class SessionFront {
   /** Inner accepts that arrived before their relay registered, by port. */
   readonly #waiting = new Map<number, Waiter>();
   #pending = 0;
+  /** Connections still proving themselves, by source. */
+  readonly #pendingBySource = new Map<string, number>();
   #shed = 0;
   #shedLoggedAt = 0;
+  #shedPerSource = 0;
+  #shedPerSourceLoggedAt = 0;
   #acceptLoggedAt = 0;
   #closed = false;
   readonly #loops: Promise<unknown>;
@@ -170,6 +185,11 @@ export class SessionFront {
   /** Connections closed on accept because every slot was taken. */
   get shed(): number {
     return this.#shed;
+  }
+
+  /** Connections closed on accept because their source held its share of the slots. */
+  get shedPerSource(): number {
+    return this.#shedPerSource;
   }
 
   /** Relays alive (public socket open). */
@@ -227,8 +247,29 @@ export class SessionFront {
 
   async #outerLoop(): Promise<void> {
     const { log, maxPending } = this.#options;
+    const perSource = this.#options.maxPendingPerSource ?? MAX_PENDING_HANDSHAKES_PER_SOURCE;
     let outer: Deno.TcpConn | null;
     while ((outer = await this.#accept(this.#outer, "session port")) !== null) {
+      // The public peer's own address: the relay's inner side is always 127.0.0.1.
+      const source = handshakeSource((outer.remoteAddr as Deno.NetAddr).hostname);
+      const fromSource = this.#pendingBySource.get(source) ?? 0;
+      if (fromSource >= perSource) {
+        this.#shedPerSource++;
+        closeQuietly(outer);
+        const now = Date.now();
+        if (now - this.#shedPerSourceLoggedAt > 10_000) {
+          this.#shedPerSourceLoggedAt = now;
+          log.warn(
+            "pending handshake limit per source reached; its new connections closed at once",
+            {
+              source,
+              limit: perSource,
+              closedSoFar: this.#shedPerSource,
+            },
+          );
+        }
+        continue;
+      }
       if (this.#pending >= maxPending) {
         this.#shed++;
         closeQuietly(outer);
@@ -243,20 +284,21 @@ export class SessionFront {
         continue;
       }
       this.#pending++;
-      this.#relay(outer).catch((err) => {
+      this.#pendingBySource.set(source, fromSource + 1);
+      this.#relay(outer, source).catch((err) => {
         log.warn("session relay failed", { error: errorMessage(err) });
       });
     }
   }
 
-  async #relay(outer: Deno.TcpConn): Promise<void> {
+  async #relay(outer: Deno.TcpConn, source: string): Promise<void> {
     const peer = outer.remoteAddr as Deno.NetAddr;
     const remote = formatHostPort(peer.hostname, peer.port);
     let inner: Deno.TcpConn;
     try {
       inner = await Deno.connect({ hostname: "127.0.0.1", port: this.#innerPort });
     } catch (err) {
-      this.#pending--;
+      this.#free(source);
       closeQuietly(outer);
       throw new Error(`cannot reach the internal TLS listener for ${remote}`, { cause: err });
     }
@@ -265,6 +307,7 @@ export class SessionFront {
       inner,
       port: (inner.localAddr as Deno.NetAddr).port,
       remote,
+      source,
       timer: undefined,
       settled: false,
       adopted: false,
@@ -363,7 +406,15 @@ export class SessionFront {
     if (entry.settled || entry.closed) return;
     entry.settled = true;
     clearTimeout(entry.timer);
+    this.#free(entry.source);
+  }
+
+  /** A connection from `source` no longer holds a handshake slot. */
+  #free(source: string): void {
     this.#pending--;
+    const left = (this.#pendingBySource.get(source) ?? 1) - 1;
+    if (left > 0) this.#pendingBySource.set(source, left);
+    else this.#pendingBySource.delete(source);
   }
 
   /** The TLS side closed: the relay passes on what is left, or is cut after a grace. */
@@ -377,7 +428,7 @@ export class SessionFront {
     if (entry.closed) return;
     entry.closed = true;
     clearTimeout(entry.timer);
-    if (!entry.settled) this.#pending--;
+    if (!entry.settled) this.#free(entry.source);
     closeQuietly(entry.outer);
     closeQuietly(entry.inner);
   }
@@ -406,4 +457,31 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
     closeQuietly(from);
     closeQuietly(to);
   }
+}
+
+/**
+ * The source a connection's handshake slot counts against: the peer's IPv4
+ * address, or the /64 of its IPv6 address (one host is commonly given a
+ * whole /64). An IPv4-mapped IPv6 address (a dual-stack listener) counts as
+ * its IPv4 address.
+ *
+ * @example
+ * ```ts
+ * import { handshakeSource } from "./front.ts";
+ * if (handshakeSource("::ffff:192.0.2.7") !== "192.0.2.7") throw new Error("mapped");
+ * if (handshakeSource("2001:db8::1") !== "2001:db8:0:0::/64") throw new Error("v6");
+ * ```
+ */
+export function handshakeSource(hostname: string): string {
+  const host = hostname.replace(/^\[|\]$/g, "").replace(/%.*$/, "");
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  if (mapped) return mapped[1];
+  if (isIP(host) !== 6) return host;
+  const groupsOf = (part: string) =>
+    part === "" ? [] : part.split(":").flatMap((g) => (g.includes(".") ? ["0", "0"] : [g]));
+  const [head, tail] = host.split("::");
+  const first = groupsOf(head);
+  const last = tail === undefined ? [] : groupsOf(tail);
+  const all = [...first, ...Array(8 - first.length - last.length).fill("0"), ...last];
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(":")}::/64`;
 }

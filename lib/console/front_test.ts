@@ -1,13 +1,19 @@
 import assert from "node:assert/strict";
 import { CERT_HOSTNAMES, type Identity, loadOrCreateIdentity } from "../identity.ts";
 import { createLogger, type LogLevel } from "../log.ts";
-import { type FrontLink, SessionFront } from "./front.ts";
+import { type FrontLink, handshakeSource, SessionFront } from "./front.ts";
 
 interface Fixture {
   readonly identity: Identity;
   readonly lines: string[];
   front(
-    opts: { maxPending: number; deadlineMs: number; onLink?: (l: FrontLink) => void },
+    opts: {
+      maxPending: number;
+      deadlineMs: number;
+      maxPendingPerSource?: number;
+      hostname?: string;
+      onLink?: (l: FrontLink) => void;
+    },
   ): SessionFront;
 }
 
@@ -24,12 +30,13 @@ async function withFront(fn: (f: Fixture) => Promise<void>): Promise<void> {
     await fn({
       identity,
       lines,
-      front: ({ maxPending, deadlineMs, onLink }) => {
+      front: ({ maxPending, deadlineMs, maxPendingPerSource, hostname, onLink }) => {
         const front = SessionFront.listen({
-          hostname: "127.0.0.1",
+          hostname: hostname ?? "127.0.0.1",
           port: 0,
           identity,
           maxPending,
+          maxPendingPerSource,
           deadlineMs,
           onLink: onLink ?? (() => {}),
           log,
@@ -180,4 +187,91 @@ Deno.test("SessionFront lets the public socket go within a grace once the TLS si
       client.close();
     }
   });
+});
+
+/** Whether this machine has ::1 and a dual-stack listener on "::" takes IPv4 too. */
+function dualStackLoopback(): boolean {
+  const hasV6 = Deno.networkInterfaces().some((i) => i.family === "IPv6" && i.address === "::1");
+  try {
+    return hasV6 && Deno.readTextFileSync("/proc/sys/net/ipv6/bindv6only").trim() === "0";
+  } catch {
+    return hasV6 && Deno.build.os !== "windows";
+  }
+}
+
+Deno.test({
+  name:
+    "SessionFront closes a 9th pending connection from one address at once while another address still gets in",
+  ignore: !dualStackLoopback(),
+  fn: async () => {
+    await withFront(async ({ front: make, lines }) => {
+      const arrived: FrontLink[] = [];
+      let onArrival = () => {};
+      const front = make({
+        hostname: "::",
+        maxPending: 64,
+        deadlineMs: 30_000,
+        onLink: (link) => {
+          arrived.push(link);
+          onArrival();
+        },
+      });
+      /** Resolves once `n` relays have reached the TLS side. */
+      const linked = (n: number) =>
+        new Promise<void>((resolve) => {
+          onArrival = () => arrived.length >= n && resolve();
+          onArrival();
+        });
+      const port = front.addr.port;
+      const conns: Deno.Conn[] = [];
+      try {
+        // Eight from 127.0.0.1 (seen as ::ffff:127.0.0.1 on the dual-stack port) hold their slots.
+        for (let i = 0; i < 8; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        await linked(8);
+        assert.equal(front.pending, 8);
+        const ninth = await Deno.connect({ hostname: "127.0.0.1", port });
+        conns.push(ninth);
+        assert.ok((await closedAfter(ninth, 5_000)) < 5_000);
+        assert.equal(front.shedPerSource, 1);
+        assert.equal(front.shed, 0, "the global cap is not what closed it");
+        assert.match(
+          lines.join("\n"),
+          /pending handshake limit per source reached.*source=127\.0\.0\.1 limit=8 closedSoFar=1/,
+        );
+        // Another address is not held back by the first one's share.
+        conns.push(await Deno.connect({ hostname: "::1", port }));
+        await linked(9);
+        assert.match(arrived[8].remote, /^\[::1\]:\d+$/);
+        assert.equal(front.pending, 9);
+        // A freed slot is that address's again.
+        arrived[0].settle();
+        assert.equal(front.pending, 8);
+        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        await linked(10);
+        assert.equal(front.shedPerSource, 1);
+      } finally {
+        for (const c of conns) c.close();
+      }
+    });
+  },
+});
+
+Deno.test("handshakeSource() names an IPv4 address itself and an IPv6 address by its /64", () => {
+  const cases: [string, string][] = [
+    ["192.0.2.7", "192.0.2.7"],
+    ["127.0.0.1", "127.0.0.1"],
+    ["::ffff:192.0.2.7", "192.0.2.7"],
+    ["::FFFF:10.1.2.3", "10.1.2.3"],
+    ["::1", "0:0:0:0::/64"],
+    ["2001:db8::1", "2001:db8:0:0::/64"],
+    ["2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"],
+    ["2001:0db8:0001:0002::", "2001:db8:1:2::/64"],
+    ["2001:db8:1:2::ffff", "2001:db8:1:2::/64"],
+    ["fe80::1%eth0", "fe80:0:0:0::/64"],
+    ["[2001:db8::5]", "2001:db8:0:0::/64"],
+    ["64:ff9b::192.0.2.1", "64:ff9b:0:0::/64"],
+  ];
+  for (const [input, want] of cases) assert.equal(handshakeSource(input), want, input);
+  assert.equal(handshakeSource("2001:db8:1:2::1"), handshakeSource("2001:db8:1:2:ffff::9"));
+  assert.notEqual(handshakeSource("2001:db8:1:2::1"), handshakeSource("2001:db8:1:3::1"));
 });

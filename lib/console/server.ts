@@ -21,6 +21,7 @@ import {
   HANDSHAKE_TIMEOUT_MS,
   MAX_CHAT_CHARS,
   MAX_PENDING_HANDSHAKES,
+  MAX_PENDING_HANDSHAKES_PER_SOURCE,
   type RejectCode,
   Tag,
 } from "../protocol.ts";
@@ -34,6 +35,7 @@ import {
   updateConsoleSettings,
   watchSettings,
 } from "../settings.ts";
+import { decideAdmission } from "./admission.ts";
 import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";
 import { PfoManager, type PfoStatus } from "./pfos.ts";
 
@@ -102,7 +104,7 @@ export interface ConsoleOptions {
 
 interface Current {
   session: Session;
-  state: SessionState;
+  state: Exclude<SessionState, "none">;
   peer: PeerInfo;
   since: Date;
   /** Abort an open operator prompt. */
@@ -159,6 +161,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       port: sessionAddr.port,
       identity,
       maxPending: MAX_PENDING_HANDSHAKES,
+      maxPendingPerSource: MAX_PENDING_HANDSHAKES_PER_SOURCE,
       deadlineMs: HANDSHAKE_TIMEOUT_MS,
       onLink: (link) => handleLink(link),
       log,
@@ -231,38 +234,33 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       os: claim.os,
       fingerprint,
     };
-    // The token first: a Daemon without it learns nothing, and cannot displace a session.
-    if (token !== null && !timingSafeEqual(claim.token ?? "", token)) {
-      log.warn("session refused: bad token", peerFields(peer));
-      await refuse(
-        conn,
-        "token",
-        claim.token === null ? "this Console requires a token (--token-file)" : "wrong token",
-      );
-      return;
-    }
-    let takeOver = false;
-    if (current) {
-      if (current.peer.fingerprint !== fingerprint) {
+    const holder = current;
+    const decision = decideAdmission(
+      holder && { fingerprint: holder.peer.fingerprint, state: holder.state },
+      {
+        fingerprint,
+        token: token === null
+          ? "none"
+          : claim.token === null
+          ? "missing"
+          : timingSafeEqual(claim.token, token)
+          ? "right"
+          : "wrong",
+        autoAccept: autoAccept(),
+        trusted: trusted(fingerprint),
+        acceptedBefore: acceptedBefore.has(fingerprint),
+      },
+    );
+    if (decision.verdict === "refuse") {
+      if (decision.code === "token") log.warn("session refused: bad token", peerFields(peer));
+      else {
         log.warn("session refused: busy", {
           ...peerFields(peer),
-          holder: current.peer.fingerprint,
+          holder: holder?.peer.fingerprint ?? "",
         });
-        await refuse(
-          conn,
-          "busy",
-          `the Console is busy: it already has a ${current.state} session with another Daemon`,
-        );
-        return;
       }
-      takeOver = current.state === "established";
-      log.info("the same Daemon connected again, replacing its stale session", {
-        session: current.session.id,
-      });
-      const old = current;
-      current = null;
-      old.prompt.abort();
-      await old.session.close("replaced", "the same Daemon connected again");
+      await refuse(conn, decision.code, decision.reason);
+      return;
     }
     const id = Array.from(
       crypto.getRandomValues(new Uint8Array(4)),
@@ -301,13 +299,34 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         },
       }),
     };
+    // The slot is ours from now on: a Daemon arriving while the holder closes sees this one.
     current = c;
+    if (holder && decision.displace === "own") {
+      log.info("the same Daemon connected again, replacing its stale session", {
+        session: holder.session.id,
+      });
+      holder.prompt.abort();
+      await holder.session.close("replaced", "the same Daemon connected again");
+    } else if (holder && decision.displace === "pending") {
+      log.warn("a pending session gives its place to a Daemon admitted without asking", {
+        session: holder.session.id,
+        fingerprint: holder.peer.fingerprint,
+        by: fingerprint,
+        how: decision.acceptedAs ?? "",
+      });
+      await rejectCurrent(
+        holder,
+        "busy",
+        "the Console is busy: a Daemon it admits without asking took the place of this pending one",
+      );
+    }
+    if (current !== c) {
+      // Displaced in turn while the holder was closing.
+      await c.session.close("replaced", "another Daemon took the session");
+      return;
+    }
     c.session.run();
-    if (token !== null) return accept(c, "token");
-    if (takeOver) return accept(c, "took over its stale session");
-    if (autoAccept()) return accept(c, "auto-accept");
-    if (trusted(fingerprint)) return accept(c, "trusted fingerprint");
-    if (acceptedBefore.has(fingerprint)) return accept(c, "accepted earlier in this run");
+    if (decision.acceptedAs !== null) return accept(c, decision.acceptedAs);
     c.session.send({ tag: Tag.PENDING });
     slog.info("session pending: waiting for the operator", peerFields(peer));
     out(
@@ -320,6 +339,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       options.ask(peer, c.prompt.signal).then(async (decision) => {
         if (current !== c || c.state !== "pending") return;
         if (decision === "reject") {
+          acceptedBefore.delete(fingerprint);
           return await rejectCurrent(c, "rejected", "the Console operator rejected the session");
         }
         if (decision === "trust") {
@@ -440,12 +460,16 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
           { status: 409 },
         );
       }
+      // The operator said no: this identity asks again next time.
+      acceptedBefore.delete(c.peer.fingerprint);
       await rejectCurrent(c, "rejected", "the Console operator rejected the session");
       return { state: "none" };
     },
     "session/close": async () => {
       const c = current;
       if (!c) throw new ControlError("Cannot close: there is no session", { status: 409 });
+      // Acceptance ends with the session: a Daemon that reconnects anyway must be asked again.
+      acceptedBefore.delete(c.peer.fingerprint);
       c.state = "closing";
       if (c.session.ended === null) {
         await c.session.close("closed", "the Console operator closed the session", { final: true });
