@@ -99,15 +99,7 @@ export interface DaemonOptions {
 const DAEMON_UDP_IDLE_MS = 10 * 60_000;
 
 /** Failures that retrying cannot fix. */
-const PERMANENT = new Set([
-  "fingerprint",
-  "version",
-  "token",
-  "rejected",
-  "identity",
-  "untrusted",
-  "protocol",
-]);
+const PERMANENT = new Set(["fingerprint", "version", "token", "rejected", "identity", "untrusted"]);
 
 /**
  * Run the Daemon until the session ends for good or `signal` aborts. Throws
