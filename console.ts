@@ -33,6 +33,7 @@ import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
 import { errorMessage } from "./lib/errors.ts";
 import { parseListen, parseTarget, type PfoSpec, resolvePfo, validatePfoName } from "./lib/pfo.ts";
 import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
+import { escapeControls } from "./lib/text.ts";
 
 function buildProgram(settingsPath: string) {
   const program = rootCommand({
@@ -74,7 +75,9 @@ function buildProgram(settingsPath: string) {
       printOut(
         `session: ${s.state}` +
           (s.peer
-            ? `  ${s.peer.user}@${s.peer.host} from ${s.peer.address}  ${s.peer.fingerprint}`
+            ? `  ${
+              escapeControls(`${s.peer.user}@${s.peer.host} from ${s.peer.address}`)
+            }  ${s.peer.fingerprint}`
             : "") +
           (s.state === "established" ? `  streams: ${s.streams}` : ""),
       );
@@ -210,7 +213,7 @@ function buildProgram(settingsPath: string) {
       try {
         const result = await control("resolve", { host }) as { host: string; addresses: string[] };
         if (opts.json) printOut(JSON.stringify({ ...result, error: null }));
-        else printOut(`${host}: ${result.addresses.join(" ")}`);
+        else printOut(`${host}: ${escapeControls(result.addresses.join(" "))}`);
       } catch (err) {
         if (opts.json && err instanceof ControlCallError && err.result) {
           printOut(JSON.stringify(err.result));
@@ -237,7 +240,8 @@ function buildProgram(settingsPath: string) {
     if (opts.json) return printOut(JSON.stringify(list, null, 2));
     if (list.length === 0) return printOut("no trusted Daemons");
     for (const t of list) {
-      printOut(`${t.fingerprint}  ${t.user ?? ""}${t.host ? "@" + t.host : ""}  (${t.source})`);
+      const who = escapeControls(`${t.user ?? ""}${t.host ? "@" + t.host : ""}`);
+      printOut(`${escapeControls(t.fingerprint)}  ${who}  (${t.source})`);
     }
   });
   trust.command("rm").argument("<fingerprint>").action(async (fingerprint) => {
@@ -321,7 +325,9 @@ async function run(
   const ask = isInteractive
     ? (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
       printOut(
-        `Accept the session from ${peer.user}@${peer.host}? [y]es / [n]o / [t]rust always: `,
+        `Accept the session from ${
+          escapeControls(`${peer.user}@${peer.host}`)
+        }? [y]es / [n]o / [t]rust always: `,
       );
       return new Promise((resolve, reject) => {
         answer = (line) => {
@@ -395,7 +401,9 @@ async function interactiveLine(
       const s = await command("status") as ConsoleStatus;
       printOut(
         `session: ${s.session.state}${
-          s.session.peer ? ` with ${s.session.peer.user}@${s.session.peer.host}` : ""
+          s.session.peer
+            ? ` with ${escapeControls(`${s.session.peer.user}@${s.session.peer.host}`)}`
+            : ""
         }`,
       );
       printPfos(s.pfos);
@@ -406,7 +414,7 @@ async function interactiveLine(
       return;
     case "resolve": {
       const r = await command("resolve", { host: rest[0] ?? "" }) as { addresses: string[] };
-      printOut(`${rest[0]}: ${r.addresses.join(" ")}`);
+      printOut(`${escapeControls(rest[0] ?? "")}: ${escapeControls(r.addresses.join(" "))}`);
       return;
     }
     case "quit":

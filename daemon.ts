@@ -34,6 +34,7 @@ import {
   rememberConsole,
   settingsPaths,
 } from "./lib/settings.ts";
+import { escapeControls } from "./lib/text.ts";
 
 function buildProgram(settingsPath: string) {
   const program = rootCommand({
@@ -73,11 +74,16 @@ function buildProgram(settingsPath: string) {
       printOut(`console: ${status.console}`);
       printOut(
         `session: ${status.session.state} (${status.session.phase})` +
-          (status.session.lastError ? `  last error: ${status.session.lastError}` : ""),
+          (status.session.lastError
+            ? `  last error: ${escapeControls(status.session.lastError)}`
+            : ""),
       );
       for (const c of status.connections) {
         printOut(
-          `  #${c.stream} ${c.pfo}: ${c.client} -> ${c.target} (${c.address})  in ${c.bytesIn} out ${c.bytesOut}`,
+          `  #${c.stream} ${
+            escapeControls(`${c.pfo}: ${c.client} -> ${c.target} (${c.address})`)
+          }` +
+            `  in ${c.bytesIn} out ${c.bytesOut}`,
         );
       }
     });

@@ -17,6 +17,7 @@ import {
   type Logger,
   type LogLevel,
 } from "./log.ts";
+import { escapeControls, printable } from "./text.ts";
 
 /** portferry's version, shown by `--version`. */
 export const VERSION = "0.1.0";
@@ -98,19 +99,23 @@ export function extractGlobalOptions(
 
 const encoder = new TextEncoder();
 
-/** Write a line to stdout, never throwing on a closed pipe. */
+/**
+ * Write a line to stdout, never throwing on a closed pipe. Control, bidi
+ * and separator characters are shown escaped (`text.ts`): a last line of
+ * defence for a peer's string that reached a display unescaped.
+ */
 export function printOut(text: string): void {
   try {
-    Deno.stdout.writeSync(encoder.encode(text + "\n"));
+    Deno.stdout.writeSync(encoder.encode(printable(text) + "\n"));
   } catch {
     // stdout closed: nothing to do.
   }
 }
 
-/** Write a line to stderr. */
+/** Write a line to stderr, escaped as {@linkcode printOut} does. */
 export function printErr(text: string): void {
   try {
-    Deno.stderr.writeSync(encoder.encode(text + "\n"));
+    Deno.stderr.writeSync(encoder.encode(printable(text) + "\n"));
   } catch {
     // stderr closed: nothing to do.
   }
@@ -237,15 +242,17 @@ export interface ConnectionRow {
 export function printConnections(rows: readonly ConnectionRow[], json: boolean): void {
   if (json) return printOut(JSON.stringify(rows, null, 2));
   if (rows.length === 0) return printOut("no open connections");
-  const table = rows.map((r) => [
-    String(r.id),
-    r.pfo,
-    r.proto ?? "tcp",
-    r.client,
-    r.target ?? "-",
-    r.since,
-    `${r.bytesOut}/${r.bytesIn}`,
-  ]);
+  const table = rows.map((r) =>
+    [
+      String(r.id),
+      r.pfo,
+      r.proto ?? "tcp",
+      r.client,
+      r.target ?? "-",
+      r.since,
+      `${r.bytesOut}/${r.bytesIn}`,
+    ].map(escapeControls)
+  );
   const head = ["ID", "PFO", "PROTO", "CLIENT", "TARGET", "SINCE", "OUT/IN BYTES"];
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
   for (const row of [head, ...table]) {

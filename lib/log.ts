@@ -3,7 +3,9 @@
  * (session, PFO, stream); `child()` adds to it. Output is one line per
  * record, as text for people or JSON for services (`--log-format json`).
  *
- * This is the only library module that writes to the terminal.
+ * This is the only library module that writes to the terminal. Records
+ * often carry a peer's strings: the message and every value are escaped
+ * (`text.ts`), so a record is always one line and drives no terminal.
  *
  * @module
  */
@@ -13,6 +15,8 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 
 /** Output shape. */
 export type LogFormat = "text" | "json";
+
+import { escapeControls, hasControls } from "./text.ts";
 
 const LEVELS: Readonly<Record<LogLevel, number>> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -59,9 +63,15 @@ function stderrSink(line: string): void {
   }
 }
 
+/**
+ * A field value in text format: bare when it is one plain word, else quoted
+ * JSON-style with every control, bidi and separator character escaped.
+ */
 function formatValue(value: string | number | boolean | null): string {
   if (typeof value !== "string") return String(value);
-  return /^[^\s"=]+$/.test(value) ? value : JSON.stringify(value);
+  return /^[^\s"=\\]+$/.test(value) && !hasControls(value)
+    ? value
+    : escapeControls(JSON.stringify(value));
 }
 
 /**
@@ -105,11 +115,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     }
     const ts = new Date().toISOString();
     if (format === "json") {
-      sink(JSON.stringify({ ts, level, msg, ...all }), level);
+      // JSON.stringify leaves DEL, C1, bidi and U+2028/U+2029 raw; their `\uNNNN` keeps it JSON.
+      sink(escapeControls(JSON.stringify({ ts, level, msg, ...all })), level);
       return;
     }
     const pairs = Object.entries(all).map(([k, v]) => `${k}=${formatValue(v)}`).join(" ");
-    sink(`${ts} ${level.toUpperCase().padEnd(5)} ${msg}${pairs ? "  " + pairs : ""}`, level);
+    const line = `${ts} ${level.toUpperCase().padEnd(5)} ${escapeControls(msg)}`;
+    sink(`${line}${pairs ? "  " + pairs : ""}`, level);
   }
 
   return {

@@ -80,6 +80,100 @@ export const MAX_CHAT_CHARS = 4096;
 /** Longest host name accepted in an open or a resolve request. */
 export const MAX_HOST_CHARS = 253;
 
+/**
+ * A session id, as the Console makes it (4 random bytes in hex) and a
+ * Daemon accepts it: both sides log it, so nothing else is taken.
+ */
+export const SESSION_ID_PATTERN: RegExp = /^[0-9a-f]{8}$/;
+
+/** What a Daemon says about itself in AUTH; the Console operator sees it. */
+export interface DaemonFacts {
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+}
+
+/** Characters a user name may hold: letters of any script, digits, and these. */
+const USER_PUNCT = "._@\\\\$'-";
+
+/**
+ * The character set and length of each AUTH fact. A Console refuses a
+ * Daemon whose facts break them (REJECT `protocol`); a Daemon sends only
+ * values that fit ({@linkcode sanitizeDaemonFacts}).
+ * - `host`: a host name: ASCII letters, digits, `.`, `_`, `-`; 1..253.
+ * - `user`: letters (any script), digits, `. _ @ \ $ ' -` and inner spaces,
+ *   so `ann`, `CORP\ann`, `ann@corp.example`, `DESKTOP-1$`, `José Díaz` fit; 1..128.
+ * - `os`: lower-case ASCII letters and digits (`Deno.build.os`); 1..32.
+ */
+export const DAEMON_FACT_RULES: Readonly<
+  Record<
+    keyof DaemonFacts,
+    { readonly pattern: RegExp; readonly maxChars: number; readonly what: string }
+  >
+> = {
+  host: {
+    pattern: /^[A-Za-z0-9._-]+$/,
+    maxChars: MAX_HOST_CHARS,
+    what: 'a host name: letters, digits, ".", "_" and "-"',
+  },
+  user: {
+    pattern: new RegExp(
+      `^[\\p{L}\\p{Nd}${USER_PUNCT}](?:[\\p{L}\\p{Nd} ${USER_PUNCT}]*[\\p{L}\\p{Nd}${USER_PUNCT}])?$`,
+      "u",
+    ),
+    maxChars: 128,
+    what: "a user name: letters, digits, spaces inside, and . _ @ \\ $ ' -",
+  },
+  os: { pattern: /^[a-z0-9]+$/, maxChars: 32, what: "lower-case letters and digits" },
+};
+
+/**
+ * What is wrong with a Daemon's AUTH facts, or null when they fit
+ * {@linkcode DAEMON_FACT_RULES}. The answer never quotes the value.
+ *
+ * @example
+ * ```ts
+ * import { daemonFactsProblem } from "./protocol.ts";
+ * if (daemonFactsProblem({ host: "db01", user: "CORP\\ann", os: "windows" }) !== null) throw new Error("fits");
+ * if (daemonFactsProblem({ host: "db01\x1b[2J", user: "ann", os: "linux" }) === null) throw new Error("breaks");
+ * ```
+ */
+export function daemonFactsProblem(facts: DaemonFacts): string | null {
+  for (const key of ["host", "user", "os"] as const) {
+    const rule = DAEMON_FACT_RULES[key];
+    const value = facts[key];
+    if (value.length === 0 || value.length > rule.maxChars || !rule.pattern.test(value)) {
+      return `the Daemon's ${key} must be 1..${rule.maxChars} characters of ${rule.what}`;
+    }
+  }
+  return null;
+}
+
+/**
+ * A Daemon's own facts made to fit {@linkcode DAEMON_FACT_RULES}: other
+ * characters become `-` (host) or `_` (user), or are dropped (os); an
+ * empty result becomes `unknown`.
+ *
+ * @example
+ * ```ts
+ * import { sanitizeDaemonFacts } from "./protocol.ts";
+ * const facts = sanitizeDaemonFacts({ host: "café.lan", user: " ann\n", os: "Linux" });
+ * if (facts.host !== "caf-.lan" || facts.user !== "ann_" || facts.os !== "linux") throw new Error(JSON.stringify(facts));
+ * ```
+ */
+export function sanitizeDaemonFacts(facts: DaemonFacts): DaemonFacts {
+  const fit = (value: string, key: keyof DaemonFacts, allowed: RegExp, by: string) => {
+    const kept = Array.from(value, (ch) => (allowed.test(ch) ? ch : by)).join("")
+      .trim().slice(0, DAEMON_FACT_RULES[key].maxChars).trim();
+    return kept === "" ? "unknown" : kept;
+  };
+  return {
+    host: fit(facts.host, "host", /[A-Za-z0-9._-]/, "-"),
+    user: fit(facts.user, "user", new RegExp(`[\\p{L}\\p{Nd} ${USER_PUNCT}]`, "u"), "_"),
+    os: fit(facts.os.toLowerCase(), "os", /[a-z0-9]/, ""),
+  };
+}
+
 /** Frame tags. The numbers are the wire; never reuse one. */
 export const Tag = {
   /** Daemon → Console, first frame: version and capabilities. */

@@ -19,6 +19,7 @@ import {
 import type { Logger } from "./log.ts";
 import { type Channel, Stream, type StreamHost, type StreamOptions } from "./mux.ts";
 import type { ByteConn } from "./mux.ts";
+import { escapeControls } from "./text.ts";
 import {
   authTranscript,
   CAPABILITIES,
@@ -363,7 +364,10 @@ export async function daemonHandshake(
   await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: CAPABILITIES });
   const first = await reader.next();
   if (first.tag === Tag.REJECT) {
-    throw new HandshakeError(first.code, `Console refused the session: ${first.reason}`);
+    throw new HandshakeError(
+      first.code,
+      `Console refused the session: ${escapeControls(first.reason)}`,
+    );
   }
   const challenge: ChallengeMessage = expectTag(first, Tag.CHALLENGE, "start session");
   if (challenge.version !== PROTOCOL_VERSION) {
@@ -397,9 +401,15 @@ export async function daemonHandshake(
         reader.trust();
         return msg.session;
       case Tag.REJECT:
-        throw new HandshakeError(msg.code, `Console refused the session: ${msg.reason}`);
+        throw new HandshakeError(
+          msg.code,
+          `Console refused the session: ${escapeControls(msg.reason)}`,
+        );
       case Tag.CLOSE:
-        throw new HandshakeError("closed", `Console closed the session: ${msg.reason}`);
+        throw new HandshakeError(
+          "closed",
+          `Console closed the session: ${escapeControls(msg.reason)}`,
+        );
       default:
         throw new ProtocolError(`Cannot wait for acceptance: unexpected ${tagName(msg.tag)}`);
     }

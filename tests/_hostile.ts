@@ -1,15 +1,23 @@
 /**
- * Hostile or hand-written peers for tests, one section per area.
+ * Hostile or hand-written peers for end-to-end tests: Daemons and Consoles
+ * written by hand that speak the real wire protocol with the values an attacker
+ * would pick. Each area keeps its own section; add new sections at the end.
  *
  * @module
  */
 
-import { hostPort, tempDir, within } from "./_harness.ts";
+import { closeQuietly, fakeDaemonLink, hostPort, tempDir, within } from "./_harness.ts";
 import { type Identity, loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
-import { authTranscript, type Message, PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
-import { MessageReader, sendNow } from "../lib/session.ts";
+import {
+  authTranscript,
+  type DaemonFacts,
+  type Message,
+  PROTOCOL_VERSION,
+  Tag,
+} from "../lib/protocol.ts";
+import { consoleHandshake, type DaemonClaim, MessageReader, sendNow } from "../lib/session.ts";
 import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, type SessionLink } from "../lib/tls.ts";
+import { connectPinned, listenSessions, type SessionLink } from "../lib/tls.ts";
 
 // --- admission: a Daemon that keeps one identity and ignores "do not reconnect" ---
 
@@ -117,5 +125,98 @@ async function authenticate(
         // Closed already.
       }
     },
+  };
+}
+
+// --- terminal and log injection: peers whose every string is hostile ---------------
+
+/**
+ * Characters no peer string may carry raw to a terminal or a log: ESC, CSI
+ * (U+009B), DEL, CR, a bidi override and isolate, and the line and paragraph
+ * separators.
+ */
+export const RAW_CONTROLS: RegExp =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
+
+/** A hostile string: clears the screen, starts a line of its own and reorders text. */
+export function evil(forged: string): string {
+  return `\x1b[2J\x1b[H\r\n${forged}\u202e\u2066\x9b31m\u2028\u2029\x07\x7f`;
+}
+
+/** A Daemon written here, past hello and AUTH with the facts it chose. */
+export interface HostileDaemon {
+  readonly link: SessionLink;
+  readonly reader: MessageReader;
+  /** The Console's first answer to AUTH (PENDING, ACCEPT or REJECT). */
+  readonly answer: Awaited<ReturnType<MessageReader["next"]>>;
+}
+
+/** Authenticate to `con` as a Daemon that calls itself `facts`. */
+export async function hostileDaemon(
+  con: { address: string; fingerprint: string },
+  facts: DaemonFacts,
+): Promise<HostileDaemon> {
+  const { identity, cert, link } = await fakeDaemonLink(con);
+  try {
+    const reader = new MessageReader(link);
+    await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: [] });
+    const challenge = await reader.next();
+    if (challenge.tag !== Tag.CHALLENGE) {
+      throw new Error(`expected CHALLENGE, got ${challenge.tag}`);
+    }
+    await sendNow(link, {
+      tag: Tag.AUTH,
+      ...facts,
+      cert,
+      signature: await signChallenge(
+        identity,
+        authTranscript(challenge.nonce, con.fingerprint),
+      ),
+      token: null,
+    });
+    const answer = await within(reader.next(), 10_000, "the Console's answer to AUTH");
+    return { link, reader, answer };
+  } catch (err) {
+    closeQuietly(link);
+    throw err;
+  }
+}
+
+/** A Console written here, with a real identity, that a real Daemon pins and talks to. */
+export interface HostileConsole extends Disposable {
+  readonly address: string;
+  readonly fingerprint: string;
+  /** The next Daemon session past hello and AUTH (the Daemon's pin probes are skipped). */
+  next(): Promise<{ conn: Deno.TlsConn; reader: MessageReader; claim: DaemonClaim }>;
+}
+
+/** Listen on 127.0.0.1 port 0 as a hostile Console. */
+export async function hostileConsole(): Promise<HostileConsole> {
+  const dir = await tempDir("pf-hostile-console-");
+  const paths = settingsPaths(`${dir}/portferry-console.yaml`);
+  const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+    role: "console",
+  });
+  const listener = listenSessions({ hostname: "127.0.0.1", port: 0, identity });
+  async function next() {
+    for (let i = 0; i < 10; i++) {
+      const conn = await within(listener.accept(), 15_000, "a Daemon to connect");
+      try {
+        await conn.handshake();
+        const reader = new MessageReader(conn);
+        const claim = await consoleHandshake(conn, reader);
+        return { conn, reader, claim };
+      } catch {
+        closeQuietly(conn); // A pin probe: TLS, then nothing.
+      }
+    }
+    throw new Error("Cannot get a Daemon session: only probes arrived");
+  }
+  return {
+    address: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    fingerprint: identity.fingerprint,
+    next,
+    [Symbol.dispose]: () => closeQuietly(listener),
   };
 }

@@ -330,7 +330,7 @@ Deno.test("a Console can make a Daemon do nothing but connect, resolve and chat:
   for (const c of cases) {
     const mark = daemon.out.mark;
     const conn = await f.next();
-    await sendNow(conn, { tag: Tag.ACCEPT, session: "fake0001" });
+    await sendNow(conn, { tag: Tag.ACCEPT, session: "fa4e0001" });
     await daemon.out.waitFor(/Session established/, { from: mark });
     await conn.write(c.bytes);
     await peerHangsUp(conn, 5_000, `${c.name}: the Daemon to end the session`);

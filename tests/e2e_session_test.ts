@@ -165,13 +165,13 @@ Deno.test("chat goes both ways and is printed verbatim", async () => {
   const toDaemon = "hello there — ünïcode ✓  x";
   const r1 = await pair.console.cli("chat", ...toDaemon.split(" "));
   assert.equal(r1.code, 0, r1.stderr);
-  const line1 = (await pair.daemon.out.waitFor(/\[chat\]/)).input!;
-  assert.ok(line1.endsWith(`: ${toDaemon}`), line1);
+  const line1 = (await pair.daemon.out.waitFor(/\[chat console\]/)).input!;
+  assert.equal(line1, `[chat console] ${toDaemon}`);
 
   const r2 = await pair.daemon.cli("chat", "hi", "from", "the", "Daemon");
   assert.equal(r2.code, 0, r2.stderr);
-  const line2 = (await pair.console.out.waitFor(/\[chat\]/)).input!;
-  assert.ok(line2.endsWith(": hi from the Daemon"), line2);
+  const line2 = (await pair.console.out.waitFor(/^\[chat [^\]]+@[^\]]+\]/)).input!;
+  assert.match(line2, /^\[chat [^\]]+@[^\]]+\] hi from the Daemon$/);
 });
 
 Deno.test("`resolve` answers with the Daemon's resolver and exits 1 for an unknown name", async () => {

@@ -6,6 +6,7 @@
  */
 
 import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
+import { ChatView } from "../chat_view.ts";
 import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
@@ -18,6 +19,7 @@ import {
 } from "../pfo.ts";
 import {
   authTranscript,
+  daemonFactsProblem,
   HANDSHAKE_TIMEOUT_MS,
   MAX_CHAT_CHARS,
   MAX_PENDING_HANDSHAKES,
@@ -35,6 +37,7 @@ import {
   updateConsoleSettings,
   watchSettings,
 } from "../settings.ts";
+import { escapeControls } from "../text.ts";
 import { decideAdmission } from "./admission.ts";
 import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";
 import { PfoManager, type PfoStatus } from "./pfos.ts";
@@ -267,6 +270,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       (b) => b.toString(16).padStart(2, "0"),
     ).join("");
     const slog = log.child({ session: id });
+    const chat = new ChatView({ label: `${peer.user}@${peer.host}`, out, log: slog });
+    let unshownChats = 0;
+    let unshownLogged = -Infinity;
     const c: Current = {
       peer,
       state: "pending",
@@ -279,22 +285,31 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         earlyData: claim.capabilities.includes("early-data"),
         handlers: {
           onChat: (text) => {
-            // Until the operator accepts it, a Daemon has no say on the operator's screen.
+            // Until the operator accepts it, a Daemon has no say on the operator's screen
+            // (nor floods the log: counted, logged once a second at most).
             if (c.state !== "established") {
-              slog.warn("chat from a Daemon not yet accepted, dropped", peerFields(peer));
+              unshownChats++;
+              if (Date.now() - unshownLogged < 1000) return;
+              slog.warn("chat from a Daemon not yet accepted, dropped", {
+                ...peerFields(peer),
+                dropped: unshownChats,
+              });
+              unshownChats = 0;
+              unshownLogged = Date.now();
               return;
             }
-            out(`[chat] ${peer.user}@${peer.host}: ${printable(text)}`);
+            chat.show(text);
           },
           onEnd: (end) => {
             c.prompt.abort();
+            chat.close();
             if (current === c) current = null;
             slog.info("session ended", {
               code: end.code,
               reason: end.reason,
               by: end.remote ? "daemon" : "console",
             });
-            out(`Session with ${describe(peer)} ended: ${end.reason}`);
+            out(`Session with ${describe(peer)} ended: ${escapeControls(end.reason)}`);
           },
         },
       }),
@@ -392,6 +407,20 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       return;
     }
     link.settle();
+    const problem = daemonFactsProblem(claim);
+    if (problem !== null) {
+      // What the operator would see must be plain text; the log line escapes the values.
+      log.warn("session refused: the Daemon's host, user or OS breaks the protocol", {
+        remote,
+        fingerprint,
+        problem,
+        host: claim.host,
+        user: claim.user,
+        os: claim.os,
+      });
+      await refuse(conn, "protocol", `${problem}: upgrade the Daemon`);
+      return;
+    }
     try {
       await onAuthenticated(conn, remote, reader, claim, fingerprint);
     } catch (err) {
@@ -565,7 +594,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         return { host, addresses: await session.resolve(host) };
       } catch (err) {
         throw new ControlError(
-          `Cannot resolve "${host}" on the Daemon's side: ${errorMessage(err)}`,
+          `Cannot resolve "${escapeControls(host)}" on the Daemon's side: ${
+            escapeControls(errorMessage(err))
+          }`,
           {
             status: 502,
             result: { host, addresses: [], error: errorMessage(err) },
@@ -694,24 +725,7 @@ function peerFields(peer: PeerInfo) {
   return { remote: peer.address, host: peer.host, user: peer.user, fingerprint: peer.fingerprint };
 }
 
+/** The peer in one line; its facts fit the AUTH rules, escaped all the same. */
 function describe(peer: PeerInfo): string {
-  return `${peer.user}@${peer.host} (${peer.os}) from ${peer.address}`;
-}
-
-/**
- * Chat text as the receiver sees it: verbatim, except terminal control
- * characters, which are shown escaped so a peer cannot drive the terminal.
- *
- * @example
- * ```ts
- * import { printable } from "./server.ts";
- * if (printable("hi\x1b[2J") !== "hi\\x1b[2J") throw new Error(printable("hi\x1b[2J"));
- * ```
- */
-export function printable(text: string): string {
-  return text.replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x08\x0b-\x1f\x7f]/g,
-    (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  return escapeControls(`${peer.user}@${peer.host} (${peer.os}) from ${peer.address}`);
 }

@@ -9,15 +9,23 @@
 
 import { userInfo } from "node:os";
 import { ControlError, serveControl } from "../control.ts";
-import { errorMessage, HandshakeError, OpenError } from "../errors.ts";
+import { ChatView } from "../chat_view.ts";
+import { errorMessage, HandshakeError, OpenError, ProtocolError } from "../errors.ts";
 import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, parseHostPort } from "../pfo.ts";
-import { MAX_CHAT_CHARS, type OpenMessage, type ResolveMessage, Tag } from "../protocol.ts";
+import {
+  MAX_CHAT_CHARS,
+  type OpenMessage,
+  type ResolveMessage,
+  sanitizeDaemonFacts,
+  SESSION_ID_PATTERN,
+  Tag,
+} from "../protocol.ts";
 import { daemonHandshake, MessageReader, Session } from "../session.ts";
 import { readTokenFile, settingsPaths } from "../settings.ts";
 import { connectPinned } from "../tls.ts";
-import { printable } from "../console/server.ts";
+import { escapeControls } from "../text.ts";
 import { AllowList, parseIp } from "../allowlist.ts";
 import { DaemonFlow } from "../udp.ts";
 import { Stream } from "../mux.ts";
@@ -365,11 +373,21 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       abortLink();
       throw err;
     }
+    if (!SESSION_ID_PATTERN.test(id)) {
+      signal.removeEventListener("abort", abortLink);
+      abortLink();
+      throw new ProtocolError(
+        `Cannot start session: the Console's session id "${
+          escapeControls(id.slice(0, 16))
+        }" is not 8 hex digits`,
+      );
+    }
     phase = "established";
     lastError = null;
     sessionSince = new Date();
     const slog = log.child({ session: id });
     let ended: { final: boolean; reason: string; remote: boolean } | null = null;
+    const chat = new ChatView({ label: "console", out, log: slog });
     const s: Session = new Session(link, reader, {
       role: "daemon",
       id,
@@ -377,16 +395,17 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       handlers: {
         onOpen: (msg) => onOpen(s, msg),
         onResolve: (msg) => onResolve(s, msg),
-        onChat: (text) => out(`[chat] console: ${printable(text)}`),
+        onChat: (text) => chat.show(text),
         onEnd: (end) => {
           ended = end;
+          chat.close();
           connections.clear();
           slog.info("session ended", {
             code: end.code,
             reason: end.reason,
             by: end.remote ? "console" : "daemon",
           });
-          out(`Session ended: ${end.reason}`);
+          out(`Session ended: ${escapeControls(end.reason)}`);
         },
       },
     });
@@ -423,7 +442,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         lastError = errorMessage(err);
         const code = err instanceof HandshakeError ? err.code : "error";
         log.error("session failed", { code, reason: lastError });
-        out(`Session failed: ${lastError}`);
+        out(`Session failed: ${escapeControls(lastError)}`);
         if (PERMANENT.has(code)) throw err;
         if (!options.reconnect) throw err;
       }
@@ -471,7 +490,8 @@ function whoAmI(): { host: string; user: string; os: string } {
   } catch {
     // --allow-sys=uid,gid,userInfo not granted.
   }
-  return { host, user, os: Deno.build.os };
+  // The Console refuses facts outside the AUTH rules: send what fits.
+  return sanitizeDaemonFacts({ host, user, os: Deno.build.os });
 }
 
 function sleep(ms: number, signals: AbortSignal[]): Promise<void> {
