@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { closeQuietly, hostPort, startDaemon, startPair, taskFlags, within } from "./_harness.ts";
 import { rawConsole, type RawConsoleSession } from "./_hostile.ts";
+import { encodeMessage } from "../lib/codec.ts";
 import {
   type Message,
   type OpenErrMessage,
@@ -310,4 +311,38 @@ Deno.test("a connect refused by the Daemon's --allow-net is logged as that, not 
   );
   assert.match(input ?? "", /not permitted by the Daemon's --allow-net/);
   assert.doesNotMatch(daemon.out.text(), /refused by the allow-list/);
+});
+
+Deno.test("a Daemon sent 5,000 RESOLVEs at once answers every one, refusing those past its 64 running and 256 waiting lookups", async () => {
+  using con = await rawConsole();
+  await using daemon = await startDaemon(con);
+  using s = await con.next();
+  const total = 5_000;
+  const frames = Array.from(
+    { length: total },
+    (_, i) => encodeMessage({ tag: Tag.RESOLVE, id: 10_000 + i, host: "localhost" }),
+  );
+  const burst = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  frames.reduce((at, f) => (burst.set(f, at), at + f.length), 0);
+  for (let at = 0; at < burst.length;) at += await s.conn.write(burst.subarray(at));
+
+  const answered = new Set<number>();
+  let refused = 0;
+  for (let i = 0; i < total; i++) {
+    const r = await s.expect(
+      (m): m is ResolveResultMessage => m.tag === Tag.RESOLVE_RESULT,
+      "RESOLVE_RESULT",
+    );
+    answered.add(r.id);
+    if (r.error !== null) {
+      assert.match(r.error, /the Daemon has 64 lookups running and 256 waiting; try again later/);
+      refused++;
+    } else {
+      assert.ok(r.addresses.includes("127.0.0.1"), r.addresses.join());
+    }
+  }
+  assert.equal(answered.size, total, "every RESOLVE is answered once");
+  assert.ok(refused > 0 && refused <= total - 64 - 256, `${refused} refused`);
+  await daemon.out.waitFor(/WARN +resolve limit reached, queueing lookups +limit=64 count=1/);
+  await daemon.out.waitFor(/WARN +resolve queue full, refusing lookups +limit=256 count=1/);
 });
