@@ -11,9 +11,14 @@
  * falls under an address rule; the Daemon then connects to that very address,
  * so what was checked is what is reached.
  *
+ * Addresses, in rules and in targets, must be canonical (see `address.ts`):
+ * `010.0.0.1` or `127.1` is neither an address nor a name and is refused, and
+ * an allowed address is connected to as the text rebuilt from its bits.
+ *
  * @module
  */
 
+import { formatIp, type IpBits, parseIp, parseTarget, unmapIp } from "./address.ts";
 import { ConfigError } from "./errors.ts";
 import { isValidHost } from "./pfo.ts";
 
@@ -31,49 +36,22 @@ export interface AllowRule {
   readonly portMax: number;
 }
 
-/** What {@linkcode AllowList.check} decided. */
+/** A refusal: `not-allowed` by the rules, or `unresolvable` (not an address and not a name). */
+export interface AllowDenied {
+  readonly allowed: false;
+  readonly code: "not-allowed" | "unresolvable";
+  readonly reason: string;
+}
+
+/** What {@linkcode AllowList.check} decided: allowed with the host to connect to, or not. */
 export type AllowDecision =
   | { readonly allowed: true; readonly connectHost: string }
-  | { readonly allowed: false; readonly reason: string };
+  | AllowDenied;
 
-/** Parse an IPv4 or IPv6 literal into family and bits; null if it is not one. */
-export function parseIp(text: string): { family: 4 | 6; bits: bigint } | null {
-  const v4 = text.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/);
-  if (v4) {
-    const parts = v4.slice(1).map(Number);
-    if (parts.some((p) => p > 255)) return null;
-    return { family: 4, bits: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
-  }
-  if (!text.includes(":") || !/^[0-9a-fA-F:.]+$/.test(text)) return null;
-  let head = text;
-  let tailV4: bigint | null = null;
-  const lastColon = text.lastIndexOf(":");
-  if (text.slice(lastColon + 1).includes(".")) {
-    const v4tail = parseIp(text.slice(lastColon + 1));
-    if (!v4tail || v4tail.family !== 4) return null;
-    tailV4 = v4tail.bits;
-    head = text.slice(0, lastColon + 1) + "0:0";
-  }
-  const halves = head.split("::");
-  if (halves.length > 2) return null;
-  const left = halves[0] ? halves[0].split(":") : [];
-  const right = halves.length === 2 && halves[1] ? halves[1].split(":") : [];
-  const missing = 8 - left.length - right.length;
-  if ((halves.length === 1 && missing !== 0) || (halves.length === 2 && missing < 1)) return null;
-  const groups = [...left, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...right];
-  if (groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) return null;
-  let bits = groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
-  if (tailV4 !== null) bits = (bits & ~0xffff_ffffn) | tailV4;
-  return { family: 6, bits };
-}
-
-/** IPv4-mapped IPv6 (::ffff:a.b.c.d) as IPv4; other addresses unchanged. */
-function normalize(ip: { family: 4 | 6; bits: bigint }): { family: 4 | 6; bits: bigint } {
-  if (ip.family === 6 && ip.bits >> 32n === 0xffffn) {
-    return { family: 4, bits: ip.bits & 0xffff_ffffn };
-  }
-  return ip;
-}
+/** What {@linkcode AllowList.lookup} answers: the addresses to disclose, or a refusal. */
+export type AllowLookup =
+  | { readonly allowed: true; readonly addresses: readonly string[] }
+  | AllowDenied;
 
 function parsePorts(text: string, rule: string): [number, number] {
   const m = text.match(/^(\d{1,5})(?:-(\d{1,5}))?$/);
@@ -176,10 +154,10 @@ export function parseAllowRule(text: string): AllowRule {
   };
 }
 
-function ipMatches(rule: AllowRule, ip: { family: 4 | 6; bits: bigint }): boolean {
+function ipMatches(rule: AllowRule, ip: IpBits): boolean {
   if (rule.kind === "any") return true;
   if (rule.kind !== "ip") return false;
-  const n = normalize(ip);
+  const n = unmapIp(ip);
   if (n.family !== rule.family) return false;
   const shift = BigInt((n.family === 4 ? 32 : 128) - rule.prefix!);
   return (n.bits >> shift) << shift === rule.bits;
@@ -193,8 +171,22 @@ function nameMatches(rule: AllowRule, name: string): boolean {
   return false;
 }
 
+/** Canonical text of each address a resolver gave that parses (zoned ones do not). */
+function canonical(addresses: readonly string[]): IpBits[] {
+  const out: IpBits[] = [];
+  for (const address of addresses) {
+    const ip = parseIp(address);
+    if (ip) out.push(unmapIp(ip));
+  }
+  return out;
+}
+
 /**
  * A parsed allow-list.
+ *
+ * Every target goes through {@linkcode parseTarget} first, rules or not: a
+ * host shaped like an address that is not one in canonical form is refused,
+ * and an allowed address is connected to as its canonical text.
  *
  * @example
  * ```ts
@@ -202,7 +194,8 @@ function nameMatches(rule: AllowRule, name: string): boolean {
  * const list = AllowList.parse(["db01:5432", "10.0.0.0/8"]);
  * const ok = await list.check("db01", 5432, () => Promise.resolve([]));
  * const no = await list.check("db01", 22, () => Promise.resolve(["192.168.1.5"]));
- * if (!ok.allowed || no.allowed) throw new Error("bad");
+ * const odd = await list.check("010.0.0.1", 22, () => Promise.resolve([]));
+ * if (!ok.allowed || no.allowed || odd.allowed) throw new Error("bad");
  * ```
  */
 export class AllowList {
@@ -234,44 +227,91 @@ export class AllowList {
     return ip !== null && this.rules.some((r) => ipMatches(r, ip));
   }
 
+  #denied(what: string): AllowDenied {
+    return {
+      allowed: false,
+      code: "not-allowed",
+      reason: `not allowed by the Daemon: "${what}" matches no --allow rule (${this.describe()})`,
+    };
+  }
+
   /**
-   * May the Console reach `host:port`? `resolve` looks a name up with this
-   * machine's resolver, and is called only when address rules must decide.
+   * May the Console reach `host:port`, and at what address? `resolve` looks a
+   * name up with this machine's resolver, and is called only when address
+   * rules must decide.
    */
   async check(
     host: string,
     port: number,
     resolve: (host: string) => Promise<string[]>,
   ): Promise<AllowDecision> {
-    if (this.open) return { allowed: true, connectHost: host };
+    const target = parseTarget(host);
+    if (target.kind === "invalid") {
+      return { allowed: false, code: "unresolvable", reason: target.reason };
+    }
+    const text = target.kind === "address" ? target.text : target.name;
+    if (this.open) return { allowed: true, connectHost: text };
+    const denied = this.#denied(`${text.includes(":") ? `[${text}]` : text}:${port}`);
     const rules = this.rules.filter((r) => port >= r.portMin && port <= r.portMax);
-    const denied = {
-      allowed: false as const,
-      reason:
-        `not allowed by the Daemon: "${host}:${port}" matches no --allow rule (${this.describe()})`,
-    };
-    if (rules.length === 0) return denied;
-    const literal = parseIp(host);
-    if (literal) {
-      return rules.some((r) => ipMatches(r, literal))
-        ? { allowed: true, connectHost: host }
+    if (target.kind === "address") {
+      return rules.some((r) => ipMatches(r, target))
+        ? { allowed: true, connectHost: text }
         : denied;
     }
-    if (rules.some((r) => nameMatches(r, host))) return { allowed: true, connectHost: host };
+    if (rules.some((r) => nameMatches(r, text))) return { allowed: true, connectHost: text };
     const ipRules = rules.filter((r) => r.kind === "ip");
     if (ipRules.length === 0) return denied;
-    let addresses: string[];
+    let addresses: IpBits[];
     try {
-      addresses = await resolve(host);
+      addresses = canonical(await resolve(text));
     } catch {
       return denied;
     }
-    for (const address of addresses) {
-      const ip = parseIp(address);
-      if (ip && ipRules.some((r) => ipMatches(r, ip))) {
-        return { allowed: true, connectHost: address };
-      }
+    const ip = addresses.find((a) => ipRules.some((r) => ipMatches(r, a)));
+    return ip ? { allowed: true, connectHost: formatIp(ip) } : denied;
+  }
+
+  /**
+   * Answer a name lookup the Console asked for, within the rules: an address
+   * is answered as itself (canonical); a name is resolved with `resolve`.
+   * With rules in force only a name that a name rule allows, or that resolves
+   * to an address an address rule allows (whatever the port), is answered, and
+   * only with allowed addresses; any other name is refused alike, resolvable
+   * or not, so the Console learns nothing it could not reach.
+   *
+   * @example
+   * ```ts
+   * import { AllowList } from "./allowlist.ts";
+   * const list = AllowList.parse(["10.0.0.0/8"]);
+   * const web = await list.lookup("web", () => Promise.resolve(["192.168.0.9", "10.1.1.1"]));
+   * if (!web.allowed || web.addresses.join() !== "10.1.1.1") throw new Error("bad");
+   * ```
+   */
+  async lookup(
+    host: string,
+    resolve: (host: string) => Promise<string[]>,
+  ): Promise<AllowLookup> {
+    const target = parseTarget(host);
+    if (target.kind === "invalid") {
+      return { allowed: false, code: "unresolvable", reason: target.reason };
     }
-    return denied;
+    if (target.kind === "address") {
+      return this.open || this.rules.some((r) => ipMatches(r, target))
+        ? { allowed: true, addresses: [target.text] }
+        : this.#denied(target.text);
+    }
+    const named = this.open || this.rules.some((r) => nameMatches(r, target.name));
+    const ipRules = this.rules.filter((r) => r.kind === "ip");
+    if (!named && ipRules.length === 0) return this.#denied(target.name);
+    let addresses: IpBits[];
+    try {
+      addresses = canonical(await resolve(target.name));
+    } catch (err) {
+      if (named) throw err;
+      return this.#denied(target.name);
+    }
+    if (!named) addresses = addresses.filter((a) => ipRules.some((r) => ipMatches(r, a)));
+    if (addresses.length === 0 && !named) return this.#denied(target.name);
+    return { allowed: true, addresses: [...new Set(addresses.map(formatIp))] };
   }
 }

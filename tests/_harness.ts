@@ -264,6 +264,8 @@ export interface StartDaemonOptions {
   readonly dir?: string;
   /** Run the Daemon through this command prefix (it must exec `"$0" "$@"`), e.g. `unshare`. */
   readonly prefix?: readonly string[];
+  /** Deno permission flags instead of the `daemon` task's (see {@linkcode taskFlags}). */
+  readonly flags?: readonly string[];
 }
 
 /** Start a Daemon dialing `console`. Resolves once spawned (not once established). */
@@ -278,7 +280,7 @@ export async function startDaemon(
   }
   const proc = spawn(
     "daemon.ts",
-    await taskFlags("daemon"),
+    options.flags ? [...options.flags] : await taskFlags("daemon"),
     [
       target.address,
       "--fingerprint",

@@ -26,10 +26,12 @@ import { daemonHandshake, MessageReader, Session } from "../session.ts";
 import { readTokenFile, settingsPaths } from "../settings.ts";
 import { connectPinned } from "../tls.ts";
 import { escapeControls } from "../text.ts";
-import { AllowList, parseIp } from "../allowlist.ts";
+import { AllowList } from "../allowlist.ts";
+import { parseIp } from "../address.ts";
 import { DaemonFlow } from "../udp.ts";
 import { Stream } from "../mux.ts";
 import { classifyError, connectTarget, resolveHost } from "./connector.ts";
+import { Lookups } from "./lookups.ts";
 
 /** What the Daemon is doing now. */
 export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
@@ -125,6 +127,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const facts = whoAmI();
   const allow = AllowList.parse(options.allow);
   out(`Allow-list: the Console may reach ${allow.describe()}`);
+  const lookups = new Lookups({ allow, resolve: resolveHost, log });
   const udpFlows = new Set<DaemonFlow>();
   const udpSweep = setInterval(() => {
     const cutoff = Date.now() - DAEMON_UDP_IDLE_MS;
@@ -252,9 +255,15 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         reason: summary.reason === "done" ? undefined : summary.reason,
       });
     };
+    // Which check refused a "not-allowed" open: the rules, or Deno's --allow-net on connect.
+    let refusedBy: "allow-list" | "permission" = "permission";
     (async () => {
       const decision = await allow.check(msg.host, msg.port, resolveHost);
-      if (!decision.allowed) throw new OpenError("not-allowed", decision.reason);
+      if (!decision.allowed) {
+        refusedBy = "allow-list";
+        throw new OpenError(decision.code, decision.reason);
+      }
+      // connectHost is the checked address (canonical) or a name the rules allow.
       if (msg.proto === "udp") {
         const [address] = parseIp(decision.connectHost)
           ? [decision.connectHost]
@@ -287,23 +296,21 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       });
       if (stream) opened(address);
     })().catch((err) => {
-      const code = err instanceof OpenError ? err.code : classifyError(err, target).code;
-      const reason = err instanceof OpenError ? err.message : classifyError(err, target).reason;
-      slog.warn(
-        code === "not-allowed" ? "connection refused by the allow-list" : "connection failed",
-        {
-          client: msg.client,
-          target,
-          code,
-          reason,
-        },
-      );
+      const { code, reason } = err instanceof OpenError
+        ? { code: err.code, reason: err.message }
+        : classifyError(err, target);
+      const what = code !== "not-allowed"
+        ? "connection failed"
+        : refusedBy === "allow-list"
+        ? "connection refused by the allow-list"
+        : "connection refused by the Daemon's --allow-net permission";
+      slog.warn(what, { client: msg.client, target, code, reason });
       if (s.ended === null) s.send({ tag: Tag.OPEN_ERR, stream: msg.stream, code, reason });
     });
   }
 
   function onResolve(s: Session, msg: ResolveMessage): void {
-    resolveHost(msg.host).then(
+    lookups.answer(msg.host, () => s.ended === null).then(
       (addresses) => {
         log.info("resolved for the Console", {
           session: s.id,

@@ -1,0 +1,145 @@
+/**
+ * The Daemon's answers to the Console's RESOLVE requests: within the
+ * allow-list, and at most {@linkcode MAX_RESOLVES_IN_FLIGHT} lookups at a
+ * time. Later requests wait in a bounded queue; past it they fail at once.
+ * Each lookup holds a resolver thread and memory, so without a bound a
+ * Console could make the Daemon run any number of them.
+ *
+ * @module
+ */
+
+import type { AllowList } from "../allowlist.ts";
+import type { Logger } from "../log.ts";
+
+/** Most lookups the Daemon runs at once for the Console. */
+export const MAX_RESOLVES_IN_FLIGHT = 64;
+
+/** Most lookups waiting for a slot; more are refused. */
+export const MAX_RESOLVES_QUEUED = 256;
+
+/** How often a limit being hit is logged again (with a count). */
+const LIMIT_LOG_EVERY_MS = 10_000;
+
+/** Options for {@linkcode Lookups}. */
+export interface LookupsOptions {
+  readonly allow: AllowList;
+  /** This machine's resolver. */
+  readonly resolve: (host: string) => Promise<string[]>;
+  readonly log: Logger;
+  /** Default {@linkcode MAX_RESOLVES_IN_FLIGHT}. */
+  readonly maxInFlight?: number;
+  /** Default {@linkcode MAX_RESOLVES_QUEUED}. */
+  readonly maxQueued?: number;
+}
+
+/** A lookup the Daemon will not do; its message is for the Console. */
+export class LookupRefused extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "LookupRefused";
+  }
+}
+
+/** Logs one limit at once, then at most every 10 s with how often it was hit meanwhile. */
+class LimitLog {
+  #count = 0;
+  #loggedAt = -Infinity;
+  constructor(readonly log: Logger, readonly msg: string, readonly limit: number) {}
+  hit(): void {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#loggedAt < LIMIT_LOG_EVERY_MS) return;
+    this.log.warn(this.msg, { limit: this.limit, count: this.#count });
+    this.#loggedAt = now;
+    this.#count = 0;
+  }
+}
+
+/**
+ * Name lookups for the Console, bounded and within the allow-list.
+ *
+ * @example
+ * ```ts
+ * import { AllowList } from "../allowlist.ts";
+ * import { createLogger } from "../log.ts";
+ * import { Lookups } from "./lookups.ts";
+ * const lookups = new Lookups({
+ *   allow: AllowList.parse(["10.0.0.0/8"]),
+ *   resolve: () => Promise.resolve(["192.168.0.9", "10.1.1.1"]),
+ *   log: createLogger({ sink: () => {} }),
+ * });
+ * if ((await lookups.answer("web")).join() !== "10.1.1.1") throw new Error("bad");
+ * ```
+ */
+export class Lookups {
+  readonly #allow: AllowList;
+  readonly #resolve: (host: string) => Promise<string[]>;
+  readonly #maxInFlight: number;
+  readonly #maxQueued: number;
+  readonly #queue: (() => void)[] = [];
+  readonly #queuedLog: LimitLog;
+  readonly #refusedLog: LimitLog;
+  #inFlight = 0;
+
+  constructor(options: LookupsOptions) {
+    this.#allow = options.allow;
+    this.#resolve = options.resolve;
+    this.#maxInFlight = options.maxInFlight ?? MAX_RESOLVES_IN_FLIGHT;
+    this.#maxQueued = options.maxQueued ?? MAX_RESOLVES_QUEUED;
+    this.#queuedLog = new LimitLog(
+      options.log,
+      "resolve limit reached, queueing lookups",
+      this.#maxInFlight,
+    );
+    this.#refusedLog = new LimitLog(
+      options.log,
+      "resolve queue full, refusing lookups",
+      this.#maxQueued,
+    );
+  }
+
+  /** Lookups running now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Lookups waiting for a slot. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /**
+   * The addresses to tell the Console for `host`. Rejects with
+   * {@linkcode LookupRefused} when the rules refuse it or the queue is full,
+   * or with the resolver's error. `stillWanted` is asked when a queued lookup
+   * gets its slot: false (the session ended) skips it.
+   */
+  async answer(host: string, stillWanted: () => boolean = () => true): Promise<string[]> {
+    if (this.#inFlight >= this.#maxInFlight) {
+      if (this.#queue.length >= this.#maxQueued) {
+        this.#refusedLog.hit();
+        throw new LookupRefused(
+          `Cannot resolve ${JSON.stringify(host)}: the Daemon has ${this.#maxInFlight} lookups ` +
+            `running and ${this.#maxQueued} waiting; try again later`,
+        );
+      }
+      this.#queuedLog.hit();
+      await new Promise<void>((resolve) => this.#queue.push(resolve));
+    } else {
+      this.#inFlight++;
+    }
+    // Here this lookup holds a slot (a finished one handed its slot over).
+    try {
+      if (!stillWanted()) {
+        throw new LookupRefused(`Cannot resolve ${JSON.stringify(host)}: no longer wanted`);
+      }
+      const answer = await this.#allow.lookup(host, this.#resolve);
+      if (!answer.allowed) throw new LookupRefused(answer.reason);
+      return [...answer.addresses];
+    } finally {
+      const next = this.#queue.shift();
+      if (next) next();
+      else this.#inFlight--;
+    }
+  }
+}
