@@ -203,6 +203,7 @@ if (import.meta.main) {
           reconnect: opts.reconnect && settings.reconnect,
           backoffMaxMs: settings.backoffMaxMs,
           connectTimeoutMs: settings.connectTimeoutMs,
+          maxHeldBytes: settings.maxHeldBytes,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           log,
           out: printOut,

@@ -60,6 +60,11 @@ export interface StreamHost {
   backpressure(): Promise<void> | null;
   /** The channel is finished; forget it. */
   release(channel: Channel): void;
+  /**
+   * Bytes from the peer this stream holds until its local socket takes them
+   * grew (positive) or shrank (negative) by `delta`; the session keeps the total.
+   */
+  held?(delta: number): void;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -142,6 +147,8 @@ export class Stream implements Channel {
 
   #recvQueue: Uint8Array[] = [];
   #recvHead = 0;
+  /** Bytes received and not yet written to the local socket (the chunk being written included). */
+  #recvBytes = 0;
   /** Bytes the peer may still send before it needs more credit from us. */
   #recvWindow = INITIAL_WINDOW_BYTES;
   #ungranted = 0;
@@ -199,7 +206,7 @@ export class Stream implements Channel {
   discard(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#recvQueue = [];
+    this.#dropReceived();
     this.#spare = [];
     const wake = this.#creditWaiter;
     this.#creditWaiter = null;
@@ -259,6 +266,8 @@ export class Stream implements Channel {
     }
     this.#recvWindow -= data.length;
     this.#recvQueue.push(data);
+    this.#recvBytes += data.length;
+    this.#host.held?.(data.length);
     if (!this.#writing) this.#drain();
   }
 
@@ -309,6 +318,11 @@ export class Stream implements Channel {
       while (this.#recvHead < this.#recvQueue.length && !this.#ended) {
         const chunk = this.#recvQueue[this.#recvHead++];
         await writeAll(this.conn, chunk);
+        // An ended stream let go of everything it held, this chunk included.
+        if (!this.#ended) {
+          this.#recvBytes -= chunk.length;
+          this.#host.held?.(-chunk.length);
+        }
         this.bytesReceived += chunk.length;
         this.#ungranted += chunk.length;
         const empty = this.#recvHead === this.#recvQueue.length;
@@ -343,11 +357,19 @@ export class Stream implements Channel {
     if (this.#finSent && this.#writeClosed) this.#end("done");
   }
 
+  /** Forget what the peer sent and the local socket has not taken. */
+  #dropReceived(): void {
+    this.#recvQueue = [];
+    this.#recvHead = 0;
+    if (this.#recvBytes > 0) this.#host.held?.(-this.#recvBytes);
+    this.#recvBytes = 0;
+  }
+
   #end(reason: string): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#streaming = false;
-    this.#recvQueue = [];
+    this.#dropReceived();
     this.#spare = [];
     try {
       this.conn.close();

@@ -74,6 +74,35 @@ export const HALF_CLOSED_IDLE_MS = 120_000;
 /** Most streams open at once in one session. */
 export const MAX_STREAMS = 16_384;
 
+/**
+ * Default of the most bytes one session holds for its peer: early data for
+ * streams whose target is still being reached, and bytes received on
+ * streams and not yet taken by their local socket. Over it, new opens are
+ * refused with code `limit`; open streams carry on.
+ */
+export const MAX_HELD_BYTES = 64 * 1024 * 1024;
+
+/** How long a Daemon may wait for the Console operator's answer (`pendingTimeoutMs`). */
+export const PENDING_TIMEOUT_MS = 600_000;
+
+/**
+ * What a Daemon still waiting for acceptance may send the Console, for a
+ * pending timeout of `timeoutMs`: room for a heartbeat each way every
+ * {@linkcode HEARTBEAT_MS} (a waiting Daemon only answers pings) and a few
+ * other messages. Over it, the Console drops the Daemon.
+ *
+ * @example
+ * ```ts
+ * import { pendingBudget } from "./protocol.ts";
+ * const { messages, bytes } = pendingBudget(600_000);
+ * if (messages !== 364 || bytes !== 35_584) throw new Error(`${messages} ${bytes}`);
+ * ```
+ */
+export function pendingBudget(timeoutMs: number): { messages: number; bytes: number } {
+  const beats = Math.ceil(timeoutMs / HEARTBEAT_MS);
+  return { messages: 64 + 2 * beats, bytes: 16 * 1024 + 2 * beats * 64 };
+}
+
 /** Longest chat message, in characters. */
 export const MAX_CHAT_CHARS = 4096;
 

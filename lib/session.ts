@@ -31,9 +31,11 @@ import {
   INITIAL_WINDOW_BYTES,
   MAX_FRAME_BYTES,
   MAX_HANDSHAKE_FRAME_BYTES,
+  MAX_HELD_BYTES,
   MAX_STREAMS,
   type Message,
   type OpenMessage,
+  pendingBudget,
   PROTOCOL_VERSION,
   type RejectCode,
   type ResolveMessage,
@@ -42,8 +44,17 @@ import {
   Tag,
 } from "./protocol.ts";
 
-/** Send-queue size above which streams wait before reading more. */
-const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/**
+ * Send-queue size above which streams wait before reading more, and above
+ * which the session stops reading from the peer while what it owes the peer
+ * (answers and other control frames, stream data aside) exceeds it.
+ */
+export const SEND_HIGH_WATER = 4 * 1024 * 1024;
+/**
+ * Send-queue size at which the session gives up on a peer that does not
+ * read: it is closed with a log line saying so.
+ */
+export const SEND_QUEUE_CAP = 64 * 1024 * 1024;
 /** Send-queue size above which UDP datagrams are dropped instead of queued. */
 const DATAGRAM_HIGH_WATER = 1024 * 1024;
 /** TCP counts as active for this long after its last DATA frame. */
@@ -78,9 +89,15 @@ export class MessageReader {
   /** Read buffer; bytes [0, #held) are an unfinished frame kept from the last read. */
   #buf = new Uint8Array(256 * 1024);
   #held = 0;
+  #bytesRead = 0;
 
   constructor(link: ByteConn) {
     this.#link = link;
+  }
+
+  /** Bytes read from the link so far. */
+  get bytesRead(): number {
+    return this.#bytesRead;
   }
 
   /** Raise the frame cap once the peer is authenticated. */
@@ -94,6 +111,7 @@ export class MessageReader {
     while (this.#queue.length === 0) {
       const n = await this.#link.read(this.#buf.subarray(this.#held));
       if (n === null) return null;
+      this.#bytesRead += n;
       this.#queue = this.#decode(this.#held + n);
     }
     const out = this.#queue;
@@ -147,11 +165,19 @@ export class FrameWriter {
   #queue: Uint8Array[] = [];
   /** Per queued frame: called once the link took it (see `StreamHost.sendFrame`). */
   #written: (((frame: Uint8Array) => void) | undefined)[] = [];
+  /** Per queued frame: true for stream data (DATA, DATAGRAM), which flow control bounds. */
+  #isData: boolean[] = [];
   #head = 0;
   #queued = 0;
+  /** Bytes of stream data among `#queued`. */
+  #queuedData = 0;
+  /** Index in `#queue` of the heartbeat answer not yet taken for writing, or -1. */
+  #pongAt = -1;
   #running = false;
   #failed: unknown = null;
   #drainWaiters: (() => void)[] = [];
+  /** Waiting for the control frames queued to fall back under the high-water mark. */
+  #controlWaiters: (() => void)[] = [];
   #idleWaiters: (() => void)[] = [];
   #onError: (err: unknown) => void;
 
@@ -165,19 +191,65 @@ export class FrameWriter {
     return this.#queued;
   }
 
-  /** Queue a frame; `written` is called once the link has taken its bytes. */
-  push(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
+  /** Bytes of control frames (everything but stream data) queued and not yet written. */
+  get queuedControl(): number {
+    return this.#queued - this.#queuedData;
+  }
+
+  /**
+   * Queue a frame; `written` is called once the link has taken its bytes.
+   * `data` marks stream data, which the peer's credit (TCP) or the datagram
+   * high-water mark (UDP) bounds already.
+   */
+  push(frame: Uint8Array, written?: (frame: Uint8Array) => void, data = false): void {
     if (this.#failed) return;
     this.#queue.push(frame);
     this.#written.push(written);
+    this.#isData.push(data);
     this.#queued += frame.length;
+    if (data) this.#queuedData += frame.length;
     if (!this.#running) this.#run();
+  }
+
+  /**
+   * Queue a heartbeat answer. One still waiting in the queue is replaced, so
+   * a peer that pings and never reads costs one answer, not one per ping.
+   */
+  pushPong(frame: Uint8Array): void {
+    if (this.#failed) return;
+    if (this.#pongAt >= this.#head && this.#pongAt < this.#queue.length) {
+      this.#queued += frame.length - this.#queue[this.#pongAt].length;
+      this.#queue[this.#pongAt] = frame;
+      return;
+    }
+    this.#pongAt = this.#queue.length;
+    this.push(frame);
   }
 
   /** A promise while over the high-water mark, else null. */
   backpressure(): Promise<void> | null {
     if (this.#queued < SEND_HIGH_WATER || this.#failed) return null;
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /**
+   * A promise while the control frames queued (answers to the peer, stream
+   * data aside) are over the high-water mark, else null. The session stops
+   * reading meanwhile: a peer that asks and never reads the answers stalls
+   * itself. Stream data is left out, or two sides both sending bulk data
+   * would each stop reading the other and never resume.
+   */
+  controlBackpressure(): Promise<void> | null {
+    if (this.queuedControl < SEND_HIGH_WATER || this.#failed) return null;
+    return new Promise((resolve) => this.#controlWaiters.push(resolve));
+  }
+
+  #clearQueue(): void {
+    this.#queue = [];
+    this.#written = [];
+    this.#isData = [];
+    this.#head = 0;
+    this.#pongAt = -1;
   }
 
   /** Resolves when everything queued so far is written (or the link failed). */
@@ -191,6 +263,7 @@ export class FrameWriter {
     try {
       while (this.#head < this.#queue.length) {
         let done = this.#written[this.#head];
+        let dataBytes = this.#isData[this.#head] ? this.#queue[this.#head].length : 0;
         let chunk = this.#queue[this.#head++];
         // Join small frames (control messages, short DATA); a large DATA frame
         // goes on its own, as copying it would cost more than the write saved.
@@ -210,6 +283,7 @@ export class FrameWriter {
             let at = chunk.length;
             for (; this.#head < end; this.#head++) {
               const frame = this.#queue[this.#head];
+              if (this.#isData[this.#head]) dataBytes += frame.length;
               joined.set(frame, at);
               this.#written[this.#head]?.(frame);
               at += frame.length;
@@ -218,28 +292,28 @@ export class FrameWriter {
             done = undefined;
           }
         }
-        if (this.#head === this.#queue.length) {
-          this.#queue = [];
-          this.#written = [];
-          this.#head = 0;
-        }
+        if (this.#head === this.#queue.length) this.#clearQueue();
         let off = 0;
         while (off < chunk.length) {
           off += await this.#link.write(off === 0 ? chunk : chunk.subarray(off));
         }
         this.#queued -= chunk.length;
+        this.#queuedData -= dataBytes;
         done?.(chunk);
         if (this.#queued < SEND_HIGH_WATER / 2 && this.#drainWaiters.length > 0) {
           for (const wake of this.#drainWaiters.splice(0)) wake();
         }
+        if (this.queuedControl < SEND_HIGH_WATER / 2 && this.#controlWaiters.length > 0) {
+          for (const wake of this.#controlWaiters.splice(0)) wake();
+        }
       }
     } catch (err) {
       this.#failed = err ?? new Error("write failed");
-      this.#queue = [];
-      this.#written = [];
-      this.#head = 0;
+      this.#clearQueue();
       this.#queued = 0;
+      this.#queuedData = 0;
       for (const wake of this.#drainWaiters.splice(0)) wake();
+      for (const wake of this.#controlWaiters.splice(0)) wake();
       this.#onError(err);
     } finally {
       this.#running = false;
@@ -452,6 +526,19 @@ export interface SessionOptions {
   readonly halfClosedIdleMs?: number;
   /** Console: the Daemon offered `early-data`, so streams may send before OPEN_OK. */
   readonly earlyData?: boolean;
+  /**
+   * Most bytes this side holds for the peer: early data of streams whose
+   * target is still being reached, and bytes received on streams that their
+   * local socket has not taken yet. Over it, new opens are refused with code
+   * `limit`. Default {@linkcode MAX_HELD_BYTES}.
+   */
+  readonly maxHeldBytes?: number;
+  /**
+   * Console: the Daemon waits for the operator. Until this side sends
+   * ACCEPT, the Daemon may send only {@linkcode pendingBudget} of
+   * `timeoutMs`, and after `timeoutMs` it is rejected.
+   */
+  readonly pending?: { readonly timeoutMs: number };
 }
 
 /** Where to open a stream to, on the Daemon's side. */
@@ -463,10 +550,26 @@ export interface OpenTarget {
   readonly client: string;
 }
 
-/** Daemon: what came for a stream before its target was reached (null = FIN). */
+/**
+ * Daemon: an OPEN whose target is still being reached, and, for TCP, what
+ * came for it before then (null = FIN).
+ */
 interface EarlyData {
+  readonly udp: boolean;
   readonly frames: (Uint8Array | null)[];
   bytes: number;
+}
+
+/** The limits that refuse opens, each logged on its own. */
+type Limit = "streams" | "held";
+
+/** Console: what a Daemon waiting for acceptance has sent, against its budget. */
+interface PendingPhase {
+  readonly budget: { readonly messages: number; readonly bytes: number };
+  /** `MessageReader.bytesRead` when the session started. */
+  readonly bytesAtStart: number;
+  messages: number;
+  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 interface PendingOpen {
@@ -498,8 +601,15 @@ export class Session implements StreamHost {
   #handlers: SessionHandlers;
   #streams = new Map<number, Channel>();
   #pendingOpens = new Map<number, PendingOpen>();
-  /** Daemon: DATA and FIN that came after an OPEN, before its target was reached. */
+  /** Daemon: OPENs whose target is still being reached, with any DATA and FIN sent meanwhile. */
   #early = new Map<number, EarlyData>();
+  /** Daemon: opens this session refused (held bytes) while their target was being reached. */
+  #abandoned = new Set<number>();
+  /** Bytes held for the peer: early data and streams' unwritten received bytes. */
+  #held = 0;
+  #maxHeldBytes: number;
+  /** Console: set while the Daemon waits for acceptance. */
+  #pending: PendingPhase | null = null;
   /** Console: streams may send before OPEN_OK. */
   #earlyData: boolean;
   #resolves = new Map<
@@ -513,6 +623,8 @@ export class Session implements StreamHost {
   #nextStream = 1;
   #nextResolve = 1;
   #lastHeard = Date.now();
+  /** True while reading waits for the peer to take what it is owed. */
+  #readPaused = false;
   #lastTcpAt = 0;
   #udpTokens = UDP_TOKENS_MAX;
   #pingSeq = 0;
@@ -524,9 +636,11 @@ export class Session implements StreamHost {
   /** Liveness ticks a half-closed stream may stay quiet. */
   #halfClosedTicks: number;
   #halfClosedIdleMs: number;
-  /** Refusals at the stream cap since it was last logged, and when that was. */
-  #limitRefused = 0;
-  #limitLoggedAt = -Infinity;
+  /** Per limit: refusals since it was last logged, and when that was. */
+  #limits: Record<Limit, { refused: number; loggedAt: number }> = {
+    streams: { refused: 0, loggedAt: -Infinity },
+    held: { refused: 0, loggedAt: -Infinity },
+  };
   #ended: SessionEnd | null = null;
   #endWaiters: (() => void)[] = [];
 
@@ -540,6 +654,7 @@ export class Session implements StreamHost {
     this.#handlers = options.handlers;
     this.#deadPeerMs = options.deadPeerMs ?? DEAD_PEER_MS;
     this.#maxStreams = options.maxStreams ?? MAX_STREAMS;
+    this.#maxHeldBytes = options.maxHeldBytes ?? MAX_HELD_BYTES;
     this.#earlyData = options.earlyData ?? false;
     this.#writer = new FrameWriter(
       link,
@@ -553,6 +668,15 @@ export class Session implements StreamHost {
     this.#halfClosedIdleMs = options.halfClosedIdleMs ?? HALF_CLOSED_IDLE_MS;
     this.#halfClosedTicks = Math.max(1, Math.ceil(this.#halfClosedIdleMs / tick));
     this.#heartbeat = setInterval(() => this.#beat(), tick);
+    if (options.pending) {
+      const timeoutMs = options.pending.timeoutMs;
+      this.#pending = {
+        budget: pendingBudget(timeoutMs),
+        bytesAtStart: reader.bytesRead,
+        messages: 0,
+        timer: setTimeout(() => this.#pendingExpired(timeoutMs), timeoutMs),
+      };
+    }
   }
 
   /** Number of open streams and UDP flows. */
@@ -568,6 +692,16 @@ export class Session implements StreamHost {
   /** Daemon: bytes held for stream `id` before its target was reached, or -1 if none are. */
   earlyHeld(id: number): number {
     return this.#early.get(id)?.bytes ?? -1;
+  }
+
+  /** Bytes held for the peer: early data, and stream bytes not yet taken by their local socket. */
+  get heldBytes(): number {
+    return this.#held;
+  }
+
+  /** Bytes queued for the peer and not yet written. */
+  get sendQueued(): number {
+    return this.#writer.queued;
   }
 
   /** The open TCP streams. */
@@ -590,15 +724,24 @@ export class Session implements StreamHost {
   sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
     this.#tcpFrame();
-    this.#writer.push(frame, written);
+    this.#writer.push(frame, written, true);
+    this.#checkQueueCap();
   }
 
   send(msg: Message): void {
     if (!SENDERS[msg.tag].includes(this.role)) {
       throw new TypeError(`Cannot send ${tagName(msg.tag)}: a ${this.role} may not send it`);
     }
-    if (msg.tag === Tag.OPEN_ERR) this.#early.delete(msg.stream);
-    if (!this.#ended) this.#writer.push(encodeMessage(msg));
+    if (msg.tag === Tag.OPEN_ERR) {
+      this.#dropEarly(msg.stream);
+      // This session refused the open already; the Console has its answer.
+      if (this.#abandoned.delete(msg.stream)) return;
+    }
+    if (msg.tag === Tag.ACCEPT) this.#endPending();
+    if (this.#ended) return;
+    if (msg.tag === Tag.PONG) this.#writer.pushPong(encodeMessage(msg));
+    else this.#writer.push(encodeMessage(msg));
+    this.#checkQueueCap();
   }
 
   backpressure(): Promise<void> | null {
@@ -607,6 +750,68 @@ export class Session implements StreamHost {
 
   release(channel: Channel): void {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
+  }
+
+  held(delta: number): void {
+    this.#held += delta;
+  }
+
+  /** A peer that lets this much pile up is not reading: give up on it. */
+  #checkQueueCap(): void {
+    const queued = this.#writer.queued;
+    if (queued <= SEND_QUEUE_CAP || this.#ended) return;
+    const mib = Math.round(SEND_QUEUE_CAP / (1024 * 1024));
+    this.#log.error("the peer is not reading: send queue over its hard cap, closing the session", {
+      queued,
+      cap: SEND_QUEUE_CAP,
+    });
+    this.#finish(
+      "dead-peer",
+      `the peer read nothing while more than ${mib} MiB waited to be sent`,
+      false,
+      false,
+    );
+  }
+
+  /** Console: the Daemon is accepted (or gone); its pending budget and timeout no longer apply. */
+  #endPending(): void {
+    if (this.#pending) clearTimeout(this.#pending.timer);
+    this.#pending = null;
+  }
+
+  #pendingExpired(timeoutMs: number): void {
+    this.#pending = null;
+    if (this.#ended) return;
+    const wait = timeoutMs % 1000 === 0 ? `${timeoutMs / 1000} s` : `${timeoutMs} ms`;
+    this.#log.warn("no answer from the Console operator in time, rejecting the pending Daemon", {
+      pendingTimeoutMs: timeoutMs,
+    });
+    void this.reject("rejected", `the Console operator did not answer within ${wait}`);
+  }
+
+  /**
+   * Console: count a batch from a Daemon waiting for acceptance. Over its
+   * budget it is rejected, and false says to dispatch none of the batch.
+   */
+  #withinPendingBudget(count: number): boolean {
+    const pending = this.#pending;
+    if (!pending) return true;
+    pending.messages += count;
+    const bytes = this.#reader.bytesRead - pending.bytesAtStart;
+    const { budget } = pending;
+    if (pending.messages <= budget.messages && bytes <= budget.bytes) return true;
+    this.#endPending();
+    this.#log.warn("a Daemon not yet accepted sent more than its budget, rejecting it", {
+      messages: pending.messages,
+      bytes,
+      maxMessages: budget.messages,
+      maxBytes: budget.bytes,
+    });
+    void this.reject(
+      "protocol",
+      `sent ${pending.messages} messages (${bytes} bytes) while waiting for acceptance; at most ${budget.messages} messages and ${budget.bytes} bytes are allowed`,
+    );
+    return false;
   }
 
   /** Read and dispatch until the link ends. Call once. */
@@ -619,9 +824,17 @@ export class Session implements StreamHost {
           return;
         }
         this.#lastHeard = Date.now();
+        if (!this.#withinPendingBudget(batch.length)) return;
         for (const msg of batch) {
           if (this.#ended) return;
           this.#dispatch(msg);
+        }
+        // Owing the peer too many answers: read nothing more until it takes them.
+        const owed = this.#writer.controlBackpressure();
+        if (owed) {
+          this.#readPaused = true;
+          await Promise.race([owed, this.done()]);
+          this.#readPaused = false;
         }
       }
     } catch (err) {
@@ -635,17 +848,41 @@ export class Session implements StreamHost {
     }
   }
 
-  /** Log the stream cap when it is hit: at once, then at most every 10 s with a count. */
-  #limitHit(): void {
-    this.#limitRefused++;
+  /** Log a limit when it is hit: at once, then at most every 10 s with a count. */
+  #limitHit(limit: Limit): void {
+    const state = this.#limits[limit];
+    state.refused++;
     const now = performance.now();
-    if (now - this.#limitLoggedAt < 10_000) return;
-    this.#log.warn("stream limit reached, refusing open", {
-      limit: this.#maxStreams,
-      refused: this.#limitRefused,
-    });
-    this.#limitLoggedAt = now;
-    this.#limitRefused = 0;
+    if (now - state.loggedAt < 10_000) return;
+    if (limit === "streams") {
+      this.#log.warn("stream limit reached, refusing open", {
+        limit: this.#maxStreams,
+        refused: state.refused,
+      });
+    } else {
+      this.#log.warn("held-bytes limit reached, refusing open", {
+        limit: this.#maxHeldBytes,
+        held: this.#held,
+        refused: state.refused,
+      });
+    }
+    state.loggedAt = now;
+    state.refused = 0;
+  }
+
+  /** "64 MiB" for a byte count of whole MiB, else the bytes. */
+  #heldText(): string {
+    const mib = this.#maxHeldBytes / (1024 * 1024);
+    return Number.isInteger(mib) ? `${mib} MiB` : `${this.#maxHeldBytes} bytes`;
+  }
+
+  /** Daemon: forget the pending open `id` and whatever was held for it. */
+  #dropEarly(id: number): EarlyData | undefined {
+    const entry = this.#early.get(id);
+    if (!entry) return undefined;
+    this.#early.delete(id);
+    this.#held -= entry.bytes;
+    return entry;
   }
 
   #dispatch(msg: Message): void {
@@ -684,7 +921,7 @@ export class Session implements StreamHost {
           this.#settleOpen(msg.stream, new OpenError("error", msg.reason));
           return;
         }
-        this.#early.delete(msg.stream);
+        this.#dropEarly(msg.stream);
         this.#streams.get(msg.stream)?.onReset(msg.reason);
         return;
       }
@@ -703,8 +940,9 @@ export class Session implements StreamHost {
         if (this.#streams.has(msg.stream) || this.#early.has(msg.stream)) {
           throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
         }
+        // Opens still reaching their target (TCP or UDP) count as streams.
         if (this.#streams.size + this.#early.size >= this.#maxStreams) {
-          this.#limitHit();
+          this.#limitHit("streams");
           this.send({
             tag: Tag.OPEN_ERR,
             stream: msg.stream,
@@ -713,7 +951,17 @@ export class Session implements StreamHost {
           });
           return;
         }
-        if (msg.proto === "tcp") this.#early.set(msg.stream, { frames: [], bytes: 0 });
+        if (this.#held >= this.#maxHeldBytes) {
+          this.#limitHit("held");
+          this.send({
+            tag: Tag.OPEN_ERR,
+            stream: msg.stream,
+            code: "limit",
+            reason: `the Daemon holds ${this.#heldText()} for the Console already`,
+          });
+          return;
+        }
+        this.#early.set(msg.stream, { udp: msg.proto === "udp", frames: [], bytes: 0 });
         this.#handlers.onOpen?.(msg);
         return;
       case Tag.OPEN_OK: {
@@ -759,15 +1007,31 @@ export class Session implements StreamHost {
   #holdEarly(id: number, data: Uint8Array | null): void {
     const held = this.#early.get(id);
     if (!held) return;
+    if (held.udp) {
+      throw new ProtocolError(`Cannot accept ${data ? "DATA" : "FIN"}: stream ${id} is a UDP flow`);
+    }
     if (held.frames.at(-1) === null) {
       throw new ProtocolError(`Cannot accept ${data ? "DATA" : "FIN"} on stream ${id}: after FIN`);
     }
     if (data !== null) {
       held.bytes += data.length;
+      this.#held += data.length;
       if (held.bytes > INITIAL_WINDOW_BYTES) {
         throw new ProtocolError(
           `Cannot accept DATA on stream ${id}: ${held.bytes} bytes before OPEN_OK exceeds the window of ${INITIAL_WINDOW_BYTES}`,
         );
+      }
+      if (this.#held > this.#maxHeldBytes) {
+        // This open is not reached yet: refuse it now, and drop what it sent.
+        this.#limitHit("held");
+        this.send({
+          tag: Tag.OPEN_ERR,
+          stream: id,
+          code: "limit",
+          reason: `the Daemon holds ${this.#heldText()} for the Console already`,
+        });
+        this.#abandoned.add(id);
+        return;
       }
     }
     held.frames.push(data);
@@ -817,11 +1081,20 @@ export class Session implements StreamHost {
       );
     }
     if (this.#streams.size + this.#pendingOpens.size >= this.#maxStreams) {
-      this.#limitHit();
+      this.#limitHit("streams");
       return Promise.reject(
         new OpenError(
           "limit",
           `Cannot open stream: ${this.#maxStreams} streams are open already`,
+        ),
+      );
+    }
+    if (this.#held >= this.#maxHeldBytes) {
+      this.#limitHit("held");
+      return Promise.reject(
+        new OpenError(
+          "limit",
+          `Cannot open stream: ${this.#heldText()} received from the Daemon wait for their clients already`,
         ),
       );
     }
@@ -853,8 +1126,9 @@ export class Session implements StreamHost {
    * caller after this.
    */
   accept(id: number, channel: Channel, address: string): boolean {
-    const held = this.#early.get(id);
-    this.#early.delete(id);
+    // Refused meanwhile (held bytes): the Console has its OPEN_ERR already.
+    if (this.#abandoned.delete(id)) return false;
+    const held = this.#dropEarly(id);
     if (this.#ended) return false;
     this.#streams.set(id, channel);
     this.send({ tag: Tag.OPEN_OK, stream: id, address });
@@ -912,7 +1186,7 @@ export class Session implements StreamHost {
       if (this.#udpTokens <= 0) return false;
       this.#udpTokens--;
     }
-    this.#writer.push(encodeMessage({ tag: Tag.DATAGRAM, stream: id, data }));
+    this.#writer.push(encodeMessage({ tag: Tag.DATAGRAM, stream: id, data }), undefined, true);
     return true;
   }
 
@@ -989,10 +1263,20 @@ export class Session implements StreamHost {
     if (this.#ended) return;
     const silent = Date.now() - this.#lastHeard;
     if (silent > this.#deadPeerMs) {
-      this.#log.warn("peer is silent, ending the session", { silentMs: silent });
+      const seconds = Math.round(silent / 1000);
+      if (this.#readPaused) {
+        this.#log.warn("peer reads nothing we send, ending the session", {
+          silentMs: silent,
+          owed: this.#writer.queuedControl,
+        });
+      } else {
+        this.#log.warn("peer is silent, ending the session", { silentMs: silent });
+      }
       this.#finish(
         "dead-peer",
-        `no word from the peer for ${Math.round(silent / 1000)} s`,
+        this.#readPaused
+          ? `the peer read none of our answers for ${seconds} s`
+          : `no word from the peer for ${seconds} s`,
         false,
         false,
       );
@@ -1030,9 +1314,12 @@ export class Session implements StreamHost {
       waiter.reject(new SessionClosedError(code, `Cannot resolve: session ended (${reason})`));
       this.#resolves.delete(id);
     }
+    this.#endPending();
     this.#early.clear();
+    this.#abandoned.clear();
     for (const stream of [...this.#streams.values()]) stream.abort(`session ended: ${reason}`);
     this.#streams.clear();
+    this.#held = 0;
     this.#handlers.onEnd(this.#ended);
     for (const wake of this.#endWaiters.splice(0)) wake();
   }

@@ -8,6 +8,8 @@ import {
   consoleHandshake,
   daemonHandshake,
   MessageReader,
+  SEND_HIGH_WATER,
+  SEND_QUEUE_CAP,
   Session,
   type SessionEnd,
   type SessionHandlers,
@@ -35,6 +37,7 @@ function sessionPair(
     targetCapacity?: number;
     daemon?: Partial<SessionHandlers>;
     maxStreams?: { console?: number; daemon?: number };
+    maxHeldBytes?: { console?: number; daemon?: number };
     /** Timing for both sides. */
     timing?: { heartbeatMs?: number; halfClosedIdleMs?: number };
     /** The Console sends early data (the Daemon offered it). */
@@ -55,6 +58,7 @@ function sessionPair(
     id: "t",
     log: pairLog.child({ side: "console" }),
     maxStreams: options.maxStreams?.console,
+    maxHeldBytes: options.maxHeldBytes?.console,
     earlyData: options.earlyData,
     ...options.timing,
     handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
@@ -64,6 +68,7 @@ function sessionPair(
     id: "t",
     log: pairLog.child({ side: "daemon" }),
     maxStreams: options.maxStreams?.daemon,
+    maxHeldBytes: options.maxHeldBytes?.daemon,
     ...options.timing,
     handlers: {
       onOpen: (msg) => {
@@ -382,6 +387,21 @@ Deno.test("early data: bytes and FIN sent before OPEN_OK reach the target in ord
   assert.equal(pair.daemon.earlyHeld(msg2.stream), -1, "the failed open's early bytes are dropped");
 });
 
+/** Fails when `promise` is not settled within `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Wait for `check()` to hold, at most 3 s. */
 async function until(check: () => boolean, what: string): Promise<void> {
   const t0 = performance.now();
@@ -500,4 +520,222 @@ Deno.test("consoleHandshake() and daemonHandshake() agree, and a version mismatc
   );
   const reply = await new MessageReader(d2).next();
   assert.equal(reply.tag, Tag.REJECT);
+});
+
+// --- memory limits: the send queue, held bytes, pending opens ------------------
+
+/** A Session on one end of a memory link; the test speaks the wire on the other end itself. */
+function sessionWithRawPeer(
+  role: "console" | "daemon",
+  options: { capacity?: number; lines?: string[]; onOpen?: (msg: OpenMessage) => void } = {},
+) {
+  const lines = options.lines;
+  const sessionLog = lines ? createLogger({ sink: (line) => lines.push(line) }) : log;
+  const [link, peer] = memoryConnPair(options.capacity ?? 4096);
+  let end: SessionEnd | undefined;
+  const session = new Session(link, new MessageReader(link), {
+    role,
+    id: "t",
+    log: sessionLog,
+    handlers: { onChat: () => {}, onEnd: (e) => (end = e), onOpen: options.onOpen },
+  });
+  session.run();
+  return {
+    session,
+    link,
+    peer,
+    get end() {
+      return end;
+    },
+    async [Symbol.asyncDispose]() {
+      peer.close();
+      await session.done();
+    },
+  };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** One macrotask turn. */
+function turn(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}
+
+Deno.test("Session stops reading from a peer that does not read its answers, and reads again once it does", async () => {
+  const capacity = 64 * 1024;
+  await using raw = sessionWithRawPeer("console", { capacity });
+  // Each OPEN_OK for an open the Console never made earns a RESET back, larger than the OPEN_OK.
+  const chunk = concat(
+    Array.from(
+      { length: 2000 },
+      (_, i) => encodeMessage({ tag: Tag.OPEN_OK, stream: 100_000 + i, address: "a" }),
+    ),
+  );
+  // About 2 MiB of these earn the 4 MiB of answers at which the session stops reading.
+  const target = 3 * 1024 * 1024;
+  let written = 0;
+  const writing = (async () => {
+    while (written < target) {
+      await writeAll(raw.peer, chunk);
+      written += chunk.length;
+    }
+  })();
+  writing.catch(() => {});
+  let maxQueued = 0;
+  let stalled = 0;
+  let last = -1;
+  const t0 = performance.now();
+  while (written < target && stalled < 100 && performance.now() - t0 < 20_000) {
+    await turn();
+    maxQueued = Math.max(maxQueued, raw.session.sendQueued);
+    stalled = written === last && raw.link.unread === capacity ? stalled + 1 : 0;
+    last = written;
+  }
+  assert.ok(
+    written < target,
+    `the session read all ${target} bytes from a peer that reads nothing; ${maxQueued} bytes queued at most`,
+  );
+  assert.equal(stalled, 100, "the session should have stopped reading");
+  assert.ok(
+    maxQueued < SEND_HIGH_WATER + 512 * 1024,
+    `${maxQueued} bytes queued for a peer that reads nothing`,
+  );
+  assert.equal(raw.session.ended, null, "the session should wait, not end");
+  // The peer reads its answers: the session reads again, and takes the rest.
+  const reading = (async () => {
+    const buf = new Uint8Array(256 * 1024);
+    while ((await raw.peer.read(buf)) !== null) { /* discard */ }
+  })().catch(() => {});
+  await writing;
+  assert.ok(written >= target);
+  assert.equal(raw.session.ended, null);
+  raw.peer.close();
+  await reading;
+});
+
+Deno.test("Session answers a flood of pings with one queued pong, the newest", async () => {
+  await using raw = sessionWithRawPeer("console");
+  const pings = 10_000;
+  const flood = concat(
+    Array.from({ length: pings }, (_, i) => encodeMessage({ tag: Tag.PING, seq: i + 1 })),
+  );
+  await writeAll(raw.peer, flood);
+  await until(() => raw.link.unread === 0, "the session to read every ping");
+  await turn();
+  assert.ok(raw.session.sendQueued < 1024, `${raw.session.sendQueued} bytes queued for pings`);
+  // Now read what came back: a link's worth of early pongs, then the newest one.
+  const reader = new MessageReader(raw.peer);
+  const seqs: number[] = [];
+  while (seqs.at(-1) !== pings && seqs.length < 2 * pings) {
+    const msg = await reader.next();
+    if (msg.tag === Tag.PONG) seqs.push(msg.seq);
+  }
+  assert.equal(seqs.at(-1), pings, "the last pong answers the last ping");
+  assert.ok(seqs.length < 500, `${seqs.length} pongs for ${pings} pings`);
+});
+
+Deno.test("Session closes, with a log line, when its send queue passes the hard cap", async () => {
+  const lines: string[] = [];
+  await using raw = sessionWithRawPeer("console", { lines });
+  const text = "x".repeat(4000);
+  let sent = 0;
+  const most = Math.ceil(2 * SEND_QUEUE_CAP / text.length);
+  while (raw.session.ended === null && sent < most) {
+    raw.session.chat(text);
+    sent++;
+  }
+  assert.ok(raw.session.ended !== null, `${sent * text.length} bytes queued and still open`);
+  assert.ok(sent * text.length > SEND_QUEUE_CAP * 0.9, `closed after only ${sent} messages`);
+  await raw.session.done();
+  assert.equal(raw.end?.code, "dead-peer");
+  assert.match(raw.end!.reason, /the peer read nothing while more than 64 MiB waited/);
+  assert.match(lines.join("\n"), /ERROR the peer is not reading: send queue over its hard cap/);
+});
+
+Deno.test("the held-bytes budget refuses new opens with code limit, logs it, and lets open streams carry on", async () => {
+  const lines: string[] = [];
+  const opens: OpenMessage[] = [];
+  const pair = sessionPair({
+    earlyData: true,
+    lines,
+    maxHeldBytes: { daemon: INITIAL_WINDOW_BYTES + INITIAL_WINDOW_BYTES / 2 },
+    // The targets hang: the Daemon answers no open until the test says so.
+    daemon: { onOpen: (msg) => void opens.push(msg) },
+  });
+  await using _ = pair;
+  const target = { host: "t", port: 2, pfo: "p", client: "c" };
+  const early = { log, early: true };
+  const openWithEarly = async (bytes: number, seed: number) => {
+    const [client, relay] = memoryConnPair(INITIAL_WINDOW_BYTES * 2);
+    const data = pattern(bytes, seed);
+    const opening = pair.console.openStream(relay, target, early);
+    opening.catch(() => {});
+    await writeAll(client, data);
+    return { client, data, opening };
+  };
+  // 1. The first open's early data fills a window: held, under the budget.
+  const first = await openWithEarly(INITIAL_WINDOW_BYTES, 7);
+  await until(() => pair.daemon.heldBytes === INITIAL_WINDOW_BYTES, "the first window held");
+  // 2. The second one's early data passes the budget: that open fails with code limit.
+  const second = await openWithEarly(INITIAL_WINDOW_BYTES, 8);
+  await assert.rejects(
+    within(second.opening, 3_000),
+    (e) =>
+      e instanceof OpenError && e.code === "limit" &&
+      /holds 768 KiB|holds 786432 bytes/.test(e.message),
+  );
+  assert.equal(pair.daemon.heldBytes, INITIAL_WINDOW_BYTES, "the refused open's bytes are dropped");
+  // 3. Under the budget again, a new open goes through to the target.
+  const third = pair.console.openStream(memoryConnPair()[1], target, early);
+  third.catch(() => {});
+  await until(() => opens.length === 3, "the third open to reach the Daemon's handler");
+  // 4. The Daemon reaches the second target anyway: it is refused there, with no second answer.
+  const [app2, relay2] = memoryConnPair();
+  assert.equal(pair.daemon.acceptStream(opens[1].stream, relay2, "t:2", { log }), null);
+  assert.equal((await readAll(app2)).length, 0, "the refused open's target gets nothing");
+  // 5. The first stream carries on: its target gets every early byte.
+  const [app1, relay1] = memoryConnPair();
+  pair.daemon.acceptStream(opens[0].stream, relay1, "t:2", { log });
+  await first.opening;
+  await first.client.closeWrite();
+  assert.deepEqual(await readAll(app1), first.data);
+  await until(() => pair.daemon.heldBytes === 0, "held bytes back to 0");
+  const logged = lines.filter((l) => /held-bytes limit reached/.test(l));
+  assert.equal(logged.length, 1, lines.join("\n"));
+  assert.match(logged[0], /side=daemon limit=786432 held=\d+ refused=1/);
+});
+
+Deno.test("UDP opens still reaching their target count against the stream cap", async () => {
+  const lines: string[] = [];
+  const opens: OpenMessage[] = [];
+  await using pair = sessionPair({
+    lines,
+    maxStreams: { daemon: 2 },
+    daemon: { onOpen: (msg) => void opens.push(msg) },
+  });
+  const open = (stream: number) =>
+    pair.console.send({
+      tag: Tag.OPEN,
+      stream,
+      proto: "udp",
+      host: "t",
+      port: 53,
+      pfo: "dns",
+      client: "c",
+    });
+  for (let i = 1; i <= 5; i++) open(1000 + i);
+  await until(
+    () => lines.some((l) => /stream limit reached.*side=daemon/.test(l)),
+    "the Daemon to refuse opens over its cap",
+  );
+  assert.deepEqual(opens.map((m) => m.stream), [1001, 1002]);
+  assert.match(lines.join("\n"), /stream limit reached.*side=daemon limit=2 refused=1/);
 });

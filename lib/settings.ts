@@ -39,6 +39,7 @@ import { fileURLToPath } from "node:url";
 import { parseAllowRule } from "./allowlist.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
+import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "./protocol.ts";
 import {
   DEFAULT_SESSION_PORT,
   type HostPort,
@@ -71,6 +72,8 @@ export interface ConsoleSettings {
   readonly graceMs: number;
   /** A UDP flow idle this long is closed, in milliseconds. Default 60000. */
   readonly udpIdleMs: number;
+  /** A Daemon left waiting for the operator this long is rejected, in milliseconds. Default 600000. */
+  readonly pendingTimeoutMs: number;
   /** Username and password SOCKS PFOs require, or null for no authentication. */
   readonly socksAuth: { readonly username: string; readonly password: string } | null;
   /** Default "info". */
@@ -95,6 +98,12 @@ export interface DaemonSettings {
   readonly backoffMaxMs: number;
   /** Deadline to connect and finish the handshake, in milliseconds. Default 10000. */
   readonly connectTimeoutMs: number;
+  /**
+   * Most bytes a session holds for the Console (early data of connections
+   * still being made, and bytes their target has not taken yet). Over it,
+   * new connections are refused. Default 67108864 (64 MiB).
+   */
+  readonly maxHeldBytes: number;
   /** Default "info". */
   readonly logLevel: LogLevel;
   /** Default "text". */
@@ -111,6 +120,7 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   trusted: Object.freeze([]),
   graceMs: 5000,
   udpIdleMs: 60_000,
+  pendingTimeoutMs: PENDING_TIMEOUT_MS,
   socksAuth: null,
   logLevel: "info",
   logFormat: "text",
@@ -125,6 +135,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   reconnect: true,
   backoffMaxMs: 15_000,
   connectTimeoutMs: 10_000,
+  maxHeldBytes: MAX_HELD_BYTES,
   logLevel: "info",
   logFormat: "text",
   allow: Object.freeze([]),
@@ -224,6 +235,7 @@ const CONSOLE_KEYS = [
   "trusted",
   "graceMs",
   "udpIdleMs",
+  "pendingTimeoutMs",
   "socksUsername",
   "socksPassword",
   "logLevel",
@@ -238,6 +250,7 @@ const DAEMON_KEYS = [
   "reconnect",
   "backoffMaxMs",
   "connectTimeoutMs",
+  "maxHeldBytes",
   "logLevel",
   "logFormat",
   "allow",
@@ -681,6 +694,13 @@ function _consoleFrom(src: _Source): ConsoleSettings {
     trusted: Object.freeze(_trusted(src, e.get("trusted"))),
     graceMs: _int(src, "graceMs", e.get("graceMs"), d.graceMs, 0),
     udpIdleMs: _int(src, "udpIdleMs", e.get("udpIdleMs"), d.udpIdleMs, 100),
+    pendingTimeoutMs: _int(
+      src,
+      "pendingTimeoutMs",
+      e.get("pendingTimeoutMs"),
+      d.pendingTimeoutMs,
+      1000,
+    ),
     socksAuth: _socksAuth(src, e.get("socksUsername"), e.get("socksPassword")),
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
@@ -708,6 +728,13 @@ function _daemonFrom(src: _Source): DaemonSettings {
       e.get("connectTimeoutMs"),
       d.connectTimeoutMs,
       1,
+    ),
+    maxHeldBytes: _int(
+      src,
+      "maxHeldBytes",
+      e.get("maxHeldBytes"),
+      d.maxHeldBytes,
+      INITIAL_WINDOW_BYTES,
     ),
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),

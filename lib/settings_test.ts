@@ -94,6 +94,7 @@ Deno.test("parseConsoleSettings() resolves every key of a full file", async () =
   assert.equal(s.tokenFile, join(dirname(path), "token.txt"));
   assert.deepEqual(s.trusted, [FP_A, FP_B]);
   assert.equal(s.graceMs, 2500);
+  assert.equal(s.pendingTimeoutMs, 120_000);
   assert.equal(s.logLevel, "debug");
   assert.equal(s.logFormat, "json");
   assert.deepEqual(s.pfos.map((p) => [p.name, p.proto, p.listen, p.target, p.enabled]), [
@@ -130,6 +131,7 @@ Deno.test("parseDaemonSettings() resolves every key and the defaults", async () 
   assert.equal(s.reconnect, true);
   assert.equal(s.backoffMaxMs, 30000);
   assert.equal(s.connectTimeoutMs, 5000);
+  assert.equal(s.maxHeldBytes, 16 * 1024 * 1024);
   assert.equal(s.logLevel, "warn");
   assert.deepEqual(s.allow, ["10.0.0.0/8", "db01:5432"]);
   assert.deepEqual(parseDaemonSettings("", "d.yaml"), DEFAULT_DAEMON_SETTINGS);

@@ -283,6 +283,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         id,
         log: slog,
         earlyData: claim.capabilities.includes("early-data"),
+        // Until it is accepted, the Daemon gets a small budget and pendingTimeoutMs.
+        pending: { timeoutMs: settings.pendingTimeoutMs },
         handlers: {
           onChat: (text) => {
             // Until the operator accepts it, a Daemon has no say on the operator's screen

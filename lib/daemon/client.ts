@@ -92,6 +92,8 @@ export interface DaemonOptions {
   readonly forceSignal?: AbortSignal;
   /** Drain time on exit. */
   readonly graceMs?: number;
+  /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
+  readonly maxHeldBytes?: number;
 }
 
 /**
@@ -399,6 +401,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       role: "daemon",
       id,
       log: slog,
+      maxHeldBytes: options.maxHeldBytes,
       handlers: {
         onOpen: (msg) => onOpen(s, msg),
         onResolve: (msg) => onResolve(s, msg),
