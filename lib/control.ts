@@ -12,6 +12,7 @@
 
 import { errorMessage } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { secretEquals } from "./secret.ts";
 import { writeFileAtomic } from "./settings.ts";
 
 /** What the control file holds. */
@@ -53,23 +54,6 @@ export interface ControlServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/**
- * Compare two secrets in time that does not depend on where they differ.
- *
- * @example
- * ```ts
- * import { timingSafeEqual } from "./control.ts";
- * if (!timingSafeEqual("abc", "abc") || timingSafeEqual("abc", "abd")) throw new Error("bad");
- * ```
- */
-export function timingSafeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
-}
-
 function isLoopback(host: string): boolean {
   return host === "::1" || host.startsWith("127.") || host === "::ffff:127.0.0.1";
 }
@@ -99,7 +83,7 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
         });
       }
       const auth = req.headers.get("authorization") ?? "";
-      if (!timingSafeEqual(auth, `Bearer ${secret}`)) {
+      if (!secretEquals(auth, `Bearer ${secret}`)) {
         log.warn("control request refused: bad or missing secret", { remote });
         return Response.json({ error: "Cannot run command: bad or missing control secret" }, {
           status: 401,

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
+import { ControlError, type ControlHandler, serveControl } from "../control.ts";
+import { secretEquals } from "../secret.ts";
 import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
@@ -232,7 +233,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       fingerprint,
     };
     // The token first: a Daemon without it learns nothing, and cannot displace a session.
-    if (token !== null && !timingSafeEqual(claim.token ?? "", token)) {
+    if (token !== null && !secretEquals(claim.token ?? "", token)) {
       log.warn("session refused: bad token", peerFields(peer));
       await refuse(
         conn,
