@@ -7,6 +7,8 @@
  * @module
  */
 
+// First, before anything parses YAML: LOG_TOKENS would make it print the settings.
+import "./lib/scrub_env.ts";
 import { exitSignals, printErr, printOut } from "./lib/cli.ts";
 import { runConsole } from "./lib/console/server.ts";
 import { runDaemon } from "./lib/daemon/client.ts";

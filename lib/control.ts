@@ -4,14 +4,16 @@
  * The running program serves HTTP on 127.0.0.1 at a port the system picks,
  * and writes `{ pid, port, secret }` to its control file beside its settings
  * (owner-only). A subcommand reads that file and sends the secret as a bearer
- * token. Requests from anywhere but loopback, or without the secret, are
- * refused.
+ * token. Requests from anywhere but loopback, addressed to another host name
+ * (DNS rebinding), sent from a web page (an `Origin` other than the server's
+ * own), or without the secret, are refused.
  *
  * @module
  */
 
 import { errorMessage } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { secretEquals } from "./secret.ts";
 import { writeFileAtomic } from "./settings.ts";
 
 /** What the control file holds. */
@@ -53,25 +55,63 @@ export interface ControlServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+function isLoopback(host: string): boolean {
+  return host === "::1" || host.startsWith("127.") || host === "::ffff:127.0.0.1";
+}
+
+/** Longest peer-sent header value quoted back in an error. */
+const QUOTED_HEADER_CHARS = 100;
+
+function quoteHeader(value: string): string {
+  const cut = value.length > QUOTED_HEADER_CHARS
+    ? `${value.slice(0, QUOTED_HEADER_CHARS)}...`
+    : value;
+  return JSON.stringify(cut);
+}
+
 /**
- * Compare two secrets in time that does not depend on where they differ.
+ * Why a request is not for the control server on `port`, or null when it is.
+ * Its `Host` must name this server (`127.0.0.1:PORT` or `localhost:PORT`): a
+ * web page whose name an attacker re-pointed at 127.0.0.1 (DNS rebinding)
+ * sends its own name. A request from a browser page carries an `Origin`,
+ * which must then be this server's own; the CLI sends none.
  *
  * @example
  * ```ts
- * import { timingSafeEqual } from "./control.ts";
- * if (!timingSafeEqual("abc", "abc") || timingSafeEqual("abc", "abd")) throw new Error("bad");
+ * import { checkSameOrigin } from "./control.ts";
+ * const ok = new Headers({ host: "127.0.0.1:4000" });
+ * if (checkSameOrigin(ok, 4000) !== null) throw new Error("refused its own host");
+ * const evil = new Headers({ host: "127.0.0.1:4000", origin: "http://evil.example" });
+ * if (checkSameOrigin(evil, 4000)?.status !== 403) throw new Error("let a web page in");
  * ```
  */
-export function timingSafeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
-}
-
-function isLoopback(host: string): boolean {
-  return host === "::1" || host.startsWith("127.") || host === "::ffff:127.0.0.1";
+export function checkSameOrigin(
+  headers: Headers,
+  port: number,
+): { status: number; error: string; reason: string } | null {
+  const hosts = [`127.0.0.1:${port}`, `localhost:${port}`];
+  const host = headers.get("host");
+  if (host === null || !hosts.includes(host.toLowerCase())) {
+    const what = host === null ? "no Host header" : `Host ${quoteHeader(host)}`;
+    return {
+      status: 421,
+      reason: `${what} is not this control server`,
+      error: `Cannot run command: ${what} is not this control server (send Host "${hosts[0]}" or "${
+        hosts[1]
+      }")`,
+    };
+  }
+  const origin = headers.get("origin");
+  if (origin !== null && !hosts.some((h) => origin.toLowerCase() === `http://${h}`)) {
+    return {
+      status: 403,
+      reason: `Origin ${quoteHeader(origin)} is not this control server`,
+      error: `Cannot run command: requests from web pages are refused (Origin ${
+        quoteHeader(origin)
+      }); use the command line`,
+    };
+  }
+  return null;
 }
 
 /**
@@ -89,6 +129,7 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
   )
     .join("");
   const { log, handlers } = options;
+  let port = 0; // set once listening, before any request is served
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     async (req, info) => {
@@ -98,8 +139,16 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
           status: 403,
         });
       }
+      const refused = checkSameOrigin(req.headers, port);
+      if (refused) {
+        log.warn("control request refused: not addressed to this control server", {
+          remote,
+          reason: refused.reason,
+        });
+        return Response.json({ error: refused.error }, { status: refused.status });
+      }
       const auth = req.headers.get("authorization") ?? "";
-      if (!timingSafeEqual(auth, `Bearer ${secret}`)) {
+      if (!secretEquals(auth, `Bearer ${secret}`)) {
         log.warn("control request refused: bad or missing secret", { remote });
         return Response.json({ error: "Cannot run command: bad or missing control secret" }, {
           status: 401,
@@ -140,7 +189,7 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
       }
     },
   );
-  const port = server.addr.port;
+  port = server.addr.port;
   const file: ControlFile = { pid: Deno.pid, port, secret };
   await writeFileAtomic(options.path, JSON.stringify(file) + "\n", { mode: 0o600 });
   let closed = false;

@@ -192,11 +192,18 @@ export class Stream implements Channel {
     return ++this.#quietTicks >= ticks;
   }
 
-  /** Start reading the local socket: once the open succeeded, or with OPEN (early data). Idempotent. */
+  /**
+   * Start relaying: read the local socket, and write to it what the peer
+   * sent. Called once the open succeeded (after a SOCKS reply), or with OPEN
+   * (early data). Until then bytes from the peer are held (within the
+   * window), so nothing reaches the local socket before its owner's own
+   * reply. Idempotent.
+   */
   start(): void {
     if (this.#started) return;
     this.#started = true;
     this.#pump().catch((err) => this.reset(`internal error: ${errorMessage(err)}`));
+    if (!this.#writing && (this.#recvQueue.length > 0 || this.#finReceived)) this.#drain();
   }
 
   /**
@@ -268,7 +275,7 @@ export class Stream implements Channel {
     this.#recvQueue.push(data);
     this.#recvBytes += data.length;
     this.#host.held?.(data.length);
-    if (!this.#writing) this.#drain();
+    if (this.#started && !this.#writing) this.#drain();
   }
 
   /** More credit from the peer. */
@@ -292,7 +299,7 @@ export class Stream implements Channel {
       throw new ProtocolError(`Cannot accept FIN on stream ${this.id}: sent twice`);
     }
     this.#finReceived = true;
-    if (!this.#writing) this.#drain();
+    if (this.#started && !this.#writing) this.#drain();
   }
 
   /** The peer dropped the stream. */

@@ -5,8 +5,9 @@
  * @module
  */
 
-import { ControlError, type ControlHandler, serveControl, timingSafeEqual } from "../control.ts";
+import { ControlError, type ControlHandler, serveControl } from "../control.ts";
 import { ChatView } from "../chat_view.ts";
+import { secretEquals } from "../secret.ts";
 import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
@@ -246,7 +247,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
           ? "none"
           : claim.token === null
           ? "missing"
-          : timingSafeEqual(claim.token, token)
+          : secretEquals(claim.token, token)
           ? "right"
           : "wrong",
         autoAccept: autoAccept(),

@@ -6,10 +6,10 @@
  * @module
  */
 
-import { timingSafeEqual } from "../control.ts";
 import type { OpenErrorCode } from "../protocol.ts";
 import type { ByteConn } from "../mux.ts";
 import { writeAll } from "../mux.ts";
+import { type Credentials, credentialsEqual } from "../secret.ts";
 
 /** SOCKS5 reply codes. */
 export const SocksReply = {
@@ -98,7 +98,7 @@ export interface SocksRequest {
  */
 export async function socksAccept(
   conn: ByteConn,
-  auth: { readonly username: string; readonly password: string } | null,
+  auth: Credentials | null,
 ): Promise<SocksRequest> {
   const r = new Reader(conn);
   const [version, nMethods] = await r.take(2);
@@ -119,8 +119,9 @@ export async function socksAccept(
     const user = new TextDecoder().decode(await r.take(uLen));
     const [pLen] = await r.take(1);
     const pass = new TextDecoder().decode(await r.take(pLen));
-    const ok = subVersion === 1 && timingSafeEqual(user, auth.username) &&
-      timingSafeEqual(pass, auth.password);
+    // Both fields in one comparison: a wrong user name is not told apart from a wrong password.
+    const match = credentialsEqual({ username: user, password: pass }, auth);
+    const ok = subVersion === 1 && match;
     await writeAll(conn, new Uint8Array([1, ok ? 0 : 1]));
     if (!ok) throw new SocksError("wrong SOCKS username or password");
   }
