@@ -12,6 +12,7 @@
  */
 
 import { errorMessage } from "./errors.ts";
+import { readOwnTextFile, UnsafeFileError } from "./file_safety.ts";
 import type { Logger } from "./log.ts";
 import { secretEquals } from "./secret.ts";
 import { writeFileAtomic } from "./settings.ts";
@@ -218,7 +219,9 @@ export class ControlCallError extends Error {
 }
 
 /**
- * Run `command` on the program whose control file is `path`.
+ * Run `command` on the program whose control file is `path`. A control file
+ * that belongs to another user (not root) or that group or others can write
+ * is refused: it names the port the secret is sent to.
  *
  * @example
  * ```ts ignore
@@ -233,8 +236,9 @@ export async function callControl(
 ): Promise<unknown> {
   let file: ControlFile;
   try {
-    file = JSON.parse(await Deno.readTextFile(path));
+    file = JSON.parse(await readOwnTextFile(path));
   } catch (cause) {
+    if (cause instanceof UnsafeFileError) throw new ControlCallError(cause.message, { cause });
     if (cause instanceof Deno.errors.NotFound) {
       throw new ControlCallError(
         `Cannot reach the ${program}: it is not running for these settings (no control file "${path}"); start it first, or pass the same --config`,

@@ -14,6 +14,7 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { writeFileAtomic } from "./settings.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
+import { readOwnTextFile } from "./file_safety.ts";
 
 x509.cryptoProvider.set(crypto);
 
@@ -67,6 +68,8 @@ export interface Identity {
  *
  * A key without its certificate (or the reverse), or a file that does not
  * parse, is an error naming the file: an existing key is never replaced.
+ * So is a file that belongs to another user (not root) or that group or
+ * others can write (an `UnsafeFileError` from `./file_safety.ts`).
  *
  * @example
  * ```ts
@@ -282,7 +285,11 @@ export class TrustStore {
     this.#entries = entries;
   }
 
-  /** Read the store at `path`; a missing file is empty. Throws `ConfigError` on a malformed file. */
+  /**
+   * Read the store at `path`; a missing file is empty. Throws `ConfigError` on
+   * a malformed file, and `UnsafeFileError` (`./file_safety.ts`) on a file that
+   * belongs to another user (not root) or that group or others can write.
+   */
   static async load(path: string): Promise<TrustStore> {
     const text = await _readIfExists(path);
     if (text === null) return new TrustStore(path, []);
@@ -443,7 +450,7 @@ async function _parseIdentity(
 
 async function _readIfExists(path: string): Promise<string | null> {
   try {
-    return await Deno.readTextFile(path);
+    return await readOwnTextFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;

@@ -38,6 +38,7 @@ import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllowRule } from "./allowlist.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
+import { readOwnTextFile, UnsafeFileError } from "./file_safety.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "./protocol.ts";
 import {
@@ -796,9 +797,10 @@ export interface LoadedSettings<T> {
 
 async function _readOrNull(path: string): Promise<string | null> {
   try {
-    return await Deno.readTextFile(path);
+    return await readOwnTextFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
+    if (err instanceof UnsafeFileError) throw new ConfigError(err.message, { cause: err });
     throw new ConfigError(`Cannot read settings file: ${errorMessage(err)}`, { path, cause: err });
   }
 }
@@ -806,7 +808,8 @@ async function _readOrNull(path: string): Promise<string | null> {
 /**
  * Loads the Console settings file. A missing file gives the defaults.
  *
- * @throws {ConfigError} when the file cannot be read or is invalid.
+ * @throws {ConfigError} when the file cannot be read, is invalid, belongs to
+ * another user (not root) or is writable by group or others.
  *
  * @example
  * ```ts
@@ -824,7 +827,8 @@ export async function loadConsoleSettings(path: string): Promise<LoadedSettings<
 /**
  * Loads the Daemon settings file. A missing file gives the defaults.
  *
- * @throws {ConfigError} when the file cannot be read or is invalid.
+ * @throws {ConfigError} when the file cannot be read, is invalid, belongs to
+ * another user (not root) or is writable by group or others.
  *
  * @example
  * ```ts
@@ -842,7 +846,8 @@ export async function loadDaemonSettings(path: string): Promise<LoadedSettings<D
 /**
  * Reads a shared token file, trimming white space around the token.
  *
- * @throws {ConfigError} naming the file when it cannot be read or holds no token.
+ * @throws {ConfigError} naming the file when it cannot be read, holds no
+ * token, belongs to another user (not root) or is writable by group or others.
  *
  * @example
  * ```ts
@@ -856,8 +861,9 @@ export async function loadDaemonSettings(path: string): Promise<LoadedSettings<D
 export async function readTokenFile(path: string): Promise<string> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readOwnTextFile(path);
   } catch (err) {
+    if (err instanceof UnsafeFileError) throw new ConfigError(err.message, { cause: err });
     throw new ConfigError(`Cannot read token file "${path}": ${errorMessage(err)}`, { cause: err });
   }
   const token = text.trim();
@@ -871,14 +877,19 @@ export async function readTokenFile(path: string): Promise<string> {
 
 /** Options for {@linkcode writeFileAtomic}. */
 export interface WriteFileAtomicOptions {
-  /** Permission bits of the file (ignored on Windows). Default 0o600. */
+  /**
+   * Permission bits the file is created with (ignored on Windows); the umask
+   * may take bits away, never add any. Must not let group or others write.
+   * Default 0o600.
+   */
   mode?: number;
 }
 
 /**
- * Replaces a file atomically: writes `<path>.tmp-<random>` with `mode`,
- * flushes it to disk, and renames it over `path`. Readers see the old file
- * or the new one, never a part.
+ * Replaces a file atomically: creates `<path>.tmp-<random>` (never an
+ * existing file or link) with `mode`, checks on the open handle that group
+ * and others cannot write it, flushes it to disk, and renames it over `path`.
+ * Readers see the old file or the new one, never a part.
  *
  * @example
  * ```ts
@@ -895,6 +906,11 @@ export async function writeFileAtomic(
   options: WriteFileAtomicOptions = {},
 ): Promise<void> {
   const mode = options.mode ?? 0o600;
+  if ((mode & 0o022) !== 0) {
+    throw new TypeError(
+      `Cannot write "${path}": mode ${mode.toString(8)} lets group or others write it`,
+    );
+  }
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const suffix = Array.from(
     crypto.getRandomValues(new Uint8Array(6)),
@@ -905,10 +921,16 @@ export async function writeFileAtomic(
   try {
     const file = await Deno.open(tmp, { write: true, createNew: true, mode });
     try {
+      // The mode applies at creation, and the umask can only take bits away;
+      // check the handle (not the path, which another process could swap).
+      const info = await file.stat();
+      if (info.mode !== null && (info.mode & 0o777 & ~mode) !== 0) {
+        throw new Error(
+          `the new file has mode ${(info.mode & 0o777).toString(8)}, not ${mode.toString(8)}`,
+        );
+      }
       let written = 0;
       while (written < bytes.length) written += await file.write(bytes.subarray(written));
-      // The umask may have taken bits away; set exactly what was asked.
-      if (Deno.build.os !== "windows") await Deno.chmod(tmp, mode);
       await file.sync();
     } finally {
       file.close();
@@ -1305,7 +1327,8 @@ export interface WatchSettingsOptions<T> {
  * Watches a settings file and reports each change once it settles. It
  * watches the folder (an editor's atomic rename replaces the file), skips
  * changes this process made with {@linkcode updateConsoleSettings} (by
- * comparing the text), and reports an invalid file through `onError`.
+ * comparing the text), and reports through `onError` an invalid file, or one
+ * that belongs to another user (not root) or that group or others can write.
  *
  * The watch is in place when the function returns. The promise settles when
  * `signal` aborts; it rejects if a callback throws, which also stops the watch,
@@ -1365,9 +1388,19 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     if (signal.aborted || failure) return;
     let text: string;
     try {
-      text = await Deno.readTextFile(abs);
+      text = await readOwnTextFile(abs);
     } catch (err) {
       if (signal.aborted) return;
+      if (err instanceof UnsafeFileError) {
+        // Not reloaded; once fixed, the next change event reads it again.
+        onError(
+          new ConfigError(
+            `Cannot reload settings: ${err.message}; keeping the current settings`,
+            { cause: err },
+          ),
+        );
+        return;
+      }
       if (err instanceof Deno.errors.NotFound) {
         if (lastSeen === null) return;
         lastSeen = null;

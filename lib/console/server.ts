@@ -9,6 +9,7 @@ import { ControlError, type ControlHandler, serveControl } from "../control.ts";
 import { ChatView } from "../chat_view.ts";
 import { secretEquals } from "../secret.ts";
 import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
+import { fileSafetyNote } from "../file_safety.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -132,6 +133,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     role: "console",
   });
   for (const warning of identity.warnings ?? []) log.warn(warning);
+  const safetyNote = fileSafetyNote();
+  if (safetyNote !== null) log.warn(safetyNote);
   const trust = await TrustStore.load(paths.trust);
   let token = await loadToken(settings);
 

@@ -11,6 +11,7 @@ import { userInfo } from "node:os";
 import { ControlError, serveControl } from "../control.ts";
 import { ChatView } from "../chat_view.ts";
 import { errorMessage, HandshakeError, OpenError, ProtocolError } from "../errors.ts";
+import { fileSafetyNote } from "../file_safety.ts";
 import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import { formatHostPort, parseHostPort } from "../pfo.ts";
@@ -122,6 +123,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     role: "daemon",
   });
   for (const warning of identity.warnings) log.warn(warning);
+  const safetyNote = fileSafetyNote();
+  if (safetyNote !== null) log.warn(safetyNote);
   const token = options.tokenFile ? await readTokenFile(options.tokenFile) : null;
   const consoleAddr = parseHostPort(options.console);
   const consoleText = formatHostPort(consoleAddr.host, consoleAddr.port);
