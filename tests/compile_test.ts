@@ -8,7 +8,7 @@
  * why, and checks nothing else; wherever the download works it runs fully.
  */
 import assert from "node:assert/strict";
-import { Output } from "./_harness.ts";
+import { Output, tempDir } from "./_harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -34,7 +34,7 @@ Deno.test("compile builds portferry-console and portferry-daemon, which start an
     }
     assert.fail(`deno task compile failed:\n${log}`);
   }
-  const dir = await Deno.makeTempDir({ prefix: "pf-compiled-" });
+  const dir = await tempDir("pf-compiled-");
   for (const name of ["portferry-console", "portferry-daemon"]) {
     await Deno.copyFile(new URL(`dist/${name}`, ROOT), `${dir}/${name}`);
     await Deno.chmod(`${dir}/${name}`, 0o755);

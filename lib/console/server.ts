@@ -82,6 +82,11 @@ export interface ConsoleOptions {
   /** How the Daemon's user runs the Daemon, for the banner. */
   readonly daemonCommand: string;
   /**
+   * How the operator runs this Console's subcommands, for the hints it
+   * prints (default `deno task console ARGS`).
+   */
+  readonly controlCommand?: (args: readonly string[]) => string;
+  /**
    * Ask the operator about a pending session (interactive mode). Absent in
    * headless mode: the session waits for `session accept|reject`.
    */
@@ -119,6 +124,8 @@ interface Current {
  */
 export async function runConsole(options: ConsoleOptions): Promise<void> {
   const { log, out } = options;
+  const controlCommand = options.controlCommand ??
+    ((args: readonly string[]) => ["deno task console", ...args].join(" "));
   const paths = settingsPaths(options.settingsPath);
   const loaded = await loadConsoleSettings(options.settingsPath);
   let settings = loaded.settings;
@@ -251,7 +258,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
         await refuse(
           conn,
           "busy",
-          `the Console is busy: it already has a ${current.state} session with another Daemon`,
+          `the Console is busy: it already has ${
+            current.state === "established" ? "an" : "a"
+          } ${current.state} session with another Daemon`,
         );
         return;
       }
@@ -314,7 +323,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       `Daemon ${describe(peer)} asks for a session.\n  fingerprint: ${peer.fingerprint}\n` +
         (options.ask
           ? ""
-          : "  accept: deno task console session accept    reject: deno task console session reject"),
+          : `  accept: ${controlCommand(["session", "accept"])}    reject: ${
+            controlCommand(["session", "reject"])
+          }`),
     );
     if (options.ask) {
       options.ask(peer, c.prompt.signal).then(async (decision) => {
@@ -540,8 +551,12 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       try {
         return { host, addresses: await session.resolve(host) };
       } catch (err) {
+        // The Daemon's reason says what failed already ("Cannot resolve ... on the Daemon's side").
+        const reason = errorMessage(err);
         throw new ControlError(
-          `Cannot resolve "${host}" on the Daemon's side: ${errorMessage(err)}`,
+          /^Cannot resolve /.test(reason)
+            ? reason
+            : `Cannot resolve "${host}" on the Daemon's side: ${reason}`,
           {
             status: 502,
             result: { host, addresses: [], error: errorMessage(err) },
