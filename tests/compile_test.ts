@@ -30,7 +30,7 @@ if (blocked) {
   );
 }
 
-Deno.test("compile prints one summary: what was built, what was not and why, once each, and leaves no empty folder", async () => {
+Deno.test("compile prints one summary: what was built, what was not and why, once each, and leaves no empty folder", () => {
   const summary = [...stdout.split("\n"), ...stderr.split("\n")].filter((l) =>
     /^(Built|Not built): /.test(l)
   );

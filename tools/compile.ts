@@ -57,6 +57,7 @@ function whyFailed(log: string, code: number): string {
       download[1]
     } (no network access or a proxy in the way?)`;
   }
+  // deno-lint-ignore no-control-regex -- colour codes in deno's own output
   const line = log.split("\n").map((l) => l.replace(/\x1b\[[0-9;]*m/g, "").trim())
     .find((l) => /^error/i.test(l));
   return line ?? `deno compile exited ${code}`;
