@@ -10,19 +10,26 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/scrub_env.ts";
 import {
+  commandNames,
   type ConnectionRow,
   EXIT,
   exitSignals,
   extractGlobalOptions,
+  firstOperand,
   interactive,
+  parseConnectionId,
   printConnections,
   printOut,
   rootCommand,
   runLogger,
   runMain,
   stdinLines,
+  unknownCommand,
   UsageError,
+  usageTracker,
 } from "./lib/cli.ts";
+import { lockInstance } from "./lib/instance_lock.ts";
+import { programCommand } from "./lib/invocation.ts";
 import { callControl, ControlCallError } from "./lib/control.ts";
 import {
   type ConsoleStatus,
@@ -33,7 +40,15 @@ import {
 import type { PfoStatus } from "./lib/console/pfos.ts";
 import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
 import { errorMessage } from "./lib/errors.ts";
-import { parseListen, parseTarget, type PfoSpec, resolvePfo, validatePfoName } from "./lib/pfo.ts";
+import {
+  formatHostPort,
+  parseHostPort,
+  parseListen,
+  parseTarget,
+  type PfoSpec,
+  resolvePfo,
+  validatePfoName,
+} from "./lib/pfo.ts";
 import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
 import { escapeControls } from "./lib/text.ts";
 
@@ -194,8 +209,9 @@ function buildProgram(settingsPath: string) {
     },
   );
   connections.command("kill").description("cut one connection").argument("<id>").action(
-    async (id) => {
-      await control("connections/kill", { id: Number(id) });
+    async (text) => {
+      const id = parseConnectionId(text);
+      await control("connections/kill", { id });
       printOut(`connection ${id} killed`);
     },
   );
@@ -286,12 +302,23 @@ function checkPfoArguments(body: Record<string, unknown>): void {
   }
 }
 
+/** Where a PFO listens: the bound address, or else the full address it would bind. */
+function listenText(p: PfoStatus): string {
+  if (p.bound.length === 1) return p.bound[0];
+  try {
+    const a = parseListen(p.listen);
+    return formatHostPort(a.host, a.port) + (a.portEnd === a.port ? "" : `-${a.portEnd}`);
+  } catch {
+    return p.listen;
+  }
+}
+
 function printPfos(list: readonly PfoStatus[]): void {
   if (list.length === 0) return printOut("no PFOs");
   const rows = list.map((p) => [
     p.name,
     p.proto,
-    p.bound.length === 1 ? p.bound[0] : p.listen,
+    listenText(p),
     p.target ?? "-",
     p.state + (p.listeners > 1 ? `(${p.listeners})` : ""),
     String(p.connections),
@@ -310,18 +337,28 @@ async function run(
   opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true },
   logLevel: string | null,
   logFormat: string | null,
+  configGiven: string | null,
 ): Promise<number> {
+  if (opts.session !== undefined) {
+    try {
+      parseHostPort(opts.session, { defaultHost: "0.0.0.0", allowPortZero: true });
+    } catch (err) {
+      throw new UsageError(`--session: ${errorMessage(err)}`);
+    }
+  }
   const { settings } = await loadConsoleSettings(settingsPath);
+  // Before anything is created, bound or written: one Console per settings file.
+  using _lock = await lockInstance(settingsPath, "Console");
   const log = runLogger(
     (logLevel ?? settings.logLevel) as "info",
     (logFormat ?? settings.logFormat) as "text",
   );
   const isInteractive = interactive(opts.headless === true);
   const signals = exitSignals();
-  const compiled = !Deno.mainModule.endsWith(".ts");
-  const daemonCommand = compiled
-    ? "portferry-daemon {address} --fingerprint {fingerprint}"
-    : "deno task daemon {address} --fingerprint {fingerprint}";
+  // Printed for the user to run: in the form they run portferry here.
+  const daemonCommand = programCommand("daemon", ["{address}", "--fingerprint", "{fingerprint}"]);
+  const controlCommand = (args: readonly string[]) =>
+    programCommand("console", args, { config: configGiven });
 
   let answer: ((line: string) => void) | null = null;
   const ask = isInteractive
@@ -357,6 +394,7 @@ async function run(
       log,
       out: printOut,
       daemonCommand,
+      controlCommand,
       ask,
       signal: signals.exit.signal,
       forceSignal: signals.force.signal,
@@ -435,10 +473,14 @@ if (import.meta.main) {
     const { args, options } = extractGlobalOptions(Deno.args);
     const settingsPath = options.config ?? defaultSettingsFile("console");
     const program = buildProgram(settingsPath);
-    usage = () => program.helpInformation();
+    usage = usageTracker(program);
+    const first = firstOperand(program, args);
+    if (first !== undefined && !commandNames(program).includes(first)) {
+      throw unknownCommand(first, commandNames(program));
+    }
     let exitCode: number = EXIT.ok;
     program.action(async (opts) => {
-      exitCode = await run(settingsPath, opts, options.logLevel, options.logFormat);
+      exitCode = await run(settingsPath, opts, options.logLevel, options.logFormat, options.config);
     });
     await program.parseAsync(args, { from: "user" });
     return exitCode;

@@ -10,19 +10,27 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/scrub_env.ts";
 import {
+  commandNames,
   type ConnectionRow,
   EXIT,
   exitSignals,
   extractGlobalOptions,
+  firstOperand,
   interactive,
+  parseConnectionId,
   printConnections,
   printOut,
   rootCommand,
   runLogger,
   runMain,
   stdinLines,
+  suggestCommand,
+  unknownCommand,
   UsageError,
+  usageTracker,
 } from "./lib/cli.ts";
+import { lockInstance } from "./lib/instance_lock.ts";
+import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/allowlist.ts";
 import { callControl } from "./lib/control.ts";
 import { errorMessage } from "./lib/errors.ts";
@@ -74,8 +82,9 @@ function buildProgram(settingsPath: string) {
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
       printOut(`fingerprint: ${status.fingerprint}`);
       printOut(`console: ${status.console}`);
+      const { state, phase } = status.session;
       printOut(
-        `session: ${status.session.state} (${status.session.phase})` +
+        `session: ${state}${phase === state ? "" : ` (${phase})`}` +
           (status.session.lastError
             ? `  last error: ${escapeControls(status.session.lastError)}`
             : ""),
@@ -113,8 +122,9 @@ function buildProgram(settingsPath: string) {
     },
   );
   connections.command("kill").description("cut one connection").argument("<id>").action(
-    async (id) => {
-      await control("connections/kill", { id: Number(id) });
+    async (text) => {
+      const id = parseConnectionId(text);
+      await control("connections/kill", { id });
       printOut(`connection ${id} killed`);
     },
   );
@@ -125,6 +135,25 @@ function buildProgram(settingsPath: string) {
       printOut("session closed");
     });
   return program;
+}
+
+/**
+ * Whether the Daemon's first word is a mistyped command rather than the
+ * Console's host: close to a command's name, and nothing like a host (no
+ * dot, no colon, and this machine cannot resolve it).
+ */
+async function mistypedCommand(word: string, names: readonly string[]): Promise<boolean> {
+  if (names.includes(word) || /[.:]/.test(word) || suggestCommand(word, names) === null) {
+    return false;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const resolves = await Promise.race([
+    lookup(word).then(() => true, () => false),
+    // A resolver that does not answer quickly: the word is no usable host either.
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 2000))),
+  ]);
+  clearTimeout(timer);
+  return !resolves;
 }
 
 /**
@@ -162,24 +191,30 @@ if (import.meta.main) {
     const { args, options } = extractGlobalOptions(Deno.args);
     const settingsPath = options.config ?? defaultSettingsFile("daemon");
     const program = buildProgram(settingsPath);
-    usage = () => program.helpInformation();
+    usage = usageTracker(program);
+    const first = firstOperand(program, args);
+    if (first !== undefined && await mistypedCommand(first, commandNames(program))) {
+      throw unknownCommand(first, commandNames(program));
+    }
     let exitCode: number = EXIT.ok;
     program.action(async (consoleArg, opts) => {
       const { settings } = await loadDaemonSettings(settingsPath);
       const consoleAddr = consoleArg ??
         (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
       if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
+      try {
+        parseHostPort(consoleAddr);
+      } catch (err) {
+        throw new UsageError(errorMessage(err));
+      }
       let fingerprint: string | null = (opts.fingerprint as string | undefined) ??
         settings.fingerprint;
-      if (!fingerprint) {
-        if (!interactive(opts.headless === true)) {
-          throw new UsageError(
-            "missing --fingerprint: copy it from the Console's banner or `deno task console fingerprint`",
-          );
-        }
-        fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
+      if (!fingerprint && !interactive(opts.headless === true)) {
+        throw new UsageError(
+          "missing --fingerprint: copy it from the Console's banner or `deno task console fingerprint`",
+        );
       }
-      if (!isFingerprint(fingerprint)) {
+      if (fingerprint && !isFingerprint(fingerprint)) {
         throw new UsageError(
           `--fingerprint "${fingerprint}" is not a fingerprint: expected SHA256: and 43 base64 characters`,
         );
@@ -190,6 +225,11 @@ if (import.meta.main) {
         } catch (err) {
           throw new UsageError(`--allow: ${errorMessage(err)}`);
         }
+      }
+      // Before anything is created or written: one Daemon per settings file.
+      using _lock = await lockInstance(settingsPath, "Daemon");
+      if (!fingerprint) {
+        fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
       }
       const log = runLogger(
         options.logLevel ?? settings.logLevel,

@@ -13,6 +13,7 @@ import { exitSignals, printErr, printOut } from "./lib/cli.ts";
 import { runConsole } from "./lib/console/server.ts";
 import { runDaemon } from "./lib/daemon/client.ts";
 import { errorMessage } from "./lib/errors.ts";
+import { programCommand } from "./lib/invocation.ts";
 import { createLogger } from "./lib/log.ts";
 
 const check = Deno.args.includes("--check");
@@ -54,11 +55,14 @@ pfos:
 
 const daemonStop = new AbortController();
 let failed = false;
+const settingsPath = `${dir}/portferry-console.yaml`;
 const consoleDone = runConsole({
-  settingsPath: `${dir}/portferry-console.yaml`,
+  settingsPath,
   log: log("console"),
   out: (text) => printOut(`[console] ${text}`),
-  daemonCommand: "deno task daemon {address} --fingerprint {fingerprint}",
+  // The demo's Daemon runs in this process; the banner shows how to run one elsewhere.
+  daemonCommand: programCommand("daemon", ["{address}", "--fingerprint", "{fingerprint}"]),
+  controlCommand: (args) => programCommand("console", args, { config: settingsPath }),
   signal: signals.exit.signal,
   forceSignal: signals.force.signal,
   onReady: async (address, command) => {
@@ -83,7 +87,7 @@ const consoleDone = runConsole({
     const url = await waitForForwarding(command);
     printOut("");
     printOut(`Demo ready. Open ${url} — the page comes from the Daemon's side through the tunnel.`);
-    printOut("Try: deno task console status --config " + `${dir}/portferry-console.yaml`);
+    printOut(`Try: ${programCommand("console", ["status"], { config: settingsPath })}`);
     printOut("Press Ctrl-C to stop.");
     printOut("");
     if (check) {

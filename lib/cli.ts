@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command } from "@commander-js/extra-typings";
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
 import { ControlCallError } from "./control.ts";
 import { ConfigError, errorMessage, HandshakeError } from "./errors.ts";
@@ -182,7 +182,8 @@ export function exitSignals(): { exit: AbortController; force: AbortController; 
 
 /**
  * Run a CLI main function and exit with portferry's codes: 0 ok, 1 runtime
- * error (reason on stderr), 2 bad usage (usage text on stderr).
+ * error (reason on stderr), 2 bad usage (the usage of the command at fault
+ * on stderr, then the error line last, so that it stays on screen).
  */
 export async function runMain(
   main: () => Promise<number | void>,
@@ -193,13 +194,21 @@ export async function runMain(
     code = (await main()) ?? EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
-      code = err.code === "commander.helpDisplayed" || err.code === "commander.version" ||
-          err.code === "commander.help"
-        ? EXIT.ok
-        : EXIT.usage;
+      if (
+        err.code === "commander.helpDisplayed" || err.code === "commander.version" ||
+        err.code === "commander.help"
+      ) {
+        code = EXIT.ok;
+      } else {
+        // Commander has printed the usage of the command at fault already.
+        printErr("");
+        printErr(`error: ${commanderMessage(err.message)}`);
+        code = EXIT.usage;
+      }
     } else if (err instanceof UsageError) {
-      printErr(`error: ${err.message}\n`);
       printErr(usage());
+      printErr("");
+      printErr(`error: ${err.message}`);
       code = EXIT.usage;
     } else {
       printErr(`error: ${describeError(err)}`);
@@ -207,6 +216,98 @@ export async function runMain(
     }
   }
   Deno.exit(code);
+}
+
+/** Commander's error text on one line, without its own "error: " prefix. */
+function commanderMessage(message: string): string {
+  return message.replace(/^error: /, "").replace(/\n\((Did you mean [^)]*)\)/, ". $1")
+    .replace(/\n+/g, " ");
+}
+
+/**
+ * The usage text to show with a {@linkcode UsageError}: that of the
+ * subcommand being run once `program` has picked one, the program's before.
+ */
+export function usageTracker(program: CommandUnknownOpts): () => string {
+  let running: CommandUnknownOpts = program;
+  program.hook("preAction", (_self, action) => {
+    running = action as typeof running;
+  });
+  return () => running.helpInformation().trimEnd();
+}
+
+/**
+ * The closest of `names` to a mistyped `word`, when it is close enough to be
+ * a typo (at most two edits, counting a swap of neighbours as one, and less
+ * than half the name), else null.
+ *
+ * @example
+ * ```ts
+ * import { suggestCommand } from "./cli.ts";
+ * if (suggestCommand("stauts", ["status", "chat"]) !== "status") throw new Error("bad");
+ * if (suggestCommand("db01", ["status", "chat"]) !== null) throw new Error("bad");
+ * ```
+ */
+export function suggestCommand(word: string, names: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const d = editDistance(word.toLowerCase(), name);
+    if (d <= 2 && d * 2 < name.length && d < bestDistance) {
+      best = name;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Edits between `a` and `b`: insert, delete, replace, or swap two neighbours. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/**
+ * The first word of `args` that is not an option or an option's value, as
+ * `program` reads them: the subcommand's name, or the program's argument.
+ */
+export function firstOperand(
+  program: CommandUnknownOpts,
+  args: readonly string[],
+): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return args[i + 1];
+    if (!arg.startsWith("-") || arg === "-") return arg;
+    if (arg.includes("=")) continue;
+    const option = program.options.find((o) => o.long === arg || o.short === arg);
+    if (option && (option.required || option.optional)) i++;
+  }
+  return undefined;
+}
+
+/** The names a program answers to as its first word, `help` included. */
+export function commandNames(program: CommandUnknownOpts): string[] {
+  return [...program.commands.flatMap((c) => [c.name(), ...c.aliases()]), "help"];
+}
+
+/**
+ * The usage error for a first word that is no command: with a suggestion
+ * when it is close to one.
+ */
+export function unknownCommand(word: string, names: readonly string[]): UsageError {
+  const near = suggestCommand(word, names);
+  return new UsageError(`unknown command '${word}'${near ? `. Did you mean ${near}?` : ""}`);
 }
 
 /** A runtime error as one or more readable lines, with its causes. */
@@ -224,6 +325,24 @@ export function describeError(err: unknown): string {
     cause = cause instanceof Error ? cause.cause : undefined;
   }
   return text;
+}
+
+/**
+ * A connection id as `connections list` shows it; anything else is bad usage.
+ *
+ * @example
+ * ```ts
+ * import { parseConnectionId } from "./cli.ts";
+ * if (parseConnectionId("42") !== 42) throw new Error("bad");
+ * ```
+ */
+export function parseConnectionId(text: string): number {
+  if (!/^[0-9]{1,15}$/.test(text)) {
+    throw new UsageError(
+      `Cannot parse connection id "${text}": use a number from \`connections list\``,
+    );
+  }
+  return Number(text);
 }
 
 /** One connection as both programs list it. */
@@ -276,9 +395,14 @@ export function rootCommand(
     .version(VERSION, "-V, --version")
     .exitOverride()
     .showHelpAfterError(true)
+    .helpCommand("help [command]", "show the usage of a command")
     .configureOutput({
       writeOut: (s) => printOut(s.trimEnd()),
-      writeErr: (s) => printErr(s.trimEnd()),
+      writeErr: (s) => {
+        if (s.trim() !== "") printErr(s.trimEnd());
+      },
+      // runMain prints the error line after the usage, so that it stays on screen.
+      outputError: () => {},
     })
     .option("--config <file>", `settings file (default: ${options.settingsPath})`)
     .option("--log-level <level>", "debug, info, warn or error")

@@ -198,8 +198,10 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
     if (closed) return;
     closed = true;
     try {
+      // Only the file we wrote: another instance's stays where it is.
       const text = await Deno.readTextFile(options.path);
-      if ((JSON.parse(text) as ControlFile).secret === secret) await Deno.remove(options.path);
+      const found = JSON.parse(text) as ControlFile;
+      if (found.pid === Deno.pid && found.secret === secret) await Deno.remove(options.path);
     } catch {
       // Gone or replaced by another instance: leave it.
     }

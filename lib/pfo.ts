@@ -303,6 +303,11 @@ export function parseTarget(text: string): TargetAddress {
   const what = "target";
   const { host, rest } = _splitHost(text, TARGET_FORMS, what);
   if (host === undefined) {
+    if (!/^[0-9]+(-[0-9]+)?$/.test(text) && isValidHost(text)) {
+      throw new ConfigError(
+        `Cannot parse ${what} "${text}": the port is missing; expected ${TARGET_FORMS}, e.g. "${text}:PORT"`,
+      );
+    }
     const hint = /^[0-9]+(-[0-9]+)?$/.test(text) ? `, e.g. "localhost:${text}"` : "";
     throw new ConfigError(
       `Cannot parse ${what} "${text}": the host is missing; expected ${TARGET_FORMS}${hint}`,

@@ -119,7 +119,8 @@ const TARGET_VALID: [string, TargetAddress][] = [
 const TARGET_INVALID: [string, string][] = [
   ["80", `the host is missing; expected HOST:PORT or HOST:PORT-PORT, e.g. "localhost:80"`],
   ["80-90", "the host is missing"],
-  ["host", "the host is missing"],
+  ["host", `the port is missing; expected HOST:PORT or HOST:PORT-PORT, e.g. "host:PORT"`],
+  ["db01", "the port is missing"],
   ["host:0", "port 0 is not allowed here"],
   ["host:0-5", "port 0 cannot be part of a range"],
   ["host:65536", "above 65535"],

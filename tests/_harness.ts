@@ -210,9 +210,12 @@ globalThis.addEventListener("unload", () => {
   }
 });
 
-/** A new temp folder, removed when the test process ends. */
+/** What every temp folder the tests make is named after, so that leftovers are easy to find. */
+export const TEMP_PREFIX = "portferry-test-";
+
+/** A new temp folder named `portferry-test-<prefix>…`, removed when the test process ends. */
 export async function tempDir(prefix: string): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix });
+  const dir = await Deno.makeTempDir({ prefix: TEMP_PREFIX + prefix });
   tempDirs.push(dir);
   return dir;
 }

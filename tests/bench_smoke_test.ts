@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { tempDir } from "./_harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -30,7 +31,7 @@ Deno.test("deno.json's bench task names each permission (no -A or --allow-all)",
 });
 
 Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and writes JSON", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-bench-smoke-" });
+  const dir = await tempDir("pf-bench-smoke-");
   const json = `${dir}/smoke.json`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...await benchFlags(), "tools/bench.ts", "--smoke", "--json", json],

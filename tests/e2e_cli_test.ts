@@ -24,8 +24,10 @@ import {
   type StatusJson,
   statusOf,
   taskFlags,
+  tempDir,
 } from "./_harness.ts";
 import { VERSION } from "../lib/cli.ts";
+import { programCommand } from "../lib/invocation.ts";
 import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -72,7 +74,7 @@ async function mode(path: string): Promise<string> {
 }
 
 async function tempSettings(prefix: string): Promise<string> {
-  return `${await Deno.makeTempDir({ prefix })}/portferry-console.yaml`;
+  return `${await tempDir(prefix)}/portferry-console.yaml`;
 }
 
 /** Replace a file the way editors do: write a temporary file beside it, then rename. */
@@ -387,7 +389,7 @@ Deno.test("a malformed settings file is refused at start with file:line:column a
     },
   ];
   for (const c of cases) {
-    const dir = await Deno.makeTempDir({ prefix: "pf-bad-" });
+    const dir = await tempDir("pf-bad-");
     const path = `${dir}/portferry-console.yaml`;
     await Deno.writeTextFile(path, c.text);
     await Deno.chmod(path, 0o644);
@@ -412,7 +414,7 @@ Deno.test("a malformed settings file is refused at start with file:line:column a
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["portferry-console.yaml"]);
   }
 
-  const dir = await Deno.makeTempDir({ prefix: "pf-bad-" });
+  const dir = await tempDir("pf-bad-");
   const path = `${dir}/portferry-daemon.yaml`;
   const text = "# daemon\nreconnect: maybe\n";
   await Deno.writeTextFile(path, text);
@@ -469,7 +471,7 @@ Deno.test("settings edits are picked up live: an invalid file keeps the running 
 });
 
 Deno.test("run-time PFO changes are written back with the user's comments kept", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-writeback-" });
+  const dir = await tempDir("pf-writeback-");
   const path = `${dir}/portferry-console.yaml`;
   const original = [
     "# portferry Console settings, kept by hand",
@@ -564,7 +566,7 @@ Deno.test("everything written beside the settings is owner-only, and a missing s
 });
 
 Deno.test("a Console without --headless and no terminal on stdin never prompts", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-noterm-" });
+  const dir = await tempDir("pf-noterm-");
   const config = `${dir}/portferry-console.yaml`;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -639,7 +641,7 @@ Deno.test("a write-back keeps an edit made by hand just before it", async () => 
 });
 
 Deno.test("a missing --token-file exits 1 naming the file", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-token-" });
+  const dir = await tempDir("pf-token-");
   const r = await runBounded("console.ts", [
     "--config",
     `${dir}/portferry-console.yaml`,
@@ -651,4 +653,182 @@ Deno.test("a missing --token-file exits 1 naming the file", async () => {
   ]);
   assert.equal(r.code, 1, show(r));
   assert.match(r.stderr, /^error: Cannot read token file ".*no-such-token"/m);
+});
+
+// --- one running program per settings file ----------------------------------------
+
+Deno.test("a second Console on the same settings file exits 1 and leaves the first one's files alone", async () => {
+  await using con = await startConsole();
+  const paths = settingsPaths(con.settingsPath);
+  const control = await Deno.readTextFile(paths.control);
+  const r = await runBounded("console.ts", [
+    "--config",
+    con.settingsPath,
+    "--session",
+    "127.0.0.1:0",
+    "--headless",
+  ]);
+  assert.equal(r.code, 1, show(r));
+  assert.equal(
+    r.stderr.trim(),
+    `error: Cannot start: a Console is already running for ${con.settingsPath} (pid ${con.child.pid})`,
+  );
+  assert.doesNotMatch(r.stdout, /listening|address already in use/);
+  assert.equal(await Deno.readTextFile(paths.control), control);
+  const status = await statusOf(con);
+  assert.equal(status.fingerprint, con.fingerprint);
+});
+
+Deno.test("a second Daemon on the same settings file exits 1, and a mistyped `daemon stauts` dials nothing", async () => {
+  await using con = await startConsole({ args: ["--auto-accept"] });
+  await using daemon = await startDaemon(con);
+  await daemon.out.waitFor(/Session established/);
+  const control = await Deno.readTextFile(settingsPaths(daemon.settingsPath).control);
+  const args = ["--fingerprint", con.fingerprint, "--config", daemon.settingsPath];
+  const second = await runBounded("daemon.ts", [con.address, ...args]);
+  assert.equal(second.code, 1, show(second));
+  assert.equal(
+    second.stderr.trim(),
+    `error: Cannot start: a Daemon is already running for ${daemon.settingsPath} (pid ${daemon.child.pid})`,
+  );
+  const typo = await runBounded("daemon.ts", ["stauts", ...args]);
+  assert.equal(typo.code, 2, show(typo));
+  assert.equal(
+    typo.stderr.trimEnd().split("\n").at(-1),
+    "error: unknown command 'stauts'. Did you mean status?",
+  );
+  assert.equal(await Deno.readTextFile(settingsPaths(daemon.settingsPath).control), control);
+  assert.equal((await statusOf(daemon)).session.state, "established");
+});
+
+// --- the words the user types -------------------------------------------------------
+
+Deno.test("`help`, `help COMMAND` and typos: usage of the command at fault, the error line last", async () => {
+  const dir = await tempDir("pf-words-");
+  const config = `${dir}/portferry-console.yaml`;
+  const daemonConfig = `${dir}/portferry-daemon.yaml`;
+  const run = (entry: "console.ts" | "daemon.ts", ...args: string[]) =>
+    runBounded(entry, ["--config", entry === "console.ts" ? config : daemonConfig, ...args]);
+
+  const [help, helpPfo, daemonHelp] = await Promise.all([
+    run("console.ts", "help"),
+    run("console.ts", "help", "pfo"),
+    run("daemon.ts", "help"),
+  ]);
+  for (const r of [help, helpPfo, daemonHelp]) assert.equal(r.code, 0, show(r));
+  assert.match(help.stdout, /^Usage: deno task console \[options\] \[command\]/);
+  assert.match(helpPfo.stdout, /^Usage: deno task console pfo /);
+  assert.match(daemonHelp.stdout, /^Usage: deno task daemon HOST/);
+
+  const cases: [entry: "console.ts" | "daemon.ts", args: string[], usage: RegExp, last: string][] =
+    [
+      ["console.ts", ["stauts"], /^Usage: deno task console \[options\]/, "Did you mean status?"],
+      ["console.ts", ["pfo", "lsit"], /^Usage: deno task console pfo /, "Did you mean list?"],
+      [
+        "console.ts",
+        ["connections", "kill", "abc"],
+        /^Usage: deno task console connections kill /,
+        'Cannot parse connection id "abc"',
+      ],
+      [
+        "console.ts",
+        ["pfo", "add", "web", "--listen", "8080", "--target", "db01"],
+        /^Usage: deno task console pfo add /,
+        "the port is missing",
+      ],
+      ["console.ts", ["--session", "127.0.0.1:99999", "--headless"], /^Usage: /, "99999"],
+      [
+        "daemon.ts",
+        ["connections", "kill", "abc"],
+        /^Usage: deno task daemon connections kill /,
+        'Cannot parse connection id "abc"',
+      ],
+    ];
+  const results = await Promise.all(cases.map(([entry, args]) => run(entry, ...args)));
+  results.forEach((r, i) => {
+    const [entry, args, usage, last] = cases[i];
+    const what = `${entry} ${args.join(" ")}\n${show(r)}`;
+    assert.equal(r.code, 2, what);
+    assert.match(r.stderr, usage, what);
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.ok(lines.at(-1)!.startsWith("error: ") && lines.at(-1)!.includes(last), what);
+    // A subcommand's usage, not the whole program's.
+    if (!r.stderr.startsWith("Usage: deno task console [options]")) {
+      assert.ok(lines.length < 25, `${what}: ${lines.length} lines`);
+    }
+  });
+  assert.deepEqual([...Deno.readDirSync(dir)], []);
+});
+
+Deno.test("`connections kill` of an unknown id exits 1 with the reason, on the Console and the Daemon", async () => {
+  await using pair = await startPair();
+  for (const proc of [pair.console, pair.daemon]) {
+    const r = await proc.cli("connections", "kill", "999");
+    assert.equal(r.code, 1, show(r));
+    assert.match(r.stderr, /^error: Cannot kill connection 999: no such connection/m);
+    assert.doesNotMatch(r.stderr, /Usage: /);
+  }
+});
+
+Deno.test("`status` says each fact once: a disabled PFO's full listen address, the Daemon's session state once", async () => {
+  await using pair = await startPair();
+  const add = await pair.console.cli(
+    "pfo",
+    "add",
+    "off",
+    "--listen",
+    "18081",
+    "--target",
+    "localhost:9",
+    "--disabled",
+  );
+  assert.equal(add.code, 0, show(add));
+  for (const args of [["pfo", "list"], ["status"]]) {
+    const r = await pair.console.cli(...args);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /^off\s+tcp\s+127\.0\.0\.1:18081\s+localhost:9\s+disabled/m, show(r));
+  }
+  const d = await pair.daemon.cli("status");
+  assert.equal(d.code, 0, show(d));
+  assert.match(d.stdout, /^session: established$/m, show(d));
+});
+
+Deno.test("the banner's Daemon command and the headless accept hint work as printed", {
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using con = await startConsole();
+  const [, daemonCommand] = await con.out.waitFor(/^ {4}(\S.* --fingerprint SHA256:\S+)$/);
+  assert.equal(
+    daemonCommand,
+    programCommand("daemon", [con.address, "--fingerprint", con.fingerprint]),
+  );
+  const dir = await tempDir("pf-as-printed-");
+  const daemonSettings = `${dir}/portferry-daemon.yaml`;
+  const sh = (command: string) =>
+    new Deno.Command("sh", {
+      args: ["-c", command],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    });
+  const daemon = sh(`exec ${daemonCommand} --config ${daemonSettings} --no-reconnect`).spawn();
+  const out = new Output();
+  const pumps = Promise.all([out.pump(daemon.stdout), out.pump(daemon.stderr)]);
+  try {
+    const [, accept] = await con.out.waitFor(/^ {2}accept: (.*\S)\s{4}reject: /);
+    assert.equal(
+      accept,
+      programCommand("console", ["session", "accept"], { config: con.settingsPath }),
+    );
+    const accepted = await sh(accept).output();
+    assert.equal(accepted.code, 0, decoder.decode(accepted.stderr));
+    await out.waitFor(/Session established/);
+  } finally {
+    const closed = await runCli("daemon.ts", ["close", "--config", daemonSettings]);
+    if (closed.code !== 0) daemon.kill("SIGKILL");
+    await daemon.status;
+    await pumps;
+  }
 });

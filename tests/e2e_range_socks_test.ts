@@ -18,6 +18,7 @@ import {
   startConsole,
   startDaemon,
   startPair,
+  tempDir,
   within as deadline,
 } from "./_harness.ts";
 
@@ -556,7 +557,7 @@ Deno.test({
     assert.match(here, /^failed/, `${HIDDEN_NAME} must not resolve on the Console's side`);
 
     // ...while the Daemon, in its own mount namespace, has it in /etc/hosts.
-    const hostsDir = await Deno.makeTempDir({ prefix: "pf-hosts-" });
+    const hostsDir = await tempDir("pf-hosts-");
     const hostsFile = `${hostsDir}/hosts`;
     await Deno.writeTextFile(hostsFile, `127.0.0.1 localhost\n127.0.0.1 ${HIDDEN_NAME}\n`);
     await using consoleProc = await startConsole({ args: ["--auto-accept"] });
@@ -784,7 +785,7 @@ Deno.test("a Daemon without allow rules says it allows everything", async () => 
 });
 
 Deno.test("a bad allow rule is refused: exit 1 with file:line:col from the settings, exit 2 from --allow", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-allow-" });
+  const dir = await tempDir("pf-allow-");
   const settingsPath = `${dir}/portferry-daemon.yaml`;
   await Deno.writeTextFile(settingsPath, 'allow:\n  - "127.0.0.1:80"\n  - "10.0.0.0/33"\n');
   const fingerprint = `SHA256:${"A".repeat(43)}`;

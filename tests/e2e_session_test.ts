@@ -21,6 +21,7 @@ import {
   startPair,
   statusOf,
   tcpServer,
+  tempDir,
   within,
 } from "./_harness.ts";
 import { loadOrCreateIdentity } from "../lib/identity.ts";
@@ -40,7 +41,7 @@ async function exitCode(proc: Proc, what: string, ms = 15_000): Promise<number> 
 
 /** A fresh Console fingerprint that is not the one under test. */
 async function otherFingerprint(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "pf-other-" });
+  const dir = await tempDir("pf-other-");
   const r = await runCli("console.ts", [
     "fingerprint",
     "--config",
@@ -191,6 +192,7 @@ Deno.test("`resolve` answers with the Daemon's resolver and exits 1 for an unkno
   const bad = await pair.console.cli("resolve", "nonexistent.invalid");
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /Cannot resolve "nonexistent\.invalid"/);
+  assert.equal(bad.stderr.match(/on the Daemon's side/g)?.length, 1, bad.stderr);
   assert.equal(bad.stdout, "");
   await pair.daemon.out.waitFor(/resolve failed for the Console.*nonexistent\.invalid/);
 
@@ -246,7 +248,7 @@ Deno.test("SIGTERM makes the Console exit 0, the Daemon notices, and a second ru
 });
 
 Deno.test("a Console with --token-file rejects Daemons without the token and accepts the right one unasked", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-token-" });
+  const dir = await tempDir("pf-token-");
   await Deno.writeTextFile(`${dir}/token`, "s3cret-token\n");
   await Deno.writeTextFile(`${dir}/wrong`, "not-the-token\n");
   await using con = await startConsole({ args: ["--token-file", `${dir}/token`] });
@@ -272,7 +274,7 @@ Deno.test("a Console with --token-file rejects Daemons without the token and acc
 });
 
 Deno.test("trusted fingerprints in the settings are accepted unasked and `trust rm` closes their session", async () => {
-  const daemonDir = await Deno.makeTempDir({ prefix: "pf-daemon-" });
+  const daemonDir = await tempDir("pf-daemon-");
   const paths = settingsPaths(`${daemonDir}/portferry-daemon.yaml`);
   const { fingerprint } = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
     role: "daemon",
@@ -331,6 +333,7 @@ Deno.test("another Daemon is told busy, and the same Daemon restarted after kill
   await using otherAgain = await startDaemon(con, { dir: other.dir, args: ["--no-reconnect"] });
   assert.equal(await exitCode(otherAgain, "the other Daemon"), 1);
   assert.match(otherAgain.out.text(), /^error: .*busy/m);
+  assert.match(otherAgain.out.text(), /it already has an established session/);
   const held = await statusOf(con);
   assert.equal(held.session.state, "established");
   assert.equal(held.session.peer?.fingerprint, fingerprint);
@@ -355,7 +358,13 @@ Deno.test("the same Daemon replaces its stale session while the old link is stil
   // Freeze the Daemon: its TCP link stays open, it just stops answering.
   pair.daemon.child.kill("SIGSTOP");
   const mark = pair.console.out.mark;
-  await using second = await startDaemon(pair.console, { dir: pair.daemon.dir });
+  // The frozen Daemon still holds its settings file; the same identity comes back from another.
+  const dir = await tempDir("pf-same-identity-");
+  const from = settingsPaths(pair.daemon.settingsPath);
+  const to = settingsPaths(`${dir}/portferry-daemon.yaml`);
+  await Deno.copyFile(from.key, to.key);
+  await Deno.copyFile(from.cert, to.cert);
+  await using second = await startDaemon(pair.console, { dir });
   await second.out.waitFor(/Session established/);
   await pair.console.out.waitFor(/Session established .*took over/, { from: mark });
   const now = await statusOf(pair.console);

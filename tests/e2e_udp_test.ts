@@ -16,6 +16,7 @@ import {
   runCli,
   startPair,
   tcpServer,
+  tempDir,
 } from "./_harness.ts";
 
 const MiB = 1024 * 1024;
@@ -526,7 +527,7 @@ Deno.test("a UDP flood on one PFO keeps a TCP transfer on another at half its ra
 });
 
 Deno.test("`pfo add --udp` without --target is bad usage (exit 2)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pf-udp-usage-" });
+  const dir = await tempDir("pf-udp-usage-");
   const r = await runCli("console.ts", [
     "--config",
     `${dir}/portferry-console.yaml`,

@@ -101,7 +101,9 @@ export function decideAdmission(holder: Holder | null, newcomer: Newcomer): Admi
   return {
     verdict: "refuse",
     code: "busy",
-    reason: `the Console is busy: it already has a ${holder.state} session with another Daemon`,
+    reason: `the Console is busy: it already has ${
+      holder.state === "established" ? "an" : "a"
+    } ${holder.state} session with another Daemon`,
   };
 }
 

@@ -29,7 +29,9 @@ const admit = (
 const busy = (state: string): Admission => ({
   verdict: "refuse",
   code: "busy",
-  reason: `the Console is busy: it already has a ${state} session with another Daemon`,
+  reason: `the Console is busy: it already has ${
+    state === "established" ? "an" : "a"
+  } ${state} session with another Daemon`,
 });
 const NEEDS_TOKEN: Admission = {
   verdict: "refuse",

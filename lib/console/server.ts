@@ -89,6 +89,11 @@ export interface ConsoleOptions {
   /** How the Daemon's user runs the Daemon, for the banner. */
   readonly daemonCommand: string;
   /**
+   * How the operator runs this Console's subcommands, for the hints it
+   * prints (default `deno task console ARGS`).
+   */
+  readonly controlCommand?: (args: readonly string[]) => string;
+  /**
    * Ask the operator about a pending session (interactive mode). Absent in
    * headless mode: the session waits for `session accept|reject`.
    */
@@ -126,6 +131,8 @@ interface Current {
  */
 export async function runConsole(options: ConsoleOptions): Promise<void> {
   const { log, out } = options;
+  const controlCommand = options.controlCommand ??
+    ((args: readonly string[]) => ["deno task console", ...args].join(" "));
   const paths = settingsPaths(options.settingsPath);
   const loaded = await loadConsoleSettings(options.settingsPath);
   let settings = loaded.settings;
@@ -354,7 +361,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       `Daemon ${describe(peer)} asks for a session.\n  fingerprint: ${peer.fingerprint}\n` +
         (options.ask
           ? ""
-          : "  accept: deno task console session accept    reject: deno task console session reject"),
+          : `  accept: ${controlCommand(["session", "accept"])}    reject: ${
+            controlCommand(["session", "reject"])
+          }`),
     );
     if (options.ask) {
       options.ask(peer, c.prompt.signal).then(async (decision) => {
@@ -599,10 +608,14 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       try {
         return { host, addresses: await session.resolve(host) };
       } catch (err) {
+        // The Daemon's reason says what failed already ("Cannot resolve ... on the Daemon's side").
+        const reason = errorMessage(err);
         throw new ControlError(
-          `Cannot resolve "${escapeControls(host)}" on the Daemon's side: ${
-            escapeControls(errorMessage(err))
-          }`,
+          /^Cannot resolve /.test(reason)
+            ? escapeControls(reason)
+            : `Cannot resolve "${escapeControls(host)}" on the Daemon's side: ${
+              escapeControls(reason)
+            }`,
           {
             status: 502,
             result: { host, addresses: [], error: errorMessage(err) },

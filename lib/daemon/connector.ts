@@ -27,6 +27,8 @@ export interface ConnectTargetOptions {
  * import { classifyError } from "./connector.ts";
  * const { code } = classifyError(new Deno.errors.ConnectionRefused("Connection refused (os error 111)"), "db:5432");
  * if (code !== "refused") throw new Error(code);
+ * const { reason } = classifyError(new Error("getaddrinfo ENOTFOUND nope.invalid"), "nope.invalid:80");
+ * if (!reason.includes('"nope.invalid" port 80') || reason.includes("invalid:80")) throw new Error(reason);
  * ```
  */
 export function classifyError(
@@ -35,28 +37,42 @@ export function classifyError(
 ): { code: OpenErrorCode; reason: string } {
   const msg = errorMessage(err);
   if (err instanceof OpenError) return { code: err.code, reason: err.message };
+  const { host, named, port } = _named(target);
   if (err instanceof Deno.errors.NotCapable || /EPERM|Requires net access/.test(msg)) {
     return {
       code: "not-allowed",
-      reason: `Cannot connect to "${target}": not permitted by the Daemon's --allow-net (${msg})`,
+      reason: `Cannot connect to ${named}: not permitted by the Daemon's --allow-net (${msg})`,
     };
   }
   if (err instanceof Deno.errors.ConnectionRefused) {
-    return { code: "refused", reason: `Cannot connect to "${target}": connection refused` };
+    return { code: "refused", reason: `Cannot connect to ${named}: connection refused` };
   }
   if (err instanceof Deno.errors.TimedOut) {
-    return { code: "timeout", reason: `Cannot connect to "${target}": timed out` };
+    return { code: "timeout", reason: `Cannot connect to ${named}: timed out` };
   }
   if (/lookup address|ENOTFOUND|Name or service not known|No address associated|EAI_/.test(msg)) {
     return {
       code: "unresolvable",
-      reason: `Cannot resolve "${target}" on the Daemon's side: ${msg}`,
+      reason: port !== null
+        ? `Cannot connect to ${named}: "${host}" does not resolve on the Daemon's side (${msg})`
+        : `Cannot resolve ${named} on the Daemon's side: ${msg}`,
     };
   }
   if (/unreachable/i.test(msg)) {
-    return { code: "unreachable", reason: `Cannot connect to "${target}": ${msg}` };
+    return { code: "unreachable", reason: `Cannot connect to ${named}: ${msg}` };
   }
-  return { code: "error", reason: `Cannot connect to "${target}": ${msg}` };
+  return { code: "error", reason: `Cannot connect to ${named}: ${msg}` };
+}
+
+/**
+ * A target as errors name it: `"db01" port 5432`, the host and the port
+ * apart so that neither reads as part of the other; a bare host as `"db01"`.
+ */
+function _named(target: string): { host: string; port: string | null; named: string } {
+  const split = target.match(/^(?:\[([^\]]+)\]|([^:]+)):([0-9]+)$/);
+  if (!split) return { host: target, port: null, named: `"${target}"` };
+  const host = split[1] ?? split[2];
+  return { host, port: split[3], named: `"${host}" port ${split[3]}` };
 }
 
 /**
@@ -83,7 +99,7 @@ export async function connectTarget(
       reject(
         new OpenError(
           "timeout",
-          `Cannot connect to "${target}": no answer within ${options.timeoutMs} ms`,
+          `Cannot connect to ${_named(target).named}: no answer within ${options.timeoutMs} ms`,
         ),
       );
     }, options.timeoutMs);
