@@ -41,8 +41,11 @@ import { ConfigError, errorMessage } from "./errors.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import {
   DEFAULT_SESSION_PORT,
+  findListenClash,
+  findListenClashes,
   type HostPort,
   isProto,
+  listenClashMessage,
   parseHostPort,
   parseListen,
   parseTarget,
@@ -604,7 +607,7 @@ function _pfo(
 
 function _pfos(src: _Source, e: _Entry | undefined): ResolvedPfo[] {
   const seen = new Map<string, YamlNode>();
-  return _list(src, "pfos", e).map((node, index) => {
+  const pfos = _list(src, "pfos", e).map((node, index) => {
     const { pfo, nameNode } = _pfo(src, node, index);
     const first = seen.get(pfo.name);
     if (first !== undefined) {
@@ -618,6 +621,17 @@ function _pfos(src: _Source, e: _Entry | undefined): ResolvedPfo[] {
     seen.set(pfo.name, nameNode);
     return pfo;
   });
+  const clash = findListenClashes(pfos);
+  if (clash !== undefined) {
+    const [holder, later] = clash;
+    const { line } = _where(src, seen.get(holder.name)!);
+    _fail(
+      src,
+      seen.get(later.name)!,
+      `${listenClashMessage("use", later, holder)} (line ${line})`,
+    );
+  }
+  return pfos;
 }
 
 function _trusted(src: _Source, e: _Entry | undefined): string[] {
@@ -1021,12 +1035,17 @@ function _applyEdit(
     }
     return { map: seq!.items[i] as YamlMap, pfo: pfo! };
   };
-  const check = (spec: PfoSpec, verb: string): void => {
+  const check = (spec: PfoSpec, verb: string, was = spec.name): void => {
+    let pfo: ResolvedPfo;
     try {
-      resolvePfo(spec);
+      pfo = resolvePfo(spec);
     } catch (err) {
-      fail(`Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
+      return fail(`Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
     }
+    // A renamed PFO does not clash with its old self.
+    const others = was === spec.name ? current.pfos : current.pfos.filter((p) => p.name !== was);
+    const holder = findListenClash(pfo, others);
+    if (holder !== undefined) fail(listenClashMessage(verb, pfo, holder));
   };
   switch (edit.op) {
     case "addPfo": {
@@ -1053,7 +1072,7 @@ function _applyEdit(
         : { enabled: edit.enabled };
       const { map, pfo } = find(edit.name, "edit");
       const next: PfoSpec = { ..._specOf(pfo), ...changes };
-      check(next, "edit");
+      check(next, edit.op === "editPfo" ? "edit" : edit.enabled ? "enable" : "disable", pfo.name);
       if (next.name !== pfo.name && current.pfos.some((p) => p.name === next.name)) {
         fail(`Cannot rename PFO "${pfo.name}" to "${next.name}": a PFO with that name exists`);
       }
@@ -1334,6 +1353,12 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     }
   };
 
+  /** The last change was reported through `onError`: the next valid text is news, even our own. */
+  let invalid = false;
+  const report = (err: ConfigError) => {
+    invalid = true;
+    onError(err);
+  };
   const check = async (): Promise<void> => {
     if (signal.aborted || failure) return;
     let text: string;
@@ -1344,7 +1369,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
       if (err instanceof Deno.errors.NotFound) {
         if (lastSeen === null) return;
         lastSeen = null;
-        onError(
+        report(
           new ConfigError(
             "Cannot reload settings: the file is gone; keeping the current settings",
             {
@@ -1355,7 +1380,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
         );
         return;
       }
-      onError(
+      report(
         new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
       );
       return;
@@ -1364,7 +1389,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     lastSeen = text;
     const ours = _written.get(abs);
     if (ours !== undefined) {
-      if (ours === text) return;
+      if (ours === text && !invalid) return;
       // Someone else has written since; our text no longer marks our own write.
       _written.delete(abs);
     }
@@ -1372,13 +1397,14 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     try {
       settings = parse(text, path);
     } catch (err) {
-      onError(
+      report(
         err instanceof ConfigError
           ? err
           : new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
       );
       return;
     }
+    invalid = false;
     onChange(settings, text);
   };
 
