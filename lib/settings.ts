@@ -1353,12 +1353,6 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     }
   };
 
-  /** The last change was reported through `onError`: the next valid text is news, even our own. */
-  let invalid = false;
-  const report = (err: ConfigError) => {
-    invalid = true;
-    onError(err);
-  };
   const check = async (): Promise<void> => {
     if (signal.aborted || failure) return;
     let text: string;
@@ -1369,7 +1363,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
       if (err instanceof Deno.errors.NotFound) {
         if (lastSeen === null) return;
         lastSeen = null;
-        report(
+        onError(
           new ConfigError(
             "Cannot reload settings: the file is gone; keeping the current settings",
             {
@@ -1380,7 +1374,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
         );
         return;
       }
-      report(
+      onError(
         new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
       );
       return;
@@ -1389,7 +1383,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     lastSeen = text;
     const ours = _written.get(abs);
     if (ours !== undefined) {
-      if (ours === text && !invalid) return;
+      if (ours === text) return;
       // Someone else has written since; our text no longer marks our own write.
       _written.delete(abs);
     }
@@ -1397,14 +1391,13 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     try {
       settings = parse(text, path);
     } catch (err) {
-      report(
+      onError(
         err instanceof ConfigError
           ? err
           : new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
       );
       return;
     }
-    invalid = false;
     onChange(settings, text);
   };
 

@@ -628,22 +628,6 @@ Deno.test("watchSettings() rejects with ConfigError when the folder cannot be wa
   );
 });
 
-Deno.test("watchSettings() reports a broken file put back to the file's own last write as a change", async () => {
-  await using dir = await tempDir();
-  await using watched = await watchedConsoleFile(dir.path, COMMENTED);
-  const { path, rec } = watched;
-  await updateConsoleSettings(path, { op: "removePfo", name: "db" });
-  const ours = await Deno.readTextFile(path);
-  await externalAtomicWrite(path, ours + "colour: blue\n");
-  const broken = await within(rec.next(), 5000, "the error event");
-  assert.equal(broken.kind, "error");
-  // An editor's undo: the text is again exactly what this process wrote.
-  await externalAtomicWrite(path, ours);
-  const fixed = await within(rec.next(), 5000, "the change event");
-  assert.equal(fixed.kind, "change");
-  assert.equal(fixed.kind === "change" && fixed.text, ours);
-});
-
 Deno.test("parseConsoleSettings() refuses two enabled PFOs of one socket kind on one address, naming the first", () => {
   const pfo = (name: string, listen: string, more = "") =>
     `  - name: ${name}\n    listen: "${listen}"\n${
