@@ -39,7 +39,8 @@ import {
 } from "./lib/console/server.ts";
 import type { PfoStatus } from "./lib/console/pfos.ts";
 import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
-import { errorMessage } from "./lib/errors.ts";
+import { ConfigError, errorMessage } from "./lib/errors.ts";
+import { type PfoCommand, planPfoChange } from "./lib/console/pfo_changes.ts";
 import {
   formatHostPort,
   parseHostPort,
@@ -49,7 +50,12 @@ import {
   resolvePfo,
   validatePfoName,
 } from "./lib/pfo.ts";
-import { defaultSettingsFile, loadConsoleSettings, settingsPaths } from "./lib/settings.ts";
+import {
+  defaultSettingsFile,
+  loadConsoleSettings,
+  settingsPaths,
+  updateConsoleSettings,
+} from "./lib/settings.ts";
 import { escapeControls } from "./lib/text.ts";
 
 function buildProgram(settingsPath: string) {
@@ -89,6 +95,11 @@ function buildProgram(settingsPath: string) {
       const s = status.session;
       printOut(`fingerprint: ${status.fingerprint}`);
       printOut(`session port: ${status.listen}`);
+      if (status.settingsError !== null) {
+        printOut(
+          `settings error: ${status.settingsError} (the Console keeps its running settings until the file is fixed)`,
+        );
+      }
       printOut(
         `session: ${s.state}` +
           (s.peer
@@ -151,7 +162,7 @@ function buildProgram(settingsPath: string) {
       if (!opts.socks && opts.target === undefined) {
         throw new UsageError("required option '--target <host:port>' not specified");
       }
-      const result = await pfoCall(control, "pfo/add", {
+      const result = await pfoCall(control, "pfo/add", settingsPath, {
         name,
         proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
         listen: opts.listen,
@@ -159,7 +170,7 @@ function buildProgram(settingsPath: string) {
         enabled: opts.disabled !== true,
         clients: opts.allowClient,
       });
-      printPfos([result]);
+      if (result) printPfos([result]);
     });
   pfo.command("edit")
     .description("change a PFO's listen address or target")
@@ -170,29 +181,41 @@ function buildProgram(settingsPath: string) {
       if (opts.listen === undefined && opts.target === undefined) {
         throw new UsageError("pfo edit needs --listen and/or --target");
       }
-      printPfos([
-        await pfoCall(control, "pfo/edit", { name, listen: opts.listen, target: opts.target }),
-      ]);
+      const result = await pfoCall(control, "pfo/edit", settingsPath, {
+        name,
+        listen: opts.listen,
+        target: opts.target,
+      });
+      if (result) printPfos([result]);
     });
   for (
     const [verb, what] of [["enable", "start listening"], ["disable", "stop listening"]] as const
   ) {
     pfo.command(verb).description(`${what} (saved to the settings file)`).argument("<name>").action(
       async (name) => {
-        printPfos([await pfoCall(control, `pfo/${verb}`, { name })]);
+        const result = await pfoCall(control, `pfo/${verb}`, settingsPath, { name });
+        if (result) printPfos([result]);
       },
     );
   }
   pfo.command("rm").description("delete a PFO (saved to the settings file)").argument("<name>")
     .action(async (name) => {
-      await control("pfo/rm", { name });
-      printOut(`PFO "${name}" removed`);
+      if (await pfoCall(control, "pfo/rm", settingsPath, { name })) {
+        printOut(`PFO "${name}" removed`);
+      }
     });
   pfo.command("list")
-    .description("list PFOs")
+    .description("list PFOs (with no Console running: as saved in the settings file)")
     .option("--json", "print JSON only")
     .action(async (opts) => {
-      const list = await control("pfo/list") as PfoStatus[];
+      let list: PfoRow[];
+      try {
+        list = await control("pfo/list") as PfoStatus[];
+      } catch (err) {
+        if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
+        list = await savedPfos(settingsPath);
+        if (!opts.json) printOut(`Console not running: PFOs as saved in ${settingsPath}`);
+      }
       if (opts.json) printOut(JSON.stringify(list, null, 2));
       else printPfos(list);
     });
@@ -270,18 +293,70 @@ function buildProgram(settingsPath: string) {
   return program;
 }
 
+/**
+ * Run a PFO change on the running Console. With none running for these
+ * settings, make it in the settings file, with the same checks, say so, and
+ * return null.
+ */
 async function pfoCall(
   control: (command: string, body: Record<string, unknown>) => Promise<unknown>,
-  command: string,
+  command: PfoCommand,
+  settingsPath: string,
   body: Record<string, unknown>,
-): Promise<PfoStatus> {
+): Promise<PfoStatus | null> {
   checkPfoArguments(body);
   try {
     return await control(command, body) as PfoStatus;
   } catch (err) {
-    if (err instanceof ControlCallError && err.result) printPfos([err.result as PfoStatus]);
-    throw err;
+    if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
   }
+  const { settings } = await loadValidSettings(settingsPath);
+  await updateConsoleSettings(settingsPath, planPfoChange(command, body, settings.pfos).edit);
+  printOut(`Console not running: changed ${settingsPath}; it applies at the next start`);
+  return null;
+}
+
+/** The settings, or why PFO commands refuse to write over the file. */
+async function loadValidSettings(settingsPath: string) {
+  try {
+    return await loadConsoleSettings(settingsPath);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    throw new ConfigError(
+      `Cannot change PFOs: the settings file is invalid (${err.message}); fix it first`,
+      { cause: err },
+    );
+  }
+}
+
+/** A row of `pfo list`: live from the Console, or as saved in the settings file. */
+type PfoRow =
+  | PfoStatus
+  | Omit<PfoStatus, "state" | "session"> & { state: "saved" | "disabled"; source: "settings" };
+
+/** The PFOs as the settings file holds them, for `pfo list` with no Console running. */
+async function savedPfos(settingsPath: string): Promise<PfoRow[]> {
+  const { settings } = await loadConsoleSettings(settingsPath);
+  return settings.pfos.map((p) => ({
+    name: p.name,
+    proto: p.proto,
+    listen: p.listen,
+    target: p.target,
+    enabled: p.enabled,
+    state: p.enabled ? "saved" : "disabled",
+    source: "settings",
+    error: null,
+    bound: [],
+    listeners: 0,
+    connections: 0,
+    connectionsTotal: 0,
+    connectionsRefused: 0,
+    connectionsFailed: 0,
+    connectionsDenied: 0,
+    clients: p.clients,
+    bytesIn: 0,
+    bytesOut: 0,
+  }));
 }
 
 /**
@@ -303,7 +378,7 @@ function checkPfoArguments(body: Record<string, unknown>): void {
 }
 
 /** Where a PFO listens: the bound address, or else the full address it would bind. */
-function listenText(p: PfoStatus): string {
+function listenText(p: Pick<PfoStatus, "bound" | "listen">): string {
   if (p.bound.length === 1) return p.bound[0];
   try {
     const a = parseListen(p.listen);
@@ -313,14 +388,15 @@ function listenText(p: PfoStatus): string {
   }
 }
 
-function printPfos(list: readonly PfoStatus[]): void {
+function printPfos(list: readonly PfoRow[]): void {
   if (list.length === 0) return printOut("no PFOs");
   const rows = list.map((p) => [
     p.name,
     p.proto,
     listenText(p),
     p.target ?? "-",
-    p.state + (p.listeners > 1 ? `(${p.listeners})` : ""),
+    p.state + (p.listeners > 1 ? `(${p.listeners})` : "") +
+    ("session" in p && !p.session && p.state === "listening" ? " (no session)" : ""),
     String(p.connections),
     `${p.bytesOut}/${p.bytesIn}`,
     p.error ?? "",

@@ -213,11 +213,31 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
 /** Thrown by {@linkcode callControl}; `result` holds what the command returned with its error. */
 export class ControlCallError extends Error {
   readonly result: unknown;
-  constructor(message: string, options: { result?: unknown; cause?: unknown } = {}) {
+  /**
+   * True only when nothing runs for these settings: no control file, or
+   * nothing answers on its port (connection refused). False for every other
+   * failure, an answer with an error status included.
+   */
+  readonly notRunning: boolean;
+  constructor(
+    message: string,
+    options: { result?: unknown; cause?: unknown; notRunning?: boolean } = {},
+  ) {
     super(message, { cause: options.cause });
     this.name = "ControlCallError";
     this.result = options.result ?? null;
+    this.notRunning = options.notRunning ?? false;
   }
+}
+
+/** Whether a failed fetch means nothing listens there (the process that wrote the control file is gone). */
+function _refused(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (e instanceof Deno.errors.ConnectionRefused || /connection refused/i.test(e.message)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -244,7 +264,7 @@ export async function callControl(
     if (cause instanceof Deno.errors.NotFound) {
       throw new ControlCallError(
         `Cannot reach the ${program}: it is not running for these settings (no control file "${path}"); start it first, or pass the same --config`,
-        { cause },
+        { cause, notRunning: true },
       );
     }
     throw new ControlCallError(`Cannot read control file "${path}": ${errorMessage(cause)}`, {
@@ -261,7 +281,7 @@ export async function callControl(
   } catch (cause) {
     throw new ControlCallError(
       `Cannot reach the ${program} at 127.0.0.1:${file.port}: it is not running (stale control file "${path}")`,
-      { cause },
+      { cause, notRunning: _refused(cause) },
     );
   }
   const reply = await res.json() as { result?: unknown; error?: string };

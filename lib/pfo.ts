@@ -604,3 +604,118 @@ export function targetPortFor(pfo: ResolvedPfo, listenPort: number): number {
   if (targetAddr.port === targetAddr.portEnd) return targetAddr.port;
   return targetAddr.port + (listenPort - listenAddr.port);
 }
+
+/** The socket kind a PFO binds: `socks` listens on TCP too. */
+function _transport(proto: Proto): "tcp" | "udp" {
+  return proto === "udp" ? "udp" : "tcp";
+}
+
+/** Whether binding both hosts on one port would clash: the same host, or a wildcard over it. */
+function _hostsClash(a: string, b: string): boolean {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  if (x === y || x === "::" || y === "::") return true; // "::" is dual-stack: it takes IPv4 too
+  return (x === "0.0.0.0" && !y.includes(":")) || (y === "0.0.0.0" && !x.includes(":"));
+}
+
+/**
+ * Whether two enabled PFOs would need the same socket: the same transport
+ * (`tcp` and `socks` both listen on TCP), overlapping ports, and hosts that
+ * clash (the same host, or `0.0.0.0` with an IPv4 host, or `::` with any).
+ * A TCP and a UDP PFO may share a port; port 0 (any free port) never clashes,
+ * and a disabled PFO holds nothing.
+ *
+ * @example
+ * ```ts
+ * import { listensClash, resolvePfo } from "./pfo.ts";
+ * const pfo = (name: string, proto: "tcp" | "udp", listen: string) =>
+ *   resolvePfo({ name, proto, listen, target: "h:53", enabled: true });
+ * if (!listensClash(pfo("a", "tcp", "0.0.0.0:53"), pfo("b", "tcp", "127.0.0.1:53"))) throw new Error("bad");
+ * if (listensClash(pfo("a", "tcp", "53"), pfo("b", "udp", "53"))) throw new Error("bad");
+ * ```
+ */
+export function listensClash(a: ResolvedPfo, b: ResolvedPfo): boolean {
+  const x = a.listenAddr;
+  const y = b.listenAddr;
+  return a.enabled && b.enabled && _transport(a.proto) === _transport(b.proto) &&
+    x.port !== 0 && y.port !== 0 && x.port <= y.portEnd && y.port <= x.portEnd &&
+    _hostsClash(x.host, y.host);
+}
+
+/**
+ * The first of `others` (other than a PFO of the same name) whose listen
+ * address clashes with `pfo`'s, or undefined. One pass over `others`.
+ *
+ * @example
+ * ```ts
+ * import { findListenClash, resolvePfo } from "./pfo.ts";
+ * const a = resolvePfo({ name: "a", proto: "tcp", listen: "8000-8009", target: "h:80", enabled: true });
+ * const b = resolvePfo({ name: "b", proto: "tcp", listen: "8005", target: "h:80", enabled: true });
+ * if (findListenClash(b, [a])?.name !== "a") throw new Error("bad");
+ * ```
+ */
+export function findListenClash(
+  pfo: ResolvedPfo,
+  others: Iterable<ResolvedPfo>,
+): ResolvedPfo | undefined {
+  if (!pfo.enabled || pfo.listenAddr.port === 0) return undefined;
+  for (const other of others) {
+    if (other.name !== pfo.name && listensClash(pfo, other)) return other;
+  }
+  return undefined;
+}
+
+/**
+ * The first clashing pair in a list of PFOs, as `[holder, later]` in list
+ * order, or undefined. Sorts once and compares only PFOs whose port ranges
+ * overlap, so 10,000 PFOs cost milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { findListenClashes, resolvePfo } from "./pfo.ts";
+ * const pfo = (name: string, listen: string) =>
+ *   resolvePfo({ name, proto: "tcp", listen, target: "h:80", enabled: true });
+ * const pair = findListenClashes([pfo("a", "8080"), pfo("b", "8081"), pfo("c", "0.0.0.0:8080")]);
+ * if (pair?.[0].name !== "a" || pair[1].name !== "c") throw new Error("bad");
+ * ```
+ */
+export function findListenClashes(
+  pfos: readonly ResolvedPfo[],
+): [ResolvedPfo, ResolvedPfo] | undefined {
+  const order = pfos.map((_, i) => i)
+    .filter((i) => pfos[i].enabled && pfos[i].listenAddr.port !== 0)
+    .sort((i, j) => pfos[i].listenAddr.port - pfos[j].listenAddr.port || i - j);
+  let active: number[] = [];
+  let found: [number, number] | undefined;
+  for (const i of order) {
+    const start = pfos[i].listenAddr.port;
+    active = active.filter((j) => pfos[j].listenAddr.portEnd >= start);
+    for (const j of active) {
+      if (!listensClash(pfos[i], pfos[j])) continue;
+      const pair: [number, number] = j < i ? [j, i] : [i, j];
+      if (found === undefined || pair[1] < found[1]) found = pair;
+    }
+    active.push(i);
+  }
+  return found && [pfos[found[0]], pfos[found[1]]];
+}
+
+/**
+ * Why `pfo` cannot listen where it asks: `holder` listens there already.
+ *
+ * @example
+ * ```ts
+ * import { listenClashMessage, resolvePfo } from "./pfo.ts";
+ * const a = resolvePfo({ name: "a", proto: "tcp", listen: "8080", target: "h:80", enabled: true });
+ * const b = resolvePfo({ name: "b", proto: "tcp", listen: "0.0.0.0:8080", target: "h:80", enabled: true });
+ * if (!listenClashMessage("add", b, a).includes('PFO "a" already listens')) throw new Error("bad");
+ * ```
+ */
+export function listenClashMessage(verb: string, pfo: ResolvedPfo, holder: ResolvedPfo): string {
+  const kind = _transport(pfo.proto).toUpperCase();
+  return `Cannot ${verb} PFO "${pfo.name}": PFO "${holder.name}" already listens on ${kind} ${
+    formatAddress(holder.listenAddr)
+  }, which overlaps ${
+    formatAddress(pfo.listenAddr)
+  }; pick another port, or disable or remove "${holder.name}"`;
+}

@@ -43,8 +43,11 @@ import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "./protocol.ts";
 import {
   DEFAULT_SESSION_PORT,
+  findListenClash,
+  findListenClashes,
   type HostPort,
   isProto,
+  listenClashMessage,
   parseHostPort,
   parseListen,
   parseTarget,
@@ -618,7 +621,7 @@ function _pfo(
 
 function _pfos(src: _Source, e: _Entry | undefined): ResolvedPfo[] {
   const seen = new Map<string, YamlNode>();
-  return _list(src, "pfos", e).map((node, index) => {
+  const pfos = _list(src, "pfos", e).map((node, index) => {
     const { pfo, nameNode } = _pfo(src, node, index);
     const first = seen.get(pfo.name);
     if (first !== undefined) {
@@ -632,6 +635,17 @@ function _pfos(src: _Source, e: _Entry | undefined): ResolvedPfo[] {
     seen.set(pfo.name, nameNode);
     return pfo;
   });
+  const clash = findListenClashes(pfos);
+  if (clash !== undefined) {
+    const [holder, later] = clash;
+    const { line } = _where(src, seen.get(holder.name)!);
+    _fail(
+      src,
+      seen.get(later.name)!,
+      `${listenClashMessage("use", later, holder)} (line ${line})`,
+    );
+  }
+  return pfos;
 }
 
 function _trusted(src: _Source, e: _Entry | undefined): string[] {
@@ -1070,12 +1084,17 @@ function _applyEdit(
     }
     return { map: seq!.items[i] as YamlMap, pfo: pfo! };
   };
-  const check = (spec: PfoSpec, verb: string): void => {
+  const check = (spec: PfoSpec, verb: string, was = spec.name): void => {
+    let pfo: ResolvedPfo;
     try {
-      resolvePfo(spec);
+      pfo = resolvePfo(spec);
     } catch (err) {
-      fail(`Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
+      return fail(`Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
     }
+    // A renamed PFO does not clash with its old self.
+    const others = was === spec.name ? current.pfos : current.pfos.filter((p) => p.name !== was);
+    const holder = findListenClash(pfo, others);
+    if (holder !== undefined) fail(listenClashMessage(verb, pfo, holder));
   };
   switch (edit.op) {
     case "addPfo": {
@@ -1102,7 +1121,7 @@ function _applyEdit(
         : { enabled: edit.enabled };
       const { map, pfo } = find(edit.name, "edit");
       const next: PfoSpec = { ..._specOf(pfo), ...changes };
-      check(next, "edit");
+      check(next, edit.op === "editPfo" ? "edit" : edit.enabled ? "enable" : "disable", pfo.name);
       if (next.name !== pfo.name && current.pfos.some((p) => p.name === next.name)) {
         fail(`Cannot rename PFO "${pfo.name}" to "${next.name}": a PFO with that name exists`);
       }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { ConfigError } from "./errors.ts";
+import { findListenClashes, resolvePfo } from "./pfo.ts";
 import {
   applyConsoleEdits,
   type ConsoleSettings,
@@ -627,4 +628,58 @@ Deno.test("watchSettings() rejects with ConfigError when the folder cannot be wa
       }),
     (err: unknown) => err instanceof ConfigError && err.message.includes("Cannot watch"),
   );
+});
+
+Deno.test("parseConsoleSettings() refuses two enabled PFOs of one socket kind on one address, naming the first", () => {
+  const pfo = (name: string, listen: string, more = "") =>
+    `  - name: ${name}\n    listen: "${listen}"\n${
+      more.includes("socks") ? "" : "    target: h:53\n"
+    }${more}`;
+  const refused: [string, RegExp][] = [
+    [
+      pfo("a", "8080") + pfo("b", "8080"),
+      /c\.yaml:5:\d+: Cannot use PFO "b": PFO "a" already listens on TCP 127\.0\.0\.1:8080.*\(line 2\)/,
+    ],
+    [pfo("a", "8000-8009") + pfo("b", "0.0.0.0:8009"), /PFO "b": PFO "a" already listens/],
+    [pfo("a", "[::]:53") + pfo("b", "127.0.0.1:53"), /PFO "b": PFO "a" already listens/],
+    [
+      pfo("a", "1080", "    proto: socks\n") + pfo("b", "1080"),
+      /PFO "a" already/,
+    ],
+    [pfo("a", "53", "    proto: udp\n") + pfo("b", "0.0.0.0:53", "    proto: udp\n"), /UDP/],
+  ];
+  for (const [list, why] of refused) {
+    assert.throws(() => parseConsoleSettings(`pfos:\n${list}`, "c.yaml"), why, list);
+  }
+  const accepted = [
+    pfo("a", "53") + pfo("b", "53", "    proto: udp\n"), // DNS: TCP and UDP on one port
+    pfo("a", "8080") + pfo("b", "8080", "    enabled: false\n"), // a disabled PFO holds nothing
+    pfo("a", "127.0.0.1:8080") + pfo("b", "127.0.0.2:8080"),
+    pfo("a", "0") + pfo("b", "0"), // any free port
+    pfo("a", "8000-8009") + pfo("b", "8010-8019"),
+  ];
+  for (const list of accepted) {
+    assert.equal(parseConsoleSettings(`pfos:\n${list}`, "c.yaml").pfos.length, 2, list);
+  }
+});
+
+Deno.test("findListenClashes() finds the one clash among 10,000 PFOs", () => {
+  const lines = ["pfos:"];
+  for (let i = 0; i < 10_000; i++) {
+    lines.push(`  - name: p${i}`, `    listen: ${20_000 + i}`, `    target: h:${1 + i}`);
+  }
+  const settings = parseConsoleSettings(lines.join("\n") + "\n", "c.yaml");
+  assert.equal(settings.pfos.length, 10_000);
+  const t0 = performance.now();
+  assert.equal(findListenClashes(settings.pfos), undefined);
+  const ms = performance.now() - t0;
+  const late = resolvePfo({
+    name: "late",
+    proto: "tcp",
+    listen: "0.0.0.0:29990-29999",
+    target: "h:1",
+    enabled: true,
+  });
+  const pair = findListenClashes([...settings.pfos, late]);
+  assert.deepEqual(pair?.map((p) => p.name), ["p9990", "late"], `took ${ms} ms`);
 });

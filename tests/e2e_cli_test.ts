@@ -84,6 +84,11 @@ async function atomicWrite(path: string, text: string): Promise<void> {
   await Deno.rename(tmp, path);
 }
 
+/** `text` as a literal in a RegExp. */
+function esc(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 async function pfoOf(con: ConsoleProc, name: string): Promise<PfoJson | undefined> {
   const status = await statusOf(con);
   return status.pfos.find((p) => p.name === name);
@@ -187,9 +192,6 @@ Deno.test("subcommands exit 1 with a clear message when the program is not runni
     ["console.ts", ["status", "--json"]],
     ["console.ts", ["session", "accept"]],
     ["console.ts", ["session", "close"]],
-    ["console.ts", ["pfo", "list"]],
-    ["console.ts", ["pfo", "add", "web", "--listen", "8080", "--target", "localhost:80"]],
-    ["console.ts", ["pfo", "rm", "web"]],
     ["console.ts", ["chat", "hi"]],
     ["console.ts", ["resolve", "localhost"]],
     ["console.ts", ["trust", "rm", "SHA256:" + "A".repeat(43)]],
@@ -259,26 +261,263 @@ Deno.test("a duplicate `pfo add` NAME exits 1 and keeps the first", async () => 
   assert.deepEqual(saved.pfos.map((p) => [p.name, p.target]), [["web", "a:1"]]);
 });
 
-Deno.test("`pfo add` on a port already taken saves the PFO in state error and exits 1", async () => {
-  await using con = await startConsole();
+Deno.test("`pfo add` on a port already taken exits 1 and saves nothing, unless --disabled", async () => {
+  await using con = await startConsole({ settings: "# mine\npfos: []\n" });
   using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (taken.addr as Deno.NetAddr).port;
-  const r = await con.cli(
+  const listen = `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`;
+  const r = await con.cli("pfo", "add", "clash", "--listen", listen, "--target", "a:1");
+  assert.equal(r.code, 1, show(r));
+  assert.match(
+    r.stderr,
+    /^error: Cannot add PFO "clash": cannot listen on .*address already in use/m,
+  );
+  assert.match(r.stderr, /nothing was saved/);
+  assert.equal(await pfoOf(con, "clash"), undefined);
+  assert.equal(await Deno.readTextFile(con.settingsPath), "# mine\npfos: []\n");
+
+  const off = await con.cli(
     "pfo",
     "add",
     "clash",
     "--listen",
-    `127.0.0.1:${port}`,
+    listen,
     "--target",
     "a:1",
+    "--disabled",
   );
-  assert.equal(r.code, 1, show(r));
-  assert.match(r.stderr, /^error: .*clash/m);
-  const pfo = await pfoOf(con, "clash");
-  assert.equal(pfo?.state, "error");
-  assert.match(pfo?.error ?? "", /in use/i);
+  assert.equal(off.code, 0, show(off));
+  assert.equal((await pfoOf(con, "clash"))?.state, "disabled");
   const saved = parseConsoleSettings(await Deno.readTextFile(con.settingsPath), con.settingsPath);
-  assert.deepEqual(saved.pfos.map((p) => p.name), ["clash"]);
+  assert.deepEqual(saved.pfos.map((p) => [p.name, p.enabled]), [["clash", false]]);
+  // Enabling it is all or nothing too: it stays disabled, in the file as well.
+  const on = await con.cli("pfo", "enable", "clash");
+  assert.equal(on.code, 1, show(on));
+  assert.match(
+    on.stderr,
+    /^error: Cannot enable PFO "clash": .*in use; it stays disabled; nothing was saved/m,
+  );
+  assert.equal((await pfoOf(con, "clash"))?.state, "disabled");
+  const still = parseConsoleSettings(await Deno.readTextFile(con.settingsPath), con.settingsPath);
+  assert.deepEqual(still.pfos.map((p) => [p.name, p.enabled]), [["clash", false]]);
+});
+
+Deno.test("`pfo edit --listen` onto a busy port keeps the old listener serving, saves nothing and exits 1", async () => {
+  await using pair = await startPair();
+  const con = pair.console;
+  using echo = echoServer();
+  const first = await addPfo(con, "web", `127.0.0.1:${echo.port}`);
+  assert.equal(await echoRoundTrip(first, "one"), "one");
+  const before = await Deno.readTextFile(con.settingsPath);
+
+  using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const busyAt = `127.0.0.1:${(busy.addr as Deno.NetAddr).port}`;
+  const r = await con.cli("pfo", "edit", "web", "--listen", busyAt);
+  assert.equal(r.code, 1, show(r));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `^error: Cannot edit PFO "web": cannot listen on .*address already in use; it keeps listening on ${
+        esc(first)
+      }; nothing was saved`,
+      "m",
+    ),
+  );
+  assert.equal(await Deno.readTextFile(con.settingsPath), before);
+  const kept = await pfoOf(con, "web");
+  assert.deepEqual([kept?.state, kept?.bound[0], kept?.listen], [
+    "listening",
+    first,
+    "127.0.0.1:0",
+  ]);
+  assert.equal(await echoRoundTrip(first, "two"), "two");
+
+  // A free port: the Console's screen says where it listens now, and the old port is let go.
+  const freePort = (() => {
+    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    return (l.addr as Deno.NetAddr).port;
+  })();
+  const mark = con.out.mark;
+  const ok = await con.cli("pfo", "edit", "web", "--listen", `127.0.0.1:${freePort}`);
+  assert.equal(ok.code, 0, show(ok));
+  await con.out.waitFor(new RegExp(`^PFO "web" now listens on 127\\.0\\.0\\.1:${freePort}$`, "m"), {
+    from: mark,
+  });
+  assert.equal(await echoRoundTrip(`127.0.0.1:${freePort}`, "three"), "three");
+  await assert.rejects(echoRoundTrip(first, "gone"));
+
+  const off = await con.cli("pfo", "disable", "web");
+  assert.equal(off.code, 0, show(off));
+  await con.out.waitFor(/^PFO "web" disabled$/m, { from: mark });
+});
+
+Deno.test("two PFOs of one protocol cannot share a listen address; a TCP and a UDP PFO can", async () => {
+  await using con = await startConsole();
+  const port = (() => {
+    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    return (l.addr as Deno.NetAddr).port;
+  })();
+  const add = (name: string, listen: string, ...more: string[]) =>
+    con.cli("pfo", "add", name, "--listen", listen, "--target", "h:53", ...more);
+  let r = await add("dns-tcp", `127.0.0.1:${port}`);
+  assert.equal(r.code, 0, show(r));
+  r = await add("dns-udp", `127.0.0.1:${port}`, "--udp");
+  assert.equal(r.code, 0, show(r));
+  for (
+    const [name, listen, more] of [
+      ["same", `127.0.0.1:${port}`, []],
+      ["wildcard", `0.0.0.0:${port}`, []],
+      ["range", `${port - 1}-${port + 1}`, []],
+      ["socks", `${port}`, ["--socks"]],
+      ["udp2", `0.0.0.0:${port}`, ["--udp"]],
+    ] as const
+  ) {
+    const args = name === "socks"
+      ? ["pfo", "add", name, "--listen", listen, "--socks"]
+      : ["pfo", "add", name, "--listen", listen, "--target", "h:53", ...more];
+    const clash = await con.cli(...args);
+    const holder = name === "udp2" ? "dns-udp" : "dns-tcp";
+    assert.equal(clash.code, 1, `${name}\n${show(clash)}`);
+    assert.match(
+      clash.stderr,
+      new RegExp(`^error: Cannot add PFO "${name}": PFO "${holder}" already listens on`, "m"),
+      name,
+    );
+  }
+  const list = await con.cli("pfo", "list");
+  assert.equal(list.code, 0, show(list));
+  assert.match(list.stdout, /^dns-tcp .* listening \(no session\)/m);
+  assert.match(list.stdout, /^dns-udp .* listening \(no session\)/m);
+  const json_ = json<(PfoJson & { session: boolean })[]>(await con.cli("pfo", "list", "--json"));
+  assert.deepEqual(json_.map((p) => [p.name, p.state, p.session]), [
+    ["dns-tcp", "listening", false],
+    ["dns-udp", "listening", false],
+  ]);
+  const saved = parseConsoleSettings(await Deno.readTextFile(con.settingsPath), con.settingsPath);
+  assert.deepEqual(saved.pfos.map((p) => p.name), ["dns-tcp", "dns-udp"]);
+});
+
+Deno.test("`pfo` commands work on the settings file while no Console runs, and say so", async () => {
+  const dir = await tempDir("pf-offline-");
+  const path = `${dir}/portferry-console.yaml`;
+  await Deno.writeTextFile(
+    path,
+    "# mine\npfos:\n  - name: db # keep\n    listen: 5432\n    target: db:5432\n",
+  );
+  const cli = (...args: string[]) => runCli("console.ts", ["--config", path, ...args]);
+  const note = `Console not running: changed ${path}; it applies at the next start\n`;
+  for (
+    const args of [
+      ["pfo", "add", "web", "--listen", "8080", "--target", "web:80"],
+      ["pfo", "edit", "web", "--listen", "8081"],
+      ["pfo", "disable", "db"],
+      ["pfo", "add", "gone", "--listen", "9999", "--target", "g:1"],
+      ["pfo", "rm", "gone"],
+    ]
+  ) {
+    const r = await cli(...args);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [0, note, ""], args.join(" "));
+  }
+  // The same checks as a running Console: a taken NAME, a clash, an unknown NAME.
+  for (
+    const [args, why] of [
+      [["pfo", "add", "web", "--listen", "1", "--target", "a:1"], /"web": the name is taken/],
+      [["pfo", "add", "w2", "--listen", "8081", "--target", "a:1"], /PFO "web" already listens/],
+      [["pfo", "enable", "nope"], /Cannot find PFO "nope"/],
+    ] as const
+  ) {
+    const r = await cli(...args);
+    assert.equal(r.code, 1, show(r));
+    assert.match(r.stderr, why);
+  }
+  const text = await Deno.readTextFile(path);
+  assert.ok(text.startsWith("# mine\n") && text.includes("# keep"), text);
+  const list = await cli("pfo", "list");
+  assert.equal(list.code, 0, show(list));
+  const lines = list.stdout.split("\n");
+  assert.equal(lines[0], `Console not running: PFOs as saved in ${path}`);
+  assert.match(list.stdout, /^db +tcp +5432 +db:5432 +disabled/m);
+  assert.match(list.stdout, /^web +tcp +8081 +web:80 +saved/m);
+  const rows = json<{ name: string; state: string; source: string }[]>(
+    await cli("pfo", "list", "--json"),
+  );
+  assert.deepEqual(rows.map((p) => [p.name, p.state, p.source]), [
+    ["db", "disabled", "settings"],
+    ["web", "saved", "settings"],
+  ]);
+
+  // A stale control file (its program is gone) means not running too.
+  const port = (() => {
+    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    return (l.addr as Deno.NetAddr).port;
+  })();
+  await Deno.writeTextFile(
+    settingsPaths(path).control,
+    JSON.stringify({ pid: 1, port, secret: "x" }),
+    { mode: 0o600 },
+  );
+  const stale = await cli("pfo", "enable", "db");
+  assert.deepEqual([stale.code, stale.stdout], [0, note], show(stale));
+  await Deno.remove(settingsPaths(path).control);
+
+  // An invalid file is never written over.
+  const broken = text + "colour: blue\n";
+  await Deno.writeTextFile(path, broken);
+  const refused = await cli("pfo", "disable", "web");
+  assert.equal(refused.code, 1, show(refused));
+  assert.match(
+    refused.stderr,
+    /^error: Cannot change PFOs: the settings file is invalid \(.*:\d+:\d+: /m,
+  );
+  assert.equal(await Deno.readTextFile(path), broken);
+});
+
+Deno.test("a rejected hand edit shows in `status` until the file is fixed, and `pfo` commands refuse to write over it", async () => {
+  const good = "# mine\npfos:\n  - name: a\n    listen: 127.0.0.1:0\n    target: h:1\n";
+  await using con = await startConsole({ settings: good });
+  assert.equal(
+    (await statusOf(con) as StatusJson & { settingsError: unknown }).settingsError,
+    null,
+  );
+  let mark = con.out.mark;
+  await atomicWrite(con.settingsPath, good + "colour: blue\n");
+  await con.out.waitFor(/settings file is invalid/, { from: mark });
+  const status = await statusOf(con) as StatusJson & { settingsError: string };
+  assert.ok(status.settingsError.startsWith(`${con.settingsPath}:6:1: `), status.settingsError);
+  assert.match(status.settingsError, /colour/);
+  const text = await con.cli("status");
+  assert.match(
+    text.stdout,
+    new RegExp(`^settings error: ${esc(con.settingsPath)}:6:1: .*colour`, "m"),
+  );
+  for (
+    const args of [["pfo", "disable", "a"], [
+      "pfo",
+      "add",
+      "b",
+      "--listen",
+      "127.0.0.1:0",
+      "--target",
+      "h:2",
+    ]]
+  ) {
+    const r = await con.cli(...args);
+    assert.equal(r.code, 1, show(r));
+    assert.match(r.stderr, /^error: Cannot change PFOs: the settings file is invalid/m);
+  }
+  assert.equal((await pfoOf(con, "a"))?.state, "listening");
+
+  // Fixed by hand, with one PFO changed: one line on the Console's screen, and no error.
+  mark = con.out.mark;
+  await atomicWrite(con.settingsPath, good.replace("h:1", "h:2"));
+  await con.out.waitFor(
+    new RegExp(`^Settings reloaded from ${esc(con.settingsPath)}: 1 PFO changed$`, "m"),
+    { from: mark },
+  );
+  assert.equal(
+    (await statusOf(con) as StatusJson & { settingsError: unknown }).settingsError,
+    null,
+  );
+  assert.doesNotMatch((await con.cli("status")).stdout, /settings error/);
 });
 
 // --- status shapes ------------------------------------------------------------

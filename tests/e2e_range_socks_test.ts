@@ -387,13 +387,14 @@ Deno.test("a range PFO maps its ports in order onto a target range of the same s
   }
 });
 
-Deno.test("a range with taken ports: `pfo add` exits 1 naming exactly those ports, and the rest serve", async () => {
+Deno.test("a range with taken ports: `pfo add` exits 1 naming exactly those ports and binds none; from the file, the rest serve", async () => {
   const SIZE = 10;
   await using pair = await startPair();
   await using target = namedTarget();
   const start = freeRange(SIZE);
   const taken = [start + 2, start + 7, start + 8];
   const holders = taken.map((port) => Deno.listen({ hostname: "127.0.0.1", port }));
+  const free = Array.from({ length: SIZE }, (_, i) => start + i).filter((p) => !taken.includes(p));
   try {
     const r = await pair.console.cli(
       "pfo",
@@ -407,18 +408,31 @@ Deno.test("a range with taken ports: `pfo add` exits 1 naming exactly those port
     assert.equal(r.code, 1, `expected exit 1, got ${r.code}: ${r.stderr}${r.stdout}`);
     const why = `ports ${start + 2}, ${start + 7}-${start + 8}: address already in use`;
     assert.ok(r.stderr.includes(why), `stderr does not say "${why}":\n${r.stderr}`);
+    assert.match(r.stderr, /nothing was saved/);
     // No other port of the range is named.
     const named = [...r.stderr.matchAll(/\b(\d{5})\b/g)].map((m) => Number(m[1]))
       .filter((p) => p >= start && p < start + SIZE);
     assert.deepEqual([...new Set(named)].sort(), [start + 2, start + 7, start + 8]);
+    // All or nothing: not one port of the range was left listening.
+    const list = JSON.parse((await pair.console.cli("pfo", "list", "--json")).stdout);
+    assert.deepEqual(list, []);
+    for (const p of free) {
+      await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: p }), `port ${p}`);
+    }
 
+    // The same range written into the settings file: it serves every port it can.
+    const mark = pair.console.out.mark;
+    await Deno.writeTextFile(
+      pair.console.settingsPath,
+      `pfos:\n  - name: holey\n    listen: "${start}-${
+        start + SIZE - 1
+      }"\n    target: "127.0.0.1:${target.port}"\n`,
+    );
+    await pair.console.out.waitFor(/Settings reloaded from .*: 1 PFO changed/, { from: mark });
     const pfo = await pfoStatus(pair.console, "holey");
     assert.equal(pfo.state, "partial");
     assert.equal(pfo.listeners, SIZE - taken.length);
     assert.ok(pfo.error?.includes(why), `status error: ${pfo.error}`);
-    const free = Array.from({ length: SIZE }, (_, i) => start + i).filter((p) =>
-      !taken.includes(p)
-    );
     const answers = await inBatches(free, SIZE, (p) => ask(p, `via ${p}`));
     assert.deepEqual(answers, free.map((p) => `${target.port}:via ${p}\n`));
     await pair.console.out.waitFor(/PFO ports failed .*pfo=holey/);

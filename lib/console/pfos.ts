@@ -13,6 +13,7 @@ import { closeQuietly, errorMessage, OpenError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
   formatHostPort,
+  listensClash,
   type PfoSpec,
   type ResolvedPfo,
   resolvePfo,
@@ -35,6 +36,11 @@ export interface PfoStatus {
   readonly target: string | null;
   readonly enabled: boolean;
   readonly state: PfoState;
+  /**
+   * Whether a session is established: without one, connections to a
+   * listening PFO are accepted and closed at once.
+   */
+  readonly session: boolean;
   readonly error: string | null;
   /** Addresses actually bound (first 16; a port 0 shows the port the system chose). */
   readonly bound: readonly string[];
@@ -158,8 +164,8 @@ export class PfoManager {
    * Make the running PFOs match `specs`: open what is new or changed, close
    * what is gone. Counters survive edits that keep the name.
    */
-  async apply(specs: readonly PfoSpec[]): Promise<void> {
-    const wanted = new Map(specs.map((s) => [s.name, resolvePfo(s)]));
+  async apply(specs: readonly (PfoSpec | ResolvedPfo)[]): Promise<void> {
+    const wanted = new Map(specs.map((s) => [s.name, "listenAddr" in s ? s : resolvePfo(s)]));
     for (const name of [...this.#pfos.keys()]) {
       if (!wanted.has(name)) this.remove(name);
     }
@@ -175,28 +181,61 @@ export class PfoManager {
       return this.status(name)!;
     }
     if (old) this.#close(old);
-    const rt: PfoRuntime = old ?? {
-      pfo,
-      tcp: new Map(),
-      udp: new Map(),
-      errors: new Map(),
-      open: new Map(),
-      clients: null,
-      connectionsTotal: 0,
-      connectionsRefused: 0,
-      connectionsFailed: 0,
-      connectionsDenied: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-      udpCounters: udpCounters(),
-      generation: 0,
-    };
+    const rt: PfoRuntime = old ?? newRuntime(pfo);
     rt.pfo = pfo;
     rt.clients = pfo.clients.length > 0 ? AllowList.parse(pfo.clients) : null;
     rt.errors = new Map();
     rt.generation++;
     this.#pfos.set(name, rt);
     if (pfo.enabled) await this.#listen(rt);
+    return this.status(name)!;
+  }
+
+  /**
+   * Change one PFO all or nothing (`pfo add`, `edit`, `enable`): bind every
+   * port the new `pfo` needs while the old listeners keep serving, then run
+   * `save`, then serve on the new ports and close the old ones. When a port
+   * cannot be bound (a {@linkcode PfoBindError}) or `save` throws, the new
+   * ports are closed, the old ones serve on, and the error is thrown.
+   * Changes that bind nothing new just `save` and apply.
+   */
+  async change(pfo: ResolvedPfo, save: () => Promise<void>): Promise<PfoStatus> {
+    const name = pfo.name;
+    const old = this.#pfos.get(name);
+    if (!pfo.enabled || (old?.pfo.enabled && sameListen(old.pfo, pfo))) {
+      await save();
+      return await this.set(name, pfo);
+    }
+    const rt = old ?? newRuntime(pfo);
+    // Ports the old listeners hold and the new ones need: let them go first, take them back on failure.
+    const overlapping = old !== undefined && listensClash(old.pfo, pfo);
+    if (overlapping) this.#close(old);
+    const log = this.#log.child({ pfo: name });
+    const bound = await this.#bind(rt, pfo, log);
+    const undo = async () => {
+      releaseBound(bound);
+      if (overlapping) {
+        old.generation++;
+        old.errors = new Map();
+        await this.#listen(old);
+      }
+    };
+    if (bound.errors.size > 0) {
+      await undo();
+      throw new PfoBindError(describeErrors(bound.errors, pfo.listenAddr.host)!);
+    }
+    try {
+      await save();
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+    if (old && !overlapping) this.#close(old);
+    rt.pfo = pfo;
+    rt.clients = pfo.clients.length > 0 ? AllowList.parse(pfo.clients) : null;
+    rt.generation++;
+    this.#pfos.set(name, rt);
+    this.#install(rt, bound, log);
     return this.status(name)!;
   }
 
@@ -248,6 +287,7 @@ export class PfoManager {
       target: pfo.target,
       enabled: pfo.enabled,
       state,
+      session: this.#options.session() !== null,
       error: describeErrors(rt.errors, rt.pfo.listenAddr.host),
       bound,
       listeners: rt.tcp.size + rt.udp.size,
@@ -279,29 +319,52 @@ export class PfoManager {
   }
 
   async #listen(rt: PfoRuntime): Promise<void> {
-    const { listenAddr, proto } = rt.pfo;
     const generation = rt.generation;
     const log = this.#log.child({ pfo: rt.pfo.name });
+    const bound = await this.#bind(rt, rt.pfo, log);
+    // Replaced or removed while UDP ports were being bound: this start is stale.
+    if (rt.generation !== generation || this.#pfos.get(rt.pfo.name) !== rt) {
+      return releaseBound(bound);
+    }
+    this.#install(rt, bound, log);
+  }
+
+  /** Bind every port of `pfo`'s listen range; nothing accepts yet. */
+  async #bind(rt: PfoRuntime, pfo: ResolvedPfo, log: Logger): Promise<Bound> {
+    const { listenAddr, proto } = pfo;
+    const bound: Bound = { tcp: new Map(), udp: new Map(), errors: new Map() };
     const binds: Promise<void>[] = [];
     for (let port = listenAddr.port; port <= listenAddr.portEnd; port++) {
       if (proto === "udp") {
-        binds.push(this.#bindUdp(rt, port, generation, log));
+        binds.push(
+          this.#bindUdp(rt, pfo, port, log).then(
+            (listener) => void bound.udp.set(port, listener),
+            (err) => void bound.errors.set(port, bindError(err)),
+          ),
+        );
         continue;
       }
       try {
-        const listener = Deno.listen({ hostname: listenAddr.host, port, transport: "tcp" });
-        rt.tcp.set(port, listener);
-        this.#acceptLoop(rt, listener, port);
+        bound.tcp.set(port, Deno.listen({ hostname: listenAddr.host, port, transport: "tcp" }));
       } catch (err) {
-        rt.errors.set(port, bindError(err));
+        bound.errors.set(port, bindError(err));
       }
     }
     await Promise.all(binds);
+    return bound;
+  }
+
+  /** Serve on what {@linkcode #bind} bound, and say so. */
+  #install(rt: PfoRuntime, bound: Bound, log: Logger): void {
+    rt.tcp = bound.tcp;
+    rt.udp = bound.udp;
+    rt.errors = bound.errors;
+    for (const [port, listener] of rt.tcp) this.#acceptLoop(rt, listener, port);
     const count = rt.tcp.size + rt.udp.size;
     if (count > 0) {
       const first = this.status(rt.pfo.name)!.bound[0];
       log.info("PFO listening", {
-        proto,
+        proto: rt.pfo.proto,
         listen: count === 1 ? first : rt.pfo.listen,
         target: rt.pfo.target ?? "(per connection, SOCKS5)",
         ports: count > 1 ? count : undefined,
@@ -315,26 +378,19 @@ export class PfoManager {
     }
   }
 
-  async #bindUdp(rt: PfoRuntime, port: number, generation: number, log: Logger): Promise<void> {
-    const target = rt.pfo.targetAddr!;
-    try {
-      const listener = await UdpListener.bind({
-        host: rt.pfo.listenAddr.host,
-        port,
-        targetHost: target.host,
-        targetPort: targetPortFor(rt.pfo, port),
-        pfo: rt.pfo.name,
-        log,
-        session: this.#options.session,
-        counters: rt.udpCounters,
-        idleMs: this.#options.udpIdleMs,
-        allowClient: (address) => rt.clients === null || rt.clients.allowsAddress(address),
-      });
-      if (rt.generation !== generation || !this.#pfos.has(rt.pfo.name)) return listener.close();
-      rt.udp.set(port, listener);
-    } catch (err) {
-      if (rt.generation === generation) rt.errors.set(port, bindError(err));
-    }
+  #bindUdp(rt: PfoRuntime, pfo: ResolvedPfo, port: number, log: Logger): Promise<UdpListener> {
+    return UdpListener.bind({
+      host: pfo.listenAddr.host,
+      port,
+      targetHost: pfo.targetAddr!.host,
+      targetPort: targetPortFor(pfo, port),
+      pfo: pfo.name,
+      log,
+      session: this.#options.session,
+      counters: rt.udpCounters,
+      idleMs: this.#options.udpIdleMs,
+      allowClient: (address) => rt.clients === null || rt.clients.allowsAddress(address),
+    });
   }
 
   async #acceptLoop(rt: PfoRuntime, listener: Deno.Listener, port: number): Promise<void> {
@@ -544,6 +600,55 @@ export class PfoManager {
     for (const listener of rt.udp.values()) listener.close();
     rt.tcp.clear();
     rt.udp.clear();
+  }
+}
+
+/** Listeners bound for a PFO, before they serve. */
+interface Bound {
+  tcp: Map<number, Deno.Listener>;
+  udp: Map<number, UdpListener>;
+  errors: Map<number, string>;
+}
+
+function releaseBound(bound: Bound): void {
+  for (const listener of bound.tcp.values()) closeQuietly(listener);
+  for (const listener of bound.udp.values()) listener.close();
+}
+
+function newRuntime(pfo: ResolvedPfo): PfoRuntime {
+  return {
+    pfo,
+    tcp: new Map(),
+    udp: new Map(),
+    errors: new Map(),
+    open: new Map(),
+    clients: null,
+    connectionsTotal: 0,
+    connectionsRefused: 0,
+    connectionsFailed: 0,
+    connectionsDenied: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    udpCounters: udpCounters(),
+    generation: 0,
+  };
+}
+
+/**
+ * A PFO change was refused because some of its ports could not be bound;
+ * the message says which and why. Nothing changed.
+ *
+ * @example
+ * ```ts
+ * import { PfoBindError } from "./pfos.ts";
+ * const err = new PfoBindError("cannot listen on 127.0.0.1 port 80: address already in use");
+ * if (err.name !== "PfoBindError") throw err;
+ * ```
+ */
+export class PfoBindError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PfoBindError";
   }
 }
 

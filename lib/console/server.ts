@@ -12,13 +12,7 @@ import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
 import { fileSafetyNote } from "../file_safety.ts";
 import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
 import type { Logger } from "../log.ts";
-import {
-  formatHostPort,
-  parseHostPort,
-  type PfoSpec,
-  resolvePfo,
-  validatePfoName,
-} from "../pfo.ts";
+import { formatAddress, formatHostPort, parseHostPort, type ResolvedPfo } from "../pfo.ts";
 import {
   authTranscript,
   daemonFactsProblem,
@@ -42,7 +36,8 @@ import {
 import { escapeControls } from "../text.ts";
 import { decideAdmission } from "./admission.ts";
 import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";
-import { PfoManager, type PfoStatus } from "./pfos.ts";
+import { type PfoChange, type PfoCommand, planPfoChange } from "./pfo_changes.ts";
+import { PfoBindError, PfoManager, type PfoStatus } from "./pfos.ts";
 
 /** Session states as `status` shows them. */
 export type SessionState = "none" | "pending" | "established" | "closing";
@@ -68,6 +63,11 @@ export interface ConsoleStatus {
   readonly fingerprint: string;
   readonly listen: string;
   readonly settings: string;
+  /**
+   * Why the settings file on disk was refused (`file:line:column: message`),
+   * while the Console keeps its running settings; null when the file is fine.
+   */
+  readonly settingsError: string | null;
   readonly pfos: readonly PfoStatus[];
 }
 
@@ -154,6 +154,8 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   }
 
   let current: Current | null = null;
+  /** Why the settings file on disk was refused by the watcher; null while it is fine. */
+  let settingsError: string | null = null;
   /** Daemons accepted during this run: a reconnect takes its session back without a prompt. */
   const acceptedBefore = new Set<string>();
 
@@ -210,6 +212,7 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       fingerprint: identity.fingerprint,
       listen: boundText,
       settings: options.settingsPath,
+      settingsError,
       pfos: pfos.list(),
     };
   }
@@ -445,14 +448,6 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
   }
 
   // --- control --------------------------------------------------------------
-  function requirePfo(body: Record<string, unknown>): string {
-    const name = String(body.name ?? "");
-    if (!pfos.has(name)) {
-      throw new ControlError(`Cannot find PFO "${name}": see \`pfo list\``, { status: 404 });
-    }
-    return name;
-  }
-
   function requireSession(what: string): Session {
     if (current?.state !== "established") {
       throw new ControlError(
@@ -465,18 +460,81 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     return current.session;
   }
 
-  async function savePfos(
-    change: Parameters<typeof updateConsoleSettings>[1],
-    name: string | null,
-  ) {
-    settings = await updateConsoleSettings(options.settingsPath, change);
-    await pfos.apply(settings.pfos);
-    if (name === null) return null;
-    const s = pfos.status(name);
-    if (s && (s.state === "error" || s.state === "partial")) {
-      throw new ControlError(`PFO "${name}" saved, but ${s.error}`, { status: 500, result: s });
+  /** PFO changes run one at a time: each binds, saves and applies before the next. */
+  let pfoQueue: Promise<unknown> = Promise.resolve();
+
+  function changePfo(command: PfoCommand, body: Record<string, unknown>): Promise<unknown> {
+    const run = pfoQueue.then(() => applyPfoChange(command, body));
+    pfoQueue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * All or nothing: check, bind what the change needs, save, then serve.
+   * A refusal leaves the running PFOs and the file as they were.
+   */
+  async function applyPfoChange(command: PfoCommand, body: Record<string, unknown>) {
+    if (settingsError !== null) {
+      throw new ControlError(
+        `Cannot change PFOs: the settings file is invalid (${settingsError}); fix it first, the Console keeps its running settings`,
+        { status: 409 },
+      );
     }
-    return s ?? null;
+    const change = planPfoChange(command, body, settings.pfos);
+    const save = async () => {
+      try {
+        settings = await updateConsoleSettings(options.settingsPath, change.edit);
+      } catch (err) {
+        throw new ControlError(errorMessage(err), { status: 409, cause: err });
+      }
+    };
+    try {
+      if (change.next === null) {
+        await save();
+        pfos.remove(change.name);
+      } else {
+        await pfos.change(change.next, save);
+      }
+    } catch (err) {
+      if (!(err instanceof PfoBindError)) throw err;
+      const kept = change.before === null
+        ? ""
+        : change.before.enabled
+        ? `it keeps listening on ${listenText(change.before)}; `
+        : "it stays disabled; ";
+      throw new ControlError(
+        `Cannot ${change.verb} PFO "${change.name}": ${err.message}; ${kept}nothing was saved` +
+          (command === "pfo/add" ? " (add --disabled to save it without listening)" : ""),
+        { status: 409, cause: err },
+      );
+    }
+    // The file may hold hand edits not yet reloaded: run what it says now.
+    await pfos.apply(settings.pfos);
+    out(describeChange(change));
+    return change.next === null ? { removed: change.name } : pfos.status(change.name) ?? null;
+  }
+
+  /** Where a PFO listens, with the port the system chose for port 0. */
+  function listenText(pfo: ResolvedPfo): string {
+    const s = pfos.status(pfo.name);
+    return s && s.bound.length === 1 && s.listeners === 1
+      ? s.bound[0]
+      : formatAddress(pfo.listenAddr);
+  }
+
+  /** One line on the Console's screen for a change made through the control API. */
+  function describeChange(change: PfoChange): string {
+    const { name, next, before } = change;
+    if (next === null) return `PFO "${name}" removed`;
+    if (!next.enabled) {
+      return change.verb === "add" ? `PFO "${name}" added, disabled` : `PFO "${name}" disabled`;
+    }
+    if (change.verb === "add") return `PFO "${name}" added, listening on ${listenText(next)}`;
+    if (change.verb === "enable") return `PFO "${name}" enabled, listening on ${listenText(next)}`;
+    const parts: string[] = [];
+    if (before?.listen !== next.listen) parts.push(`listens on ${listenText(next)}`);
+    if (before?.target !== next.target) parts.push(`forwards to ${next.target}`);
+    return `PFO "${name}" now ${parts.length > 0 ? parts.join(" and ") : "is unchanged"}`;
   }
 
   const handlers: Record<string, ControlHandler> = {
@@ -520,64 +578,11 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       }
       return { state: "none" };
     },
-    "pfo/add": async (body) => {
-      const spec: PfoSpec = {
-        name: String(body.name),
-        proto: body.proto === undefined ? "tcp" : String(body.proto) as PfoSpec["proto"],
-        listen: String(body.listen),
-        target: body.target === undefined || body.target === null ? null : String(body.target),
-        enabled: body.enabled !== false,
-        clients: Array.isArray(body.clients) ? body.clients.map(String) : [],
-      };
-      try {
-        validatePfoName(spec.name);
-        resolvePfo(spec);
-      } catch (err) {
-        throw new ControlError(errorMessage(err), { status: 400 });
-      }
-      if (pfos.has(spec.name)) {
-        throw new ControlError(
-          `Cannot add PFO "${spec.name}": the name is taken; pick another or use \`pfo edit\``,
-          {
-            status: 409,
-          },
-        );
-      }
-      return await savePfos({ op: "addPfo", pfo: spec }, spec.name);
-    },
-    "pfo/edit": async (body) => {
-      const name = requirePfo(body);
-      const changes: { listen?: string; target?: string } = {};
-      if (body.listen !== undefined) changes.listen = String(body.listen);
-      if (body.target !== undefined) changes.target = String(body.target);
-      if (Object.keys(changes).length === 0) {
-        throw new ControlError(`Cannot edit PFO "${name}": give --listen and/or --target`, {
-          status: 400,
-        });
-      }
-      const old = settings.pfos.find((p) => p.name === name)!;
-      try {
-        resolvePfo({ ...old, ...changes });
-      } catch (err) {
-        throw new ControlError(errorMessage(err), { status: 400 });
-      }
-      return await savePfos({ op: "editPfo", name, changes }, name);
-    },
-    "pfo/enable": async (body) =>
-      await savePfos(
-        { op: "setPfoEnabled", name: requirePfo(body), enabled: true },
-        requirePfo(body),
-      ),
-    "pfo/disable": async (body) =>
-      await savePfos(
-        { op: "setPfoEnabled", name: requirePfo(body), enabled: false },
-        requirePfo(body),
-      ),
-    "pfo/rm": async (body) => {
-      const name = requirePfo(body);
-      await savePfos({ op: "removePfo", name }, null);
-      return { removed: name };
-    },
+    "pfo/add": (body) => changePfo("pfo/add", body),
+    "pfo/edit": (body) => changePfo("pfo/edit", body),
+    "pfo/enable": (body) => changePfo("pfo/enable", body),
+    "pfo/disable": (body) => changePfo("pfo/disable", body),
+    "pfo/rm": (body) => changePfo("pfo/rm", body),
     "pfo/list": () => pfos.list(),
     "connections/list": () => pfos.connections(),
     "connections/kill": (body) => {
@@ -666,7 +671,9 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
     knownText: loaded.text,
     signal: watchAbort.signal,
     onChange: async (next) => {
+      const changed = pfosChanged(settings.pfos, next.pfos);
       settings = next;
+      settingsError = null;
       try {
         token = await loadToken(next);
       } catch (err) {
@@ -676,9 +683,16 @@ export async function runConsole(options: ConsoleOptions): Promise<void> {
       }
       await pfos.apply(next.pfos);
       log.info("settings reloaded", { pfos: next.pfos.length });
+      out(
+        `Settings reloaded from ${options.settingsPath}: ${
+          changed === 0 ? "no PFO" : changed === 1 ? "1 PFO" : `${changed} PFOs`
+        } changed`,
+      );
     },
-    onError: (err) =>
-      log.error("settings file is invalid, keeping the running settings", { error: err.message }),
+    onError: (err) => {
+      settingsError = err.message;
+      log.error("settings file is invalid, keeping the running settings", { error: err.message });
+    },
   }).catch((err) => log.error("settings watch stopped", { error: errorMessage(err) }));
 
   // --- ready ----------------------------------------------------------------
@@ -738,6 +752,20 @@ function daemonAddress(bound: Deno.NetAddr): string {
     // --allow-sys=hostname not granted: leave the placeholder.
   }
   return formatHostPort(host, bound.port);
+}
+
+/** How many PFOs a reload adds, removes or changes. One pass over each list. */
+function pfosChanged(before: readonly ResolvedPfo[], after: readonly ResolvedPfo[]): number {
+  const key = (p: ResolvedPfo) =>
+    JSON.stringify([p.proto, p.listen, p.target, p.enabled, p.clients]);
+  const old = new Map(before.map((p) => [p.name, key(p)]));
+  let changed = 0;
+  for (const p of after) {
+    const was = old.get(p.name);
+    if (was !== key(p)) changed++;
+    old.delete(p.name);
+  }
+  return changed + old.size;
 }
 
 function peerFields(peer: PeerInfo) {
