@@ -10,8 +10,10 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/scrub_env.ts";
 import {
+  callInProcess,
   commandNames,
   type ConnectionRow,
+  type ControlCall,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -19,10 +21,12 @@ import {
   interactive,
   parseConnectionId,
   printConnections,
+  printErr,
   printOut,
   rootCommand,
   runLogger,
   runMain,
+  runPromptSubcommand,
   stdinLines,
   unknownCommand,
   UsageError,
@@ -57,8 +61,10 @@ import {
   updateConsoleSettings,
 } from "./lib/settings.ts";
 import { escapeControls } from "./lib/text.ts";
+import { handlePromptLine } from "./lib/prompt.ts";
+import { consoleCommands } from "./lib/console/prompt.ts";
 
-function buildProgram(settingsPath: string) {
+function buildProgram(settingsPath: string, call?: ControlCall) {
   const program = rootCommand({
     name: "console",
     usage: "[options] [command]",
@@ -74,7 +80,9 @@ function buildProgram(settingsPath: string) {
     .allowExcessArguments(false);
 
   const control = (command: string, body: Record<string, unknown> = {}) =>
-    callControl(settingsPaths(settingsPath).control, command, body, "Console");
+    call
+      ? callInProcess(call, command, body)
+      : callControl(settingsPaths(settingsPath).control, command, body, "Console");
 
   program.command("fingerprint")
     .description("print this Console's identity fingerprint (creates the identity on first use)")
@@ -430,6 +438,8 @@ async function run(
     (logFormat ?? settings.logFormat) as "text",
   );
   const isInteractive = interactive(opts.headless === true);
+  // With --log-format json, stdout carries JSON lines only: the readable display goes to stderr.
+  const display = (logFormat ?? settings.logFormat) === "json" ? printErr : printOut;
   const signals = exitSignals();
   // Printed for the user to run: in the form they run portferry here.
   const daemonCommand = programCommand("daemon", ["{address}", "--fingerprint", "{fingerprint}"]);
@@ -439,7 +449,7 @@ async function run(
   let answer: ((line: string) => void) | null = null;
   const ask = isInteractive
     ? (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
-      printOut(
+      display(
         `Accept the session from ${
           escapeControls(`${peer.user}@${peer.host}`)
         }? [y]es / [n]o / [t]rust always: `,
@@ -450,7 +460,7 @@ async function run(
           if (a === "y" || a === "yes") resolve("accept");
           else if (a === "n" || a === "no") resolve("reject");
           else if (a === "t" || a === "trust") resolve("trust");
-          else return printOut("Answer y, n or t: ");
+          else return display("Answer y, n or t (or a /command): ");
           answer = null;
         };
         signal.addEventListener("abort", () => {
@@ -468,7 +478,7 @@ async function run(
       autoAccept: opts.autoAccept,
       tokenFile: opts.tokenFile,
       log,
-      out: printOut,
+      out: display,
       daemonCommand,
       controlCommand,
       ask,
@@ -476,20 +486,25 @@ async function run(
       forceSignal: signals.force.signal,
       onReady: (_address, command) => {
         if (!isInteractive) return;
-        printOut(
-          "Type a line to chat with the Daemon's user; /status, /close, /quit, /help for more.",
-        );
+        display("Type a line to chat with the Daemon's user; /help lists the commands.");
+        const commands = consoleCommands({
+          cli: (words) => runPromptSubcommand(buildProgram(settingsPath, command), words),
+          chat: (text) => command("chat", { text }),
+          quit: () => signals.exit.abort(),
+          print: display,
+        });
         (async () => {
           for await (const line of stdinLines()) {
-            if (answer) {
+            // A pending y/n/t question takes plain answers; a /command still runs.
+            if (answer && !line.trim().startsWith("/")) {
               answer(line);
               continue;
             }
-            try {
-              await interactiveLine(line, command, signals.exit);
-            } catch (err) {
-              printOut(`error: ${errorMessage(err)}`);
-            }
+            await handlePromptLine(line, {
+              commands,
+              chat: (text) => command("chat", { text }),
+              print: display,
+            });
           }
         })();
       },
@@ -498,48 +513,6 @@ async function run(
     signals.dispose();
   }
   return EXIT.ok;
-}
-
-async function interactiveLine(
-  line: string,
-  command: (name: string, body?: Record<string, unknown>) => Promise<unknown>,
-  exit: AbortController,
-): Promise<void> {
-  const text = line.trim();
-  if (text === "") return;
-  if (!text.startsWith("/")) {
-    await command("chat", { text });
-    return;
-  }
-  const [verb, ...rest] = text.slice(1).split(/\s+/);
-  switch (verb) {
-    case "status": {
-      const s = await command("status") as ConsoleStatus;
-      printOut(
-        `session: ${s.session.state}${
-          s.session.peer
-            ? ` with ${escapeControls(`${s.session.peer.user}@${s.session.peer.host}`)}`
-            : ""
-        }`,
-      );
-      printPfos(s.pfos);
-      return;
-    }
-    case "close":
-      await command("session/close");
-      return;
-    case "resolve": {
-      const r = await command("resolve", { host: rest[0] ?? "" }) as { addresses: string[] };
-      printOut(`${escapeControls(rest[0] ?? "")}: ${escapeControls(r.addresses.join(" "))}`);
-      return;
-    }
-    case "quit":
-    case "exit":
-      exit.abort();
-      return;
-    default:
-      printOut("/status  /resolve HOST  /close (end the session)  /quit (exit the Console)");
-  }
 }
 
 if (import.meta.main) {

@@ -10,8 +10,10 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/scrub_env.ts";
 import {
+  callInProcess,
   commandNames,
   type ConnectionRow,
+  type ControlCall,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -19,10 +21,12 @@ import {
   interactive,
   parseConnectionId,
   printConnections,
+  printErr,
   printOut,
   rootCommand,
   runLogger,
   runMain,
+  runPromptSubcommand,
   stdinLines,
   suggestCommand,
   unknownCommand,
@@ -45,8 +49,10 @@ import {
   settingsPaths,
 } from "./lib/settings.ts";
 import { escapeControls } from "./lib/text.ts";
+import { handlePromptLine } from "./lib/prompt.ts";
+import { daemonCommands } from "./lib/daemon/prompt.ts";
 
-function buildProgram(settingsPath: string) {
+function buildProgram(settingsPath: string, call?: ControlCall) {
   const program = rootCommand({
     name: "daemon",
     usage: "HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close",
@@ -72,7 +78,9 @@ function buildProgram(settingsPath: string) {
     .allowExcessArguments(false);
 
   const control = (command: string, body: Record<string, unknown> = {}) =>
-    callControl(settingsPaths(settingsPath).control, command, body, "Daemon");
+    call
+      ? callInProcess(call, command, body)
+      : callControl(settingsPaths(settingsPath).control, command, body, "Daemon");
 
   program.command("status")
     .description("show the session and the connections made through this Daemon")
@@ -184,6 +192,21 @@ async function confirmFirstUse(
   return fingerprint;
 }
 
+/** The Daemon's input line: chat to the Console's operator, or a /command. */
+function readPromptLines(
+  cli: (words: readonly string[]) => Promise<void>,
+  command: ControlCall,
+  exit: AbortController,
+  print: (text: string) => void,
+): void {
+  print("Type a line to chat with the Console's operator; /help lists the commands.");
+  const chat = (text: string) => command("chat", { text });
+  const commands = daemonCommands({ cli, chat, quit: () => exit.abort(), print });
+  (async () => {
+    for await (const line of stdinLines()) await handlePromptLine(line, { commands, chat, print });
+  })();
+}
+
 if (import.meta.main) {
   // Until the arguments are read, usage shows the default settings path.
   let usage = () => buildProgram(defaultSettingsFile("daemon")).helpInformation();
@@ -231,10 +254,13 @@ if (import.meta.main) {
       if (!fingerprint) {
         fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
       }
-      const log = runLogger(
-        options.logLevel ?? settings.logLevel,
-        options.logFormat ?? settings.logFormat,
-      );
+      const logFormat = options.logFormat ?? settings.logFormat;
+      const log = runLogger(options.logLevel ?? settings.logLevel, logFormat);
+      // With --log-format json, stdout carries JSON lines only: the session's steps are
+      // log records, and the other readable lines go to stderr.
+      const json = logFormat === "json";
+      const display = json ? printErr : printOut;
+      const isInteractive = interactive(opts.headless === true);
       const signals = exitSignals();
       try {
         await runDaemon({
@@ -248,7 +274,17 @@ if (import.meta.main) {
           maxHeldBytes: settings.maxHeldBytes,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           log,
-          out: printOut,
+          out: display,
+          steps: json ? "log" : "out",
+          onReady: isInteractive
+            ? (command) =>
+              readPromptLines(
+                (words) => runPromptSubcommand(buildProgram(settingsPath, command), words),
+                command,
+                signals.exit,
+                display,
+              )
+            : undefined,
           signal: signals.exit.signal,
           forceSignal: signals.force.signal,
         });

@@ -7,7 +7,7 @@
 
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
-import { ControlCallError } from "./control.ts";
+import { ControlCallError, ControlError } from "./control.ts";
 import { ConfigError, errorMessage, HandshakeError } from "./errors.ts";
 import {
   createLogger,
@@ -343,6 +343,46 @@ export function parseConnectionId(text: string): number {
     );
   }
   return Number(text);
+}
+
+/**
+ * Run one subcommand of `program` for an input line (`/pfo add …`), with
+ * the command line's own grammar. Commander has printed its own errors and
+ * help already; a {@linkcode UsageError} is rethrown as a plain error, for
+ * the prompt to print.
+ */
+export async function runPromptSubcommand(
+  program: { parseAsync(argv: string[], options: { from: "user" }): Promise<unknown> },
+  words: readonly string[],
+): Promise<void> {
+  try {
+    await program.parseAsync([...words], { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) return;
+    if (err instanceof UsageError) throw new Error(err.message);
+    throw err;
+  }
+}
+
+/** A control command run inside the running program itself (its input line). */
+export type ControlCall = (command: string, body?: Record<string, unknown>) => Promise<unknown>;
+
+/**
+ * Run control `command` through `call`, failing as a call over the control
+ * socket would (a {@linkcode ControlCallError} with the result so far), so
+ * the subcommands print the same either way.
+ */
+export async function callInProcess(
+  call: ControlCall,
+  command: string,
+  body: Record<string, unknown>,
+): Promise<unknown> {
+  try {
+    return await call(command, body);
+  } catch (err) {
+    if (!(err instanceof ControlError)) throw err;
+    throw new ControlCallError(err.message, { result: err.result, cause: err });
+  }
 }
 
 /** One connection as both programs list it. */

@@ -224,15 +224,21 @@ export class UdpListener {
     }
   }
 
-  /** A reply from the target, to the client of `flow`. */
-  toClient(flow: ConsoleFlow, data: Uint8Array): void {
+  /** A reply from the target, to the client of `flow`; false when it was dropped. */
+  toClient(flow: ConsoleFlow, data: Uint8Array): boolean {
     const c = this.options.counters;
     if (this.#sender.send(data, flow.client)) {
       c.datagramsIn++;
       c.bytesIn += data.length;
-    } else {
-      c.drops++;
+      return true;
     }
+    c.drops++;
+    return false;
+  }
+
+  /** The flows open now. */
+  flows(): ConsoleFlow[] {
+    return [...this.#flows.values()].filter((f) => f.isOpen);
   }
 
   /** Returns false when the datagram was dropped because the session is backed up. */
@@ -288,7 +294,12 @@ export class ConsoleFlow implements Channel {
   readonly key: string;
   readonly client: Deno.NetAddr;
   readonly session: Session;
+  readonly since = new Date();
   lastActive = Date.now();
+  /** Bytes from the client, sent on to the Daemon. */
+  bytesOut = 0;
+  /** Bytes from the Daemon, sent on to the client. */
+  bytesIn = 0;
   #listener: UdpListener;
   #state: "opening" | "open" | "closed" = "opening";
   #pending: Uint8Array[] = [];
@@ -302,6 +313,22 @@ export class ConsoleFlow implements Channel {
 
   get ended(): boolean {
     return this.#state === "closed";
+  }
+
+  /** True once the Daemon reached the target and datagrams flow. */
+  get isOpen(): boolean {
+    return this.#state === "open";
+  }
+
+  /** The PFO's target, as `connections list` shows it. */
+  get target(): string {
+    const o = this.#listener.options;
+    return formatHostPort(o.targetHost, o.targetPort);
+  }
+
+  /** The PFO this flow belongs to. */
+  get pfo(): string {
+    return this.#listener.options.pfo;
   }
 
   open(): void {
@@ -350,6 +377,7 @@ export class ConsoleFlow implements Channel {
     if (this.session.sendDatagram(this.id, data)) {
       c.datagramsOut++;
       c.bytesOut += data.length;
+      this.bytesOut += data.length;
       return true;
     }
     c.drops++;
@@ -358,7 +386,7 @@ export class ConsoleFlow implements Channel {
 
   onDatagram(data: Uint8Array): void {
     this.lastActive = Date.now();
-    this.#listener.toClient(this, data);
+    if (this.#listener.toClient(this, data)) this.bytesIn += data.length;
   }
 
   onReset(reason: string): void {
@@ -405,8 +433,14 @@ export class DaemonFlow implements Channel {
   readonly id: number;
   readonly target: string;
   lastActive = Date.now();
+  /** Datagrams from the target, sent on to the Console. */
   datagramsIn = 0;
+  /** Datagrams from the Console, sent on to the target. */
   datagramsOut = 0;
+  /** Bytes of `datagramsIn`. */
+  bytesIn = 0;
+  /** Bytes of `datagramsOut`. */
+  bytesOut = 0;
   drops = 0;
   #socket: Deno.DatagramConn;
   #sender: DatagramSender;
@@ -466,6 +500,7 @@ export class DaemonFlow implements Channel {
     this.lastActive = Date.now();
     if (this.#session.sendDatagram(this.id, data)) {
       this.datagramsIn++;
+      this.bytesIn += data.length;
       return true;
     }
     this.drops++;
@@ -474,8 +509,12 @@ export class DaemonFlow implements Channel {
 
   onDatagram(data: Uint8Array): void {
     this.lastActive = Date.now();
-    if (this.#sender.send(data, this.#to)) this.datagramsOut++;
-    else this.drops++;
+    if (this.#sender.send(data, this.#to)) {
+      this.datagramsOut++;
+      this.bytesOut += data.length;
+    } else {
+      this.drops++;
+    }
   }
 
   onReset(reason: string): void {

@@ -35,6 +35,8 @@ const decoder = new TextDecoder();
 
 /** The issue's bound for noticing a vanished peer, with the defaults. */
 const NOTICE_MS = 15_000;
+/** The wait the Daemon announces on each reconnect: "…; reconnecting in 0.4 s", "…; next try in 1.2 s". */
+const NEXT_TRY = /(?:reconnecting|next try) in ([\d.]+) s$/;
 
 // --- helpers -----------------------------------------------------------------
 
@@ -302,13 +304,13 @@ Deno.test("a Console killed with SIGKILL is noticed, the Daemon backs off with j
   await until(
     () =>
       Promise.resolve(
-        daemon.out.lines.slice(dmark).filter((l) => /Reconnecting in/.test(l)).length >= ATTEMPTS,
+        daemon.out.lines.slice(dmark).filter((l) => NEXT_TRY.test(l)).length >= ATTEMPTS,
       ),
     20_000,
     `${ATTEMPTS} reconnect attempts`,
   );
   const waits = daemon.out.lines.slice(dmark)
-    .map((l) => l.match(/Reconnecting in ([\d.]+) s/)?.[1])
+    .map((l) => l.match(NEXT_TRY)?.[1])
     .filter((w) => w !== undefined)
     .slice(0, ATTEMPTS)
     .map((w) => Number(w) * 1000);
@@ -440,7 +442,7 @@ Deno.test("100 reconnect cycles leave both programs' open files, sockets, memory
 
   // Every retry waited no longer than the cap.
   for (const line of daemon.out.lines) {
-    const wait = line.match(/Reconnecting in ([\d.]+) s/)?.[1];
+    const wait = line.match(NEXT_TRY)?.[1];
     if (wait !== undefined) assert.ok(Number(wait) * 1000 <= cap + 50, line);
   }
   for (const side of ["console", "daemon"] as const) {

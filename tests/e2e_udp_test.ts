@@ -13,6 +13,7 @@ import {
   closeQuietly,
   type ConsoleProc,
   hostPort,
+  json,
   runCli,
   startPair,
   tcpServer,
@@ -540,4 +541,46 @@ Deno.test("`pfo add --udp` without --target is bad usage (exit 2)", async () => 
   ]);
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /--target/);
+});
+
+// --- counters: the Daemon's bytes and the Console's connections list ----------
+
+interface ConnectionJson {
+  id: number;
+  pfo: string;
+  proto: string;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+Deno.test("a UDP flow counts its bytes on the Daemon and both sides list it under the same id", async () => {
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "count", echo.port);
+  const SIZE = 1_000;
+  const COUNT = 60;
+  for (let i = 0; i < COUNT; i++) {
+    assert.equal((await roundTrip(client, port, randomBytes(SIZE))).length, SIZE);
+  }
+  const daemonRows = json<ConnectionJson[]>(await pair.daemon.cli("connections", "list", "--json"));
+  const consoleRows = json<ConnectionJson[]>(
+    await pair.console.cli("connections", "list", "--json"),
+  );
+  assert.equal(daemonRows.length, 1, JSON.stringify(daemonRows));
+  assert.deepEqual(
+    { proto: daemonRows[0].proto, bytesIn: daemonRows[0].bytesIn, out: daemonRows[0].bytesOut },
+    { proto: "udp", bytesIn: SIZE * COUNT, out: SIZE * COUNT },
+  );
+  assert.deepEqual(
+    consoleRows.map((r) => [r.id, r.pfo, r.proto, r.bytesOut, r.bytesIn]),
+    [[daemonRows[0].id, "count", "udp", SIZE * COUNT, SIZE * COUNT]],
+  );
+  // The id works for `connections kill` on the Console, and the Daemon logs the flow's bytes.
+  const mark = pair.daemon.out.mark;
+  assert.equal((await pair.console.cli("connections", "kill", String(consoleRows[0].id))).code, 0);
+  await pair.daemon.out.waitFor(
+    new RegExp(`UDP flow closed .*bytesIn=${SIZE * COUNT} bytesOut=${SIZE * COUNT}`),
+    { from: mark },
+  );
 });

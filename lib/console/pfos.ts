@@ -22,7 +22,7 @@ import {
 import { AllowList } from "../allowlist.ts";
 import type { Stream } from "../mux.ts";
 import type { Session } from "../session.ts";
-import { type UdpCounters, udpCounters, UdpListener } from "../udp.ts";
+import { type ConsoleFlow, type UdpCounters, udpCounters, UdpListener } from "../udp.ts";
 import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
 
 /** Live state of one PFO. */
@@ -566,24 +566,49 @@ export class PfoManager {
     if (record) this.#connections.delete(record.id);
   }
 
-  /** Every forwarded TCP/SOCKS connection open now. */
+  /**
+   * Every forwarded connection and UDP flow open now. The id is the stream
+   * id, the one the Daemon shows for the same connection.
+   */
   connections(): ConnectionInfo[] {
-    return [...this.#connections.values()].map((r) => ({
-      id: r.id,
+    const tcp = [...this.#connections.values()].filter((r) => r.stream !== null).map((r) => ({
+      id: r.stream!.id,
       pfo: r.pfo,
       proto: r.proto,
       client: r.client,
       target: r.target,
       since: r.since.toISOString(),
-      stream: r.stream?.id ?? null,
-      bytesOut: r.stream?.bytesSent ?? 0,
-      bytesIn: r.stream?.bytesReceived ?? 0,
+      stream: r.stream!.id,
+      bytesOut: r.stream!.bytesSent,
+      bytesIn: r.stream!.bytesReceived,
     }));
+    const udp = this.#udpFlows().map((f) => ({
+      id: f.id,
+      pfo: f.pfo,
+      proto: "udp",
+      client: f.key,
+      target: f.target,
+      since: f.since.toISOString(),
+      stream: f.id,
+      bytesOut: f.bytesOut,
+      bytesIn: f.bytesIn,
+    }));
+    return [...tcp, ...udp].sort((a, b) => a.id - b.id);
+  }
+
+  #udpFlows(): ConsoleFlow[] {
+    return [...this.#pfos.values()].flatMap((rt) => [...rt.udp.values()].flatMap((l) => l.flows()));
   }
 
   /** Cut one connection. Returns false when no connection has that id. */
   kill(id: number): boolean {
-    const record = this.#connections.get(id);
+    const flow = this.#udpFlows().find((f) => f.id === id);
+    if (flow) {
+      this.#log.info("UDP flow killed by the operator", { pfo: flow.pfo, client: flow.key, id });
+      flow.close("killed by the Console operator");
+      return true;
+    }
+    const record = [...this.#connections.values()].find((r) => r.stream?.id === id);
     if (!record) return false;
     this.#log.info("connection killed by the operator", {
       pfo: record.pfo,

@@ -8,12 +8,12 @@
  */
 
 import { userInfo } from "node:os";
-import { ControlError, serveControl } from "../control.ts";
+import { ControlError, type ControlHandler, serveControl } from "../control.ts";
 import { ChatView } from "../chat_view.ts";
 import { errorMessage, HandshakeError, OpenError, ProtocolError } from "../errors.ts";
 import { fileSafetyNote } from "../file_safety.ts";
 import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
-import type { Logger } from "../log.ts";
+import type { LogFields, Logger } from "../log.ts";
 import { formatHostPort, parseHostPort } from "../pfo.ts";
 import {
   MAX_CHAT_CHARS,
@@ -33,6 +33,7 @@ import { DaemonFlow } from "../udp.ts";
 import { Stream } from "../mux.ts";
 import { classifyError, connectTarget, resolveHost } from "./connector.ts";
 import { Lookups } from "./lookups.ts";
+import { RetryReport, seconds } from "./retry_report.ts";
 
 /** What the Daemon is doing now. */
 export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
@@ -89,6 +90,19 @@ export interface DaemonOptions {
   readonly log: Logger;
   /** The Daemon user's display (stdout). */
   readonly out: (text: string) => void;
+  /**
+   * How the session's steps (connecting, established, failed, ended) are
+   * told: as readable lines through `out` ("out", the default) or as log
+   * records ("log", for `--log-format json`). Never both.
+   */
+  readonly steps?: "out" | "log";
+  /**
+   * Called once the control commands are served, with a way to run them in
+   * this process (the Daemon's input line).
+   */
+  readonly onReady?: (
+    command: (name: string, body?: Record<string, unknown>) => Promise<unknown>,
+  ) => void;
   readonly signal: AbortSignal;
   readonly forceSignal?: AbortSignal;
   /** Drain time on exit. */
@@ -152,7 +166,17 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
   function status(): DaemonStatus {
     const live = session && session.ended === null ? session : null;
-    const streams = new Map(live ? [...live.streams()].map((s) => [s.id, s]) : []);
+    /** Bytes in (from the target) and out (to it) of one connection or UDP flow. */
+    const bytes = (id: number) => {
+      const channel = live?.channel(id);
+      if (channel instanceof Stream) {
+        return { bytesIn: channel.bytesSent, bytesOut: channel.bytesReceived };
+      }
+      if (channel instanceof DaemonFlow) {
+        return { bytesIn: channel.bytesIn, bytesOut: channel.bytesOut };
+      }
+      return { bytesIn: 0, bytesOut: 0 };
+    };
     return {
       session: {
         state: phase === "pending" ? "pending" : phase === "established" ? "established" : "none",
@@ -167,11 +191,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       console: consoleText,
       settings: options.settingsPath,
       pfos: [],
-      connections: [...connections.values()].map((c) => ({
-        ...c,
-        bytesIn: streams.get(c.stream)?.bytesSent ?? 0,
-        bytesOut: streams.get(c.stream)?.bytesReceived ?? 0,
-      })),
+      connections: [...connections.values()].map((c) => ({ ...c, ...bytes(c.stream) })),
     };
   }
 
@@ -184,50 +204,60 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     return session;
   }
 
-  const control = await serveControl({
-    path: paths.control,
-    log,
-    handlers: {
-      status: () => status(),
-      chat: (body) => {
-        const text = String(body.text ?? "");
-        if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
-          throw new ControlError(
-            `Cannot chat: the message must be 1..${MAX_CHAT_CHARS} characters`,
-            { status: 400 },
-          );
-        }
-        requireSession("chat").chat(text);
-        return { sent: text };
-      },
-      "connections/list": () => status().connections,
-      "connections/kill": (body) => {
-        const id = Number(body.id);
-        const channel = session?.ended === null ? session.channel(id) : undefined;
-        if (!channel) {
-          throw new ControlError(
-            `Cannot kill connection ${body.id}: no such connection (see \`connections list\`)`,
-            {
-              status: 404,
-            },
-          );
-        }
-        log.info("connection killed by the Daemon's user", { stream: id });
-        if (channel instanceof DaemonFlow) channel.close("killed by the Daemon's user");
-        else if (channel instanceof Stream) channel.reset("killed by the Daemon's user");
-        return { killed: id };
-      },
-      close: async () => {
-        stopRequested = true;
-        const s = session;
-        if (s && s.ended === null) {
-          await s.close("closed", "the Daemon's user closed the session", { final: true });
-        }
-        wake.abort();
-        return { state: "none" };
-      },
+  /** One step of the session, told once: a readable line, or a log record. */
+  function step(
+    text: string,
+    level: "info" | "error",
+    msg: string,
+    fields: LogFields = {},
+    logger: Logger = log,
+  ): void {
+    if (options.steps === "log") logger[level](msg, fields);
+    else out(escapeControls(text)); // the text may carry a peer's reason
+  }
+
+  const handlers: Record<string, ControlHandler> = {
+    status: () => status(),
+    chat: (body) => {
+      const text = String(body.text ?? "");
+      if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
+        throw new ControlError(
+          `Cannot chat: the message must be 1..${MAX_CHAT_CHARS} characters`,
+          { status: 400 },
+        );
+      }
+      requireSession("chat").chat(text);
+      return { sent: text };
     },
-  });
+    "connections/list": () => status().connections,
+    "connections/kill": (body) => {
+      const id = Number(body.id);
+      const channel = session?.ended === null ? session.channel(id) : undefined;
+      if (!channel) {
+        throw new ControlError(
+          `Cannot kill connection ${body.id}: no such connection (see \`connections list\`)`,
+          {
+            status: 404,
+          },
+        );
+      }
+      log.info("connection killed by the Daemon's user", { stream: id });
+      if (channel instanceof DaemonFlow) channel.close("killed by the Daemon's user");
+      else if (channel instanceof Stream) channel.reset("killed by the Daemon's user");
+      return { killed: id };
+    },
+    close: async () => {
+      stopRequested = true;
+      const s = session;
+      if (s && s.ended === null) {
+        await s.close("closed", "the Daemon's user closed the session", { final: true });
+      }
+      wake.abort();
+      return { state: "none" };
+    },
+  };
+  const control = await serveControl({ path: paths.control, log, handlers });
+  options.onReady?.(async (name, body) => await handlers[name](body ?? {}));
 
   function onOpen(s: Session, msg: OpenMessage): void {
     const target = formatHostPort(msg.host, msg.port);
@@ -278,7 +308,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
           s,
           address,
           msg.port,
-          (reason) => closed({ bytesIn: flow.datagramsIn, bytesOut: flow.datagramsOut, reason }),
+          (reason) => closed({ bytesIn: flow.bytesIn, bytesOut: flow.bytesOut, reason }),
         );
         const reached = formatHostPort(address, msg.port);
         if (!s.accept(msg.stream, flow, reached)) return flow.abort("session ended");
@@ -345,10 +375,13 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   }
 
   /** One connect → handshake → session run. Returns whether to retry. */
-  async function attempt(): Promise<{ retry: boolean; established: boolean }> {
+  async function attempt(announce: boolean): Promise<Attempt> {
     phase = "connecting";
-    out(`Connecting to the Console at ${consoleText}`);
-    log.info("connecting", { console: consoleText });
+    if (announce) {
+      step(`Connecting to the Console at ${consoleText}`, "info", "connecting", {
+        console: consoleText,
+      });
+    }
     const link = await connectPinned({
       hostname: consoleAddr.host,
       port: consoleAddr.port,
@@ -367,7 +400,6 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     signal.addEventListener("abort", abortLink, { once: true });
     let id: string;
     try {
-      out("Connected; Console fingerprint verified. Waiting for acceptance");
       phase = "pending";
       id = await daemonHandshake(link, reader, {
         consoleFingerprint: options.fingerprint,
@@ -375,10 +407,12 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         sign: (data) => signChallenge(identity, data),
         token,
         ...facts,
-        onPending: () => {
-          out("Waiting for the Console operator to accept");
-          log.info("waiting for acceptance");
-        },
+        onPending: () =>
+          step(
+            "Waiting for the Console operator to accept (its fingerprint is verified)",
+            "info",
+            "waiting for acceptance",
+          ),
       });
     } catch (err) {
       signal.removeEventListener("abort", abortLink);
@@ -398,7 +432,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     lastError = null;
     sessionSince = new Date();
     const slog = log.child({ session: id });
-    let ended: { final: boolean; reason: string; remote: boolean } | null = null;
+    let ended: SessionEnded | null = null;
     const chat = new ChatView({ label: "console", out, log: slog });
     const s: Session = new Session(link, reader, {
       role: "daemon",
@@ -413,18 +447,17 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
           ended = end;
           chat.close();
           connections.clear();
-          slog.info("session ended", {
-            code: end.code,
-            reason: end.reason,
-            by: end.remote ? "console" : "daemon",
-          });
-          out(`Session ended: ${escapeControls(end.reason)}`);
         },
       },
     });
     session = s;
-    out(`Session established (id ${id}). Every connection made through this Daemon is shown here.`);
-    slog.info("session established", { console: consoleText });
+    step(
+      `Session established (id ${id}). Every connection made through this Daemon is shown here.`,
+      "info",
+      "session established",
+      { console: consoleText },
+      slog,
+    );
     // From now on, exit means: drain, then tell the Console; force exit cuts the link.
     signal.removeEventListener("abort", abortLink);
     const exitGracefully = () => void closeSession(s);
@@ -435,34 +468,69 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     signal.removeEventListener("abort", exitGracefully);
     options.forceSignal?.removeEventListener("abort", abortLink);
     sessionSince = null;
-    const end = ended as { final: boolean; reason: string; remote: boolean } | null;
+    const end = ended as SessionEnded | null;
     lastError = end?.reason ?? null;
-    return { retry: !(end?.final ?? false) && !stopRequested, established: true };
+    return { retry: !(end?.final ?? false) && !stopRequested, ended: end, log: slog };
+  }
+
+  /** The session ended: one line, with the next try when there is one. */
+  function tellEnded(result: Attempt, waitMs: number | null): void {
+    const end = result.ended;
+    const reason = end?.reason ?? "the session ended";
+    step(
+      `Session ended: ${reason}${waitMs === null ? "" : `; reconnecting in ${seconds(waitMs)}`}`,
+      "info",
+      "session ended",
+      {
+        code: end?.code,
+        reason,
+        by: end ? (end.remote ? "console" : "daemon") : undefined,
+        retryInMs: waitMs ?? undefined,
+      },
+      result.log,
+    );
   }
 
   // The first retry waits up to 500 ms, or less when the cap is lower.
   const firstDelay = Math.min(500, options.backoffMaxMs);
   let delay = firstDelay;
+  const report = new RetryReport();
+  let announce = true;
   try {
     while (!signal.aborted && !stopRequested) {
-      let retry = true;
+      let result: Attempt | null = null;
+      let failure: unknown = null;
       try {
-        const result = await attempt();
-        retry = result.retry;
-        if (result.established) delay = firstDelay;
+        result = await attempt(announce);
+        delay = firstDelay;
+        report.reset();
       } catch (err) {
         if (signal.aborted) break;
-        lastError = errorMessage(err);
-        const code = err instanceof HandshakeError ? err.code : "error";
-        log.error("session failed", { code, reason: lastError });
-        out(`Session failed: ${escapeControls(lastError)}`);
-        if (PERMANENT.has(code)) throw err;
-        if (!options.reconnect) throw err;
+        failure = err;
       }
-      if (!retry || !options.reconnect || signal.aborted || stopRequested) break;
+      announce = false;
+      const retry = (result?.retry ?? true) && options.reconnect && !signal.aborted &&
+        !stopRequested;
+      const code = failure instanceof HandshakeError ? failure.code : "error";
+      const giveUp = failure !== null && (PERMANENT.has(code) || !options.reconnect);
+      const wait = retry && !giveUp ? Math.round(delay / 2 + Math.random() * delay / 2) : null;
+      if (result) tellEnded(result, wait);
+      if (failure !== null) {
+        lastError = errorMessage(failure);
+        if (giveUp) {
+          // The caller reports it (the command line prints it once, as the exit reason).
+          if (options.steps === "log") log.error("session failed", { code, reason: lastError });
+          throw failure;
+        }
+        step(report.failed(failure, wait), "error", "session failed", {
+          code,
+          reason: lastError,
+          attempts: report.attempts,
+          retryInMs: wait ?? undefined,
+        });
+      }
+      if (wait === null) break;
       phase = "waiting";
-      const wait = Math.round(delay / 2 + Math.random() * delay / 2);
-      out(`Reconnecting in ${(wait / 1000).toFixed(1)} s`);
       await sleep(wait, [signal, wake.signal]);
       delay = Math.min(delay * 2, options.backoffMaxMs);
     }
@@ -488,6 +556,21 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     }
     await s.close("exit", "the Daemon is exiting");
   }
+}
+
+/** How a session ended, as the Daemon tells it. */
+interface SessionEnded {
+  readonly code: string;
+  readonly final: boolean;
+  readonly reason: string;
+  readonly remote: boolean;
+}
+
+/** One established session's run, once it is over. */
+interface Attempt {
+  readonly retry: boolean;
+  readonly ended: SessionEnded | null;
+  readonly log: Logger;
 }
 
 function whoAmI(): { host: string; user: string; os: string } {
