@@ -268,7 +268,7 @@ export async function rawConsole(): Promise<RawConsole> {
         closeQuietly(conn); // The pin probe: TLS, then nothing.
         continue;
       }
-      await sendNow(conn, { tag: Tag.ACCEPT, session: "rawcon01" });
+      await sendNow(conn, { tag: Tag.ACCEPT, session: "ac0ffee1" });
       reader.trust();
       return rawSession(conn, reader);
     }

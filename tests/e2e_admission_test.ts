@@ -130,7 +130,7 @@ Deno.test("another unknown Daemon is told busy while one is pending, and even a 
   await using trusted = await startDaemon(con, { dir, args: ["--no-reconnect"] });
   const exit = await within(trusted.status, 15_000, "the trusted Daemon to be refused");
   assert.equal(exit.code, 1);
-  assert.match(trusted.out.text(), /^error: .*busy.*already has a established session/m);
+  assert.match(trusted.out.text(), /^error: .*busy.*already has an established session/m);
   await con.out.waitFor(/WARN .*session refused: busy/, { from: mark });
   const held = await statusOf(con);
   assert.equal(held.session.state, "established");

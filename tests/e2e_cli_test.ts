@@ -435,8 +435,8 @@ Deno.test("`pfo` commands work on the settings file while no Console runs, and s
   assert.equal(list.code, 0, show(list));
   const lines = list.stdout.split("\n");
   assert.equal(lines[0], `Console not running: PFOs as saved in ${path}`);
-  assert.match(list.stdout, /^db +tcp +5432 +db:5432 +disabled/m);
-  assert.match(list.stdout, /^web +tcp +8081 +web:80 +saved/m);
+  assert.match(list.stdout, /^db +tcp +127\.0\.0\.1:5432 +db:5432 +disabled/m);
+  assert.match(list.stdout, /^web +tcp +127\.0\.0\.1:8081 +web:80 +saved/m);
   const rows = json<{ name: string; state: string; source: string }[]>(
     await cli("pfo", "list", "--json"),
   );
