@@ -8,7 +8,7 @@
  */
 
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
-import "./lib/scrub_env.ts";
+import "./lib/app/scrub_env.ts";
 import {
   callInProcess,
   commandNames,
@@ -31,10 +31,10 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
-} from "./lib/cli.ts";
-import { lockInstance } from "./lib/instance_lock.ts";
-import { programCommand } from "./lib/invocation.ts";
-import { callControl, ControlCallError } from "./lib/control.ts";
+} from "./lib/app/cli.ts";
+import { lockInstance } from "./lib/app/instance_lock.ts";
+import { programCommand } from "./lib/app/invocation.ts";
+import { callControl, ControlCallError } from "./lib/app/control.ts";
 import {
   type ConsoleStatus,
   type Decision,
@@ -42,26 +42,19 @@ import {
   runConsole,
 } from "./lib/console/server.ts";
 import type { PfoStatus } from "./lib/console/pfos.ts";
-import { loadOrCreateIdentity, TrustStore } from "./lib/identity.ts";
-import { ConfigError, errorMessage } from "./lib/errors.ts";
+import { loadOrCreateIdentity, TrustStore } from "./lib/core/identity.ts";
+import { ConfigError, errorMessage } from "./lib/core/errors.ts";
 import { type PfoCommand, planPfoChange } from "./lib/console/pfo_changes.ts";
-import {
-  formatHostPort,
-  parseHostPort,
-  parseListen,
-  parseTarget,
-  type PfoSpec,
-  resolvePfo,
-  validatePfoName,
-} from "./lib/pfo.ts";
+import { formatHostPort, parseHostPort, parseListen, parseTarget } from "./lib/net/hostport.ts";
+import { type PfoSpec, resolvePfo, validatePfoName } from "./lib/settings/pfo.ts";
 import {
   defaultSettingsFile,
   loadConsoleSettings,
   settingsPaths,
   updateConsoleSettings,
-} from "./lib/settings.ts";
-import { escapeControls } from "./lib/text.ts";
-import { handlePromptLine } from "./lib/prompt.ts";
+} from "./lib/settings/settings.ts";
+import { escapeControls } from "./lib/core/text.ts";
+import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { consoleCommands } from "./lib/console/prompt.ts";
 
 function buildProgram(settingsPath: string, call?: ControlCall) {

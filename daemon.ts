@@ -8,7 +8,7 @@
  */
 
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
-import "./lib/scrub_env.ts";
+import "./lib/app/scrub_env.ts";
 import {
   callInProcess,
   commandNames,
@@ -32,24 +32,24 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
-} from "./lib/cli.ts";
-import { lockInstance } from "./lib/instance_lock.ts";
+} from "./lib/app/cli.ts";
+import { lockInstance } from "./lib/app/instance_lock.ts";
 import { lookup } from "node:dns/promises";
-import { parseAllowRule } from "./lib/allowlist.ts";
-import { callControl } from "./lib/control.ts";
-import { errorMessage } from "./lib/errors.ts";
+import { parseAllowRule } from "./lib/net/allowlist.ts";
+import { callControl } from "./lib/app/control.ts";
+import { errorMessage } from "./lib/core/errors.ts";
 import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
-import { isFingerprint } from "./lib/identity.ts";
-import { formatHostPort, parseHostPort } from "./lib/pfo.ts";
-import { fetchConsoleFingerprint } from "./lib/tls.ts";
+import { isFingerprint } from "./lib/core/identity.ts";
+import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
+import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
 import {
   defaultSettingsFile,
   loadDaemonSettings,
   rememberConsole,
   settingsPaths,
-} from "./lib/settings.ts";
-import { escapeControls } from "./lib/text.ts";
-import { handlePromptLine } from "./lib/prompt.ts";
+} from "./lib/settings/settings.ts";
+import { escapeControls } from "./lib/core/text.ts";
+import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";
 
 function buildProgram(settingsPath: string, call?: ControlCall) {

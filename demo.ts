@@ -8,13 +8,13 @@
  */
 
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
-import "./lib/scrub_env.ts";
-import { exitSignals, printErr, printOut } from "./lib/cli.ts";
+import "./lib/app/scrub_env.ts";
+import { exitSignals, printErr, printOut } from "./lib/app/cli.ts";
 import { runConsole } from "./lib/console/server.ts";
 import { runDaemon } from "./lib/daemon/client.ts";
-import { errorMessage } from "./lib/errors.ts";
-import { programCommand } from "./lib/invocation.ts";
-import { createLogger } from "./lib/log.ts";
+import { errorMessage } from "./lib/core/errors.ts";
+import { programCommand } from "./lib/app/invocation.ts";
+import { createLogger } from "./lib/core/log.ts";
 
 const check = Deno.args.includes("--check");
 const dir = await Deno.makeTempDir({ prefix: "portferry-demo-" });

@@ -20,9 +20,15 @@
  * @module
  */
 
-export * from "./lib/protocol.ts";
-export { decodeBody, encodeMessage, FrameDecoder, tagName, writeFrameHeader } from "./lib/codec.ts";
-export * from "./lib/errors.ts";
+export * from "./lib/core/protocol.ts";
+export {
+  decodeBody,
+  encodeMessage,
+  FrameDecoder,
+  tagName,
+  writeFrameHeader,
+} from "./lib/core/codec.ts";
+export * from "./lib/core/errors.ts";
 export {
   createLogger,
   isLogLevel,
@@ -30,20 +36,22 @@ export {
   type Logger,
   type LoggerOptions,
   type LogLevel,
-} from "./lib/log.ts";
+} from "./lib/core/log.ts";
 export {
   formatHostPort,
   type ListenAddress,
   parseHostPort,
   parseListen,
   parseTarget,
+  type TargetAddress,
+} from "./lib/net/hostport.ts";
+export {
   type PfoSpec,
   type ResolvedPfo,
   resolvePfo,
-  type TargetAddress,
   targetPortFor,
   validatePfoName,
-} from "./lib/pfo.ts";
+} from "./lib/settings/pfo.ts";
 export {
   type ConsoleSettings,
   type DaemonSettings,
@@ -53,13 +61,13 @@ export {
   parseDaemonSettings,
   settingsPaths,
   updateConsoleSettings,
-} from "./lib/settings.ts";
+} from "./lib/settings/settings.ts";
 export {
   fingerprintOf,
   type Identity,
   isFingerprint,
   loadOrCreateIdentity,
   TrustStore,
-} from "./lib/identity.ts";
+} from "./lib/core/identity.ts";
 export { type ConsoleOptions, type ConsoleStatus, runConsole } from "./lib/console/server.ts";
 export { type DaemonOptions, type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";

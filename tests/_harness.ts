@@ -8,9 +8,9 @@
  */
 
 import assert from "node:assert/strict";
-import { type Identity, loadOrCreateIdentity } from "../lib/identity.ts";
-import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, type SessionLink } from "../lib/tls.ts";
+import { type Identity, loadOrCreateIdentity } from "../lib/core/identity.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
+import { connectPinned, type SessionLink } from "../lib/core/tls.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();

@@ -7,18 +7,18 @@
  */
 
 import { closeQuietly, fakeDaemonLink, hostPort, tempDir, within } from "./_harness.ts";
-import { type Identity, loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
+import { type Identity, loadOrCreateIdentity, signChallenge } from "../lib/core/identity.ts";
 import {
   authTranscript,
   type DaemonFacts,
   type Message,
   PROTOCOL_VERSION,
   Tag,
-} from "../lib/protocol.ts";
-import { consoleHandshake, type DaemonClaim, MessageReader, sendNow } from "../lib/session.ts";
-import { settingsPaths } from "../lib/settings.ts";
-import { connectPinned, listenSessions, type SessionLink } from "../lib/tls.ts";
-import { encodeMessage } from "../lib/codec.ts";
+} from "../lib/core/protocol.ts";
+import { consoleHandshake, type DaemonClaim, MessageReader, sendNow } from "../lib/core/session.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
+import { connectPinned, listenSessions, type SessionLink } from "../lib/core/tls.ts";
+import { encodeMessage } from "../lib/core/codec.ts";
 
 // --- admission: a Daemon that keeps one identity and ignores "do not reconnect" ---
 

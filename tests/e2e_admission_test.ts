@@ -10,9 +10,9 @@
 import assert from "node:assert/strict";
 import { startConsole, startDaemon, statusOf, tempDir, within } from "./_harness.ts";
 import { handDaemon, type HandSession } from "./_hostile.ts";
-import { loadOrCreateIdentity } from "../lib/identity.ts";
-import { type Message, Tag } from "../lib/protocol.ts";
-import { settingsPaths } from "../lib/settings.ts";
+import { loadOrCreateIdentity } from "../lib/core/identity.ts";
+import { type Message, Tag } from "../lib/core/protocol.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
 
 /** The tag name and, for REJECT and CLOSE, the code: "PENDING", "REJECT busy". */
 function said(msg: Message | null): string {

@@ -15,14 +15,14 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { closeQuietly, hostPort, startDaemon, startPair, taskFlags, within } from "./_harness.ts";
 import { rawConsole, type RawConsoleSession } from "./_hostile.ts";
-import { encodeMessage } from "../lib/codec.ts";
+import { encodeMessage } from "../lib/core/codec.ts";
 import {
   type Message,
   type OpenErrMessage,
   type OpenOkMessage,
   type ResolveResultMessage,
   Tag,
-} from "../lib/protocol.ts";
+} from "../lib/core/protocol.ts";
 
 const encoder = new TextEncoder();
 

@@ -26,9 +26,9 @@ import {
   taskFlags,
   tempDir,
 } from "./_harness.ts";
-import { VERSION } from "../lib/cli.ts";
-import { programCommand } from "../lib/invocation.ts";
-import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
+import { VERSION } from "../lib/app/cli.ts";
+import { programCommand } from "../lib/app/invocation.ts";
+import { parseConsoleSettings, settingsPaths } from "../lib/settings/settings.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const decoder = new TextDecoder();

@@ -25,8 +25,8 @@ import {
   tcpServer,
   within,
 } from "./_harness.ts";
-import { encodeMessage, tagName } from "../lib/codec.ts";
-import { signChallenge } from "../lib/identity.ts";
+import { encodeMessage, tagName } from "../lib/core/codec.ts";
+import { signChallenge } from "../lib/core/identity.ts";
 import {
   HANDSHAKE_TIMEOUT_MS,
   MAX_FRAME_BYTES,
@@ -34,10 +34,10 @@ import {
   MAX_PENDING_HANDSHAKES_PER_SOURCE,
   PROTOCOL_VERSION,
   Tag,
-} from "../lib/protocol.ts";
-import { daemonHandshake, MessageReader } from "../lib/session.ts";
-import { settingsPaths } from "../lib/settings.ts";
-import { fetchConsoleFingerprint, type SessionLink } from "../lib/tls.ts";
+} from "../lib/core/protocol.ts";
+import { daemonHandshake, MessageReader } from "../lib/core/session.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
+import { fetchConsoleFingerprint, type SessionLink } from "../lib/core/tls.ts";
 
 const encoder = new TextEncoder();
 

@@ -12,8 +12,8 @@
 import assert from "node:assert/strict";
 import { closeQuietly, startConsole, startDaemon, within } from "./_harness.ts";
 import { evil, hostileConsole, hostileDaemon, RAW_CONTROLS } from "./_hostile.ts";
-import { daemonFactsProblem, Tag } from "../lib/protocol.ts";
-import { sendNow } from "../lib/session.ts";
+import { daemonFactsProblem, Tag } from "../lib/core/protocol.ts";
+import { sendNow } from "../lib/core/session.ts";
 
 /** The first raw control character in `text`, shown as a code, or null. */
 function rawControl(text: string): string | null {

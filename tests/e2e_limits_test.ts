@@ -1,7 +1,7 @@
 /**
  * End-to-end tests of what a Daemon not yet accepted may cost the Console:
  * a small budget of messages and bytes, and `pendingTimeoutMs`. (The send
- * queue, held bytes and stream caps are unit-tested in lib/session_test.ts.)
+ * queue, held bytes and stream caps are unit-tested in lib/core/session_test.ts.)
  *
  * @module
  */

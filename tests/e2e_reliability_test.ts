@@ -28,7 +28,7 @@ import {
   tcpSockets,
   within,
 } from "./_harness.ts";
-import { parseConsoleSettings, settingsPaths } from "../lib/settings.ts";
+import { parseConsoleSettings, settingsPaths } from "../lib/settings/settings.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

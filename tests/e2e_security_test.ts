@@ -27,12 +27,12 @@ import {
   tempDir,
   within,
 } from "./_harness.ts";
-import { encodeMessage, tagName } from "../lib/codec.ts";
-import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
-import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
-import { consoleHandshake, MessageReader, sendNow } from "../lib/session.ts";
-import { settingsPaths } from "../lib/settings.ts";
-import { listenSessions } from "../lib/tls.ts";
+import { encodeMessage, tagName } from "../lib/core/codec.ts";
+import { loadOrCreateIdentity, signChallenge } from "../lib/core/identity.ts";
+import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/core/protocol.ts";
+import { consoleHandshake, MessageReader, sendNow } from "../lib/core/session.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
+import { listenSessions } from "../lib/core/tls.ts";
 
 const encoder = new TextEncoder();
 

@@ -24,8 +24,8 @@ import {
   tempDir,
   within,
 } from "./_harness.ts";
-import { loadOrCreateIdentity } from "../lib/identity.ts";
-import { settingsPaths } from "../lib/settings.ts";
+import { loadOrCreateIdentity } from "../lib/core/identity.ts";
+import { settingsPaths } from "../lib/settings/settings.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -27,11 +27,11 @@
  * @module
  */
 
-import { encodeMessage } from "../lib/codec.ts";
-import { loadOrCreateIdentity, signChallenge } from "../lib/identity.ts";
-import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/protocol.ts";
-import { consoleHandshake, MessageReader, sendNow } from "../lib/session.ts";
-import { connectPinned, listenSessions } from "../lib/tls.ts";
+import { encodeMessage } from "../lib/core/codec.ts";
+import { loadOrCreateIdentity, signChallenge } from "../lib/core/identity.ts";
+import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/core/protocol.ts";
+import { consoleHandshake, MessageReader, sendNow } from "../lib/core/session.ts";
+import { connectPinned, listenSessions } from "../lib/core/tls.ts";
 
 const TARGET_RSS_MIB = 300;
 const ROOT = new URL("../", import.meta.url);

@@ -17,12 +17,12 @@
  */
 
 import { isIP } from "node:net";
-import { closeQuietly, errorMessage, permissionHint } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import type { ByteConn } from "../mux.ts";
-import { formatHostPort } from "../pfo.ts";
-import { MAX_PENDING_HANDSHAKES_PER_SOURCE } from "../protocol.ts";
-import { listenSessions } from "../tls.ts";
+import { closeQuietly, errorMessage, permissionHint } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import type { ByteConn } from "../core/mux.ts";
+import { formatHostPort } from "../net/hostport.ts";
+import { MAX_PENDING_HANDSHAKES_PER_SOURCE } from "../core/protocol.ts";
+import { listenSessions } from "../core/tls.ts";
 
 /** First read size of the relay: a connection still proving itself holds little. */
 const RELAY_START_BYTES = 16 * 1024;
@@ -101,8 +101,8 @@ interface Waiter {
  *
  * @example
  * ```ts
- * import { loadOrCreateIdentity } from "../identity.ts";
- * import { createLogger } from "../log.ts";
+ * import { loadOrCreateIdentity } from "../core/identity.ts";
+ * import { createLogger } from "../core/log.ts";
  * import { SessionFront } from "./front.ts";
  * const dir = await Deno.makeTempDir();
  * const identity = await loadOrCreateIdentity({ key: `${dir}/c.key`, cert: `${dir}/c.crt` }, { role: "console" });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { CERT_HOSTNAMES, type Identity, loadOrCreateIdentity } from "../identity.ts";
-import { createLogger, type LogLevel } from "../log.ts";
+import { CERT_HOSTNAMES, type Identity, loadOrCreateIdentity } from "../core/identity.ts";
+import { createLogger, type LogLevel } from "../core/log.ts";
 import { type FrontLink, handshakeSource, SessionFront } from "./front.ts";
 
 interface Fixture {

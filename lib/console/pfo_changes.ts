@@ -6,8 +6,8 @@
  * @module
  */
 
-import { ControlError } from "../control.ts";
-import { errorMessage } from "../errors.ts";
+import { ControlError } from "../app/control.ts";
+import { errorMessage } from "../core/errors.ts";
 import {
   findListenClash,
   listenClashMessage,
@@ -15,8 +15,8 @@ import {
   type ResolvedPfo,
   resolvePfo,
   validatePfoName,
-} from "../pfo.ts";
-import type { ConsoleEdit } from "../settings.ts";
+} from "../settings/pfo.ts";
+import type { ConsoleEdit } from "../settings/settings.ts";
 
 /** A PFO command, as the control API names it. */
 export type PfoCommand = "pfo/add" | "pfo/edit" | "pfo/enable" | "pfo/disable" | "pfo/rm";

@@ -9,20 +9,21 @@
  * @module
  */
 
-import { closeQuietly, errorMessage, OpenError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { closeQuietly, errorMessage, OpenError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import { formatHostPort } from "../net/hostport.ts";
 import {
-  formatHostPort,
   listensClash,
   type PfoSpec,
   type ResolvedPfo,
   resolvePfo,
   targetPortFor,
-} from "../pfo.ts";
-import { AllowList } from "../allowlist.ts";
-import type { Stream } from "../mux.ts";
-import type { Session } from "../session.ts";
-import { type ConsoleFlow, type UdpCounters, udpCounters, UdpListener } from "../udp.ts";
+} from "../settings/pfo.ts";
+import { AllowList } from "../net/allowlist.ts";
+import type { Stream } from "../core/mux.ts";
+import type { Session } from "../core/session.ts";
+import { type ConsoleFlow, UdpListener } from "./udp.ts";
+import { type UdpCounters, udpCounters } from "../core/datagram.ts";
 import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
 
 /** Live state of one PFO. */

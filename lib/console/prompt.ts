@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type PromptCommand, withArgs } from "../prompt.ts";
+import { type PromptCommand, withArgs } from "../ui/prompt.ts";
 
 /** What the Console's commands act through. */
 export interface ConsolePromptOptions {

@@ -5,14 +5,15 @@
  * @module
  */
 
-import { ControlError, type ControlHandler, serveControl } from "../control.ts";
-import { ChatView } from "../chat_view.ts";
-import { secretEquals } from "../secret.ts";
-import { closeQuietly, errorMessage, SessionClosedError } from "../errors.ts";
-import { fileSafetyNote } from "../file_safety.ts";
-import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../identity.ts";
-import type { Logger } from "../log.ts";
-import { formatAddress, formatHostPort, parseHostPort, type ResolvedPfo } from "../pfo.ts";
+import { ControlError, type ControlHandler, serveControl } from "../app/control.ts";
+import { ChatView } from "../ui/chat_view.ts";
+import { secretEquals } from "../core/secret.ts";
+import { closeQuietly, errorMessage, SessionClosedError } from "../core/errors.ts";
+import { fileSafetyNote } from "../core/file_safety.ts";
+import { loadOrCreateIdentity, TrustStore, verifyChallenge } from "../core/identity.ts";
+import type { Logger } from "../core/log.ts";
+import { formatAddress, formatHostPort, parseHostPort } from "../net/hostport.ts";
+import { type ResolvedPfo } from "../settings/pfo.ts";
 import {
   authTranscript,
   daemonFactsProblem,
@@ -22,8 +23,14 @@ import {
   MAX_PENDING_HANDSHAKES_PER_SOURCE,
   type RejectCode,
   Tag,
-} from "../protocol.ts";
-import { consoleHandshake, type DaemonClaim, MessageReader, sendNow, Session } from "../session.ts";
+} from "../core/protocol.ts";
+import {
+  consoleHandshake,
+  type DaemonClaim,
+  MessageReader,
+  sendNow,
+  Session,
+} from "../core/session.ts";
 import {
   type ConsoleSettings,
   loadConsoleSettings,
@@ -32,8 +39,8 @@ import {
   settingsPaths,
   updateConsoleSettings,
   watchSettings,
-} from "../settings.ts";
-import { escapeControls } from "../text.ts";
+} from "../settings/settings.ts";
+import { escapeControls } from "../core/text.ts";
 import { decideAdmission } from "./admission.ts";
 import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";
 import { type PfoChange, type PfoCommand, planPfoChange } from "./pfo_changes.ts";

@@ -6,10 +6,10 @@
  * @module
  */
 
-import type { OpenErrorCode } from "../protocol.ts";
-import type { ByteConn } from "../mux.ts";
-import { writeAll } from "../mux.ts";
-import { type Credentials, credentialsEqual } from "../secret.ts";
+import type { OpenErrorCode } from "../core/protocol.ts";
+import type { ByteConn } from "../core/mux.ts";
+import { writeAll } from "../core/mux.ts";
+import { type Credentials, credentialsEqual } from "../core/secret.ts";
 
 /** SOCKS5 reply codes. */
 export const SocksReply = {

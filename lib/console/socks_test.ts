@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { memoryConnPair } from "../_memory_conn.ts";
-import { writeAll } from "../mux.ts";
+import { memoryConnPair } from "../core/_memory_conn.ts";
+import { writeAll } from "../core/mux.ts";
 import { socksAccept, SocksError } from "./socks.ts";
 
 const encoder = new TextEncoder();

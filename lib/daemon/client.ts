@@ -8,13 +8,13 @@
  */
 
 import { userInfo } from "node:os";
-import { ControlError, type ControlHandler, serveControl } from "../control.ts";
-import { ChatView } from "../chat_view.ts";
-import { errorMessage, HandshakeError, OpenError, ProtocolError } from "../errors.ts";
-import { fileSafetyNote } from "../file_safety.ts";
-import { loadOrCreateIdentity, signChallenge } from "../identity.ts";
-import type { LogFields, Logger } from "../log.ts";
-import { formatHostPort, parseHostPort } from "../pfo.ts";
+import { ControlError, type ControlHandler, serveControl } from "../app/control.ts";
+import { ChatView } from "../ui/chat_view.ts";
+import { errorMessage, HandshakeError, OpenError, ProtocolError } from "../core/errors.ts";
+import { fileSafetyNote } from "../core/file_safety.ts";
+import { loadOrCreateIdentity, signChallenge } from "../core/identity.ts";
+import type { LogFields, Logger } from "../core/log.ts";
+import { formatHostPort, parseHostPort } from "../net/hostport.ts";
 import {
   MAX_CHAT_CHARS,
   type OpenMessage,
@@ -22,15 +22,15 @@ import {
   sanitizeDaemonFacts,
   SESSION_ID_PATTERN,
   Tag,
-} from "../protocol.ts";
-import { daemonHandshake, MessageReader, Session } from "../session.ts";
-import { readTokenFile, settingsPaths } from "../settings.ts";
-import { connectPinned } from "../tls.ts";
-import { escapeControls } from "../text.ts";
-import { AllowList } from "../allowlist.ts";
-import { parseIp } from "../address.ts";
-import { DaemonFlow } from "../udp.ts";
-import { Stream } from "../mux.ts";
+} from "../core/protocol.ts";
+import { daemonHandshake, MessageReader, Session } from "../core/session.ts";
+import { readTokenFile, settingsPaths } from "../settings/settings.ts";
+import { connectPinned } from "../core/tls.ts";
+import { escapeControls } from "../core/text.ts";
+import { AllowList } from "../net/allowlist.ts";
+import { parseIp } from "../net/address.ts";
+import { DaemonFlow } from "./udp.ts";
+import { Stream } from "../core/mux.ts";
 import { classifyError, connectTarget, resolveHost } from "./connector.ts";
 import { Lookups } from "./lookups.ts";
 import { RetryReport, seconds } from "./retry_report.ts";

@@ -7,9 +7,9 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { errorMessage, OpenError } from "../errors.ts";
-import { formatHostPort } from "../pfo.ts";
-import type { OpenErrorCode } from "../protocol.ts";
+import { errorMessage, OpenError } from "../core/errors.ts";
+import { formatHostPort } from "../net/hostport.ts";
+import type { OpenErrorCode } from "../core/protocol.ts";
 
 /** Options for {@linkcode connectTarget}. */
 export interface ConnectTargetOptions {

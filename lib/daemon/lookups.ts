@@ -8,8 +8,8 @@
  * @module
  */
 
-import type { AllowList } from "../allowlist.ts";
-import type { Logger } from "../log.ts";
+import type { AllowList } from "../net/allowlist.ts";
+import type { Logger } from "../core/log.ts";
 
 /** Most lookups the Daemon runs at once for the Console. */
 export const MAX_RESOLVES_IN_FLIGHT = 64;
@@ -60,8 +60,8 @@ class LimitLog {
  *
  * @example
  * ```ts
- * import { AllowList } from "../allowlist.ts";
- * import { createLogger } from "../log.ts";
+ * import { AllowList } from "../net/allowlist.ts";
+ * import { createLogger } from "../core/log.ts";
  * import { Lookups } from "./lookups.ts";
  * const lookups = new Lookups({
  *   allow: AllowList.parse(["10.0.0.0/8"]),

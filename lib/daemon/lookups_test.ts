@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { AllowList } from "../allowlist.ts";
-import { createLogger } from "../log.ts";
+import { AllowList } from "../net/allowlist.ts";
+import { createLogger } from "../core/log.ts";
 import { LookupRefused, Lookups, MAX_RESOLVES_IN_FLIGHT, MAX_RESOLVES_QUEUED } from "./lookups.ts";
 
 /** A resolver whose lookups finish only when the test says so. */

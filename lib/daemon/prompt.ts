@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type PromptCommand, withArgs } from "../prompt.ts";
+import { type PromptCommand, withArgs } from "../ui/prompt.ts";
 
 /** What the Daemon's commands act through. */
 export interface DaemonPromptOptions {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { errorMessage, HandshakeError } from "../errors.ts";
+import { errorMessage, HandshakeError } from "../core/errors.ts";
 
 /** Short words for the socket errors a Console that is down or away gives. */
 const SHORT: Readonly<Record<string, string>> = {
@@ -25,7 +25,7 @@ const SHORT: Readonly<Record<string, string>> = {
  *
  * @example
  * ```ts
- * import { HandshakeError } from "../errors.ts";
+ * import { HandshakeError } from "../core/errors.ts";
  * import { shortReason } from "./retry_report.ts";
  * const cause = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" });
  * const err = new HandshakeError("refused", "Cannot connect to Console at \"127.0.0.1:1\": connect ECONNREFUSED 127.0.0.1:1", { cause });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { HandshakeError } from "../errors.ts";
+import { HandshakeError } from "../core/errors.ts";
 import { RetryReport, seconds, shortReason } from "./retry_report.ts";
 
 function refused(): HandshakeError {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { handlePromptLine, type PromptCommand } from "./prompt.ts";
-import { consoleCommands } from "./console/prompt.ts";
-import { daemonCommands } from "./daemon/prompt.ts";
+import { consoleCommands } from "../console/prompt.ts";
+import { daemonCommands } from "../daemon/prompt.ts";
 
 /** Runs lines through handlePromptLine with the Console's table; records what happened. */
 async function drive(lines: string[], table: "console" | "daemon" = "console") {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { callControl, type ControlFile, serveControl } from "./control.ts";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../core/log.ts";
 
 const log = createLogger({ level: "error" });
 const encoder = new TextEncoder();

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { errorMessage } from "./errors.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Another copy of the program holds the lock. */
 export class AlreadyRunningError extends Error {

@@ -8,7 +8,7 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
 import { ControlCallError, ControlError } from "./control.ts";
-import { ConfigError, errorMessage, HandshakeError } from "./errors.ts";
+import { ConfigError, errorMessage, HandshakeError } from "../core/errors.ts";
 import {
   createLogger,
   isLogLevel,
@@ -16,8 +16,8 @@ import {
   type LogFormat,
   type Logger,
   type LogLevel,
-} from "./log.ts";
-import { escapeControls, printable } from "./text.ts";
+} from "../core/log.ts";
+import { escapeControls, printable } from "../core/text.ts";
 
 /** portferry's version, shown by `--version`. */
 export const VERSION = "0.1.0";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CHAT_LINES_PER_SECOND, chatLines, ChatView } from "./chat_view.ts";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../core/log.ts";
 
 Deno.test("chatLines() prefixes every line and marks later ones, escaping what could drive the terminal", () => {
   assert.deepEqual(

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../core/errors.ts";
 import { findListenClashes, resolvePfo } from "./pfo.ts";
 import {
   applyConsoleEdits,
@@ -17,8 +17,8 @@ import {
   settingsPaths,
   updateConsoleSettings,
   watchSettings,
-  writeFileAtomic,
 } from "./settings.ts";
+import { writeFileAtomic } from "../core/io.ts";
 
 const FIXTURES = fileURLToPath(new URL("../tests/testdata/settings/", import.meta.url));
 const FP_A = "SHA256:ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs";

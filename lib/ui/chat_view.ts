@@ -8,8 +8,8 @@
  * @module
  */
 
-import type { Logger } from "./log.ts";
-import { escapeControls, printable } from "./text.ts";
+import type { Logger } from "../core/log.ts";
+import { escapeControls, printable } from "../core/text.ts";
 
 /** Rows of a peer's chat shown per second (and at once): one screenful. */
 export const CHAT_LINES_PER_SECOND = 24;
@@ -97,7 +97,7 @@ function stdoutColumns(): number | undefined {
  * @example
  * ```ts
  * import { ChatView } from "./chat_view.ts";
- * import { createLogger } from "./log.ts";
+ * import { createLogger } from "../core/log.ts";
  * const rows: string[] = [];
  * const view = new ChatView({ label: "console", out: (r) => rows.push(r), log: createLogger() });
  * view.show("hello");

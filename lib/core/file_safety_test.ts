@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { callControl } from "./control.ts";
+import { callControl } from "../app/control.ts";
 import { ConfigError } from "./errors.ts";
 import { checkFileSafety, readOwnTextFile, UnsafeFileError } from "./file_safety.ts";
 import { loadOrCreateIdentity, TrustStore } from "./identity.ts";
@@ -11,8 +11,8 @@ import {
   readTokenFile,
   settingsPaths,
   watchSettings,
-  writeFileAtomic,
-} from "./settings.ts";
+} from "../settings/settings.ts";
+import { writeFileAtomic } from "./io.ts";
 
 const IS_WINDOWS = Deno.build.os === "windows";
 const IS_ROOT = !IS_WINDOWS && Deno.uid() === 0;

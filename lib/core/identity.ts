@@ -12,7 +12,7 @@
 
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { writeFileAtomic } from "./settings.ts";
+import { writeFileAtomic } from "./io.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { readOwnTextFile } from "./file_safety.ts";
 

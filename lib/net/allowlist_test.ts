@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AllowList, parseAllowRule } from "./allowlist.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../core/errors.ts";
 
 Deno.test("parseAllowRule() reads hosts, wildcards, addresses, CIDRs and port ranges", () => {
   const table: [string, string, number, number][] = [

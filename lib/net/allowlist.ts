@@ -19,8 +19,8 @@
  */
 
 import { formatIp, type IpBits, parseIp, parseTarget, unmapIp } from "./address.ts";
-import { ConfigError } from "./errors.ts";
-import { isValidHost } from "./pfo.ts";
+import { ConfigError } from "../core/errors.ts";
+import { isValidHost } from "./hostport.ts";
 
 /** One parsed rule. */
 export interface AllowRule {

@@ -11,11 +11,11 @@
  * @module
  */
 
-import { errorMessage } from "./errors.ts";
-import { readOwnTextFile, UnsafeFileError } from "./file_safety.ts";
-import type { Logger } from "./log.ts";
-import { secretEquals } from "./secret.ts";
-import { writeFileAtomic } from "./settings.ts";
+import { errorMessage } from "../core/errors.ts";
+import { readOwnTextFile, UnsafeFileError } from "../core/file_safety.ts";
+import type { Logger } from "../core/log.ts";
+import { secretEquals } from "../core/secret.ts";
+import { writeFileAtomic } from "../core/io.ts";
 
 /** What the control file holds. */
 export interface ControlFile {

@@ -36,21 +36,24 @@ import {
 } from "yaml";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseAllowRule } from "./allowlist.ts";
-import { ConfigError, errorMessage } from "./errors.ts";
-import { readOwnTextFile, UnsafeFileError } from "./file_safety.ts";
-import { LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
-import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "./protocol.ts";
+import { parseAllowRule } from "../net/allowlist.ts";
+import { ConfigError, errorMessage } from "../core/errors.ts";
+import { writeFileAtomic } from "../core/io.ts";
+import { readOwnTextFile, UnsafeFileError } from "../core/file_safety.ts";
+import { LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.ts";
+import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "../core/protocol.ts";
 import {
   DEFAULT_SESSION_PORT,
-  findListenClash,
-  findListenClashes,
   type HostPort,
-  isProto,
-  listenClashMessage,
   parseHostPort,
   parseListen,
   parseTarget,
+} from "../net/hostport.ts";
+import {
+  findListenClash,
+  findListenClashes,
+  isProto,
+  listenClashMessage,
   type PfoSpec,
   type Proto,
   PROTOS,
@@ -887,101 +890,6 @@ export async function readTokenFile(path: string): Promise<string> {
     );
   }
   return token;
-}
-
-/** Options for {@linkcode writeFileAtomic}. */
-export interface WriteFileAtomicOptions {
-  /**
-   * Permission bits the file is created with (ignored on Windows); the umask
-   * may take bits away, never add any. Must not let group or others write.
-   * Default 0o600.
-   */
-  mode?: number;
-}
-
-/**
- * Replaces a file atomically: creates `<path>.tmp-<random>` (never an
- * existing file or link) with `mode`, checks on the open handle that group
- * and others cannot write it, flushes it to disk, and renames it over `path`.
- * Readers see the old file or the new one, never a part.
- *
- * @example
- * ```ts
- * import { writeFileAtomic } from "./settings.ts";
- * const dir = await Deno.makeTempDir();
- * await writeFileAtomic(`${dir}/a.json`, "{}");
- * if (await Deno.readTextFile(`${dir}/a.json`) !== "{}") throw new Error("bad");
- * await Deno.remove(dir, { recursive: true });
- * ```
- */
-export async function writeFileAtomic(
-  path: string,
-  data: string | Uint8Array,
-  options: WriteFileAtomicOptions = {},
-): Promise<void> {
-  const mode = options.mode ?? 0o600;
-  if ((mode & 0o022) !== 0) {
-    throw new TypeError(
-      `Cannot write "${path}": mode ${mode.toString(8)} lets group or others write it`,
-    );
-  }
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const suffix = Array.from(
-    crypto.getRandomValues(new Uint8Array(6)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
-  const tmp = `${path}.tmp-${suffix}`;
-  try {
-    const file = await Deno.open(tmp, { write: true, createNew: true, mode });
-    try {
-      // The mode applies at creation, and the umask can only take bits away;
-      // check the handle (not the path, which another process could swap).
-      const info = await file.stat();
-      if (info.mode !== null && (info.mode & 0o777 & ~mode) !== 0) {
-        throw new Error(
-          `the new file has mode ${(info.mode & 0o777).toString(8)}, not ${mode.toString(8)}`,
-        );
-      }
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw new Error(`Cannot write "${path}": ${errorMessage(err)}`, { cause: err });
-  }
-  await removeStaleTemps(path);
-}
-
-/** A temporary file older than this was left by a writer that died (kill -9, power loss). */
-const STALE_TEMP_MS = 60_000;
-
-/**
- * Remove `<path>.tmp-<hex>` files older than a minute: what a writer killed
- * between its write and its rename leaves. Younger ones may belong to a
- * writer still at work. Best effort: a failure here never fails the write.
- */
-async function removeStaleTemps(path: string): Promise<void> {
-  const slash = path.lastIndexOf("/");
-  const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
-  const prefix = `${path.slice(slash + 1)}.tmp-`;
-  try {
-    for await (const entry of Deno.readDir(dir)) {
-      if (!entry.isFile || !entry.name.startsWith(prefix)) continue;
-      if (!/^[0-9a-f]{12}$/.test(entry.name.slice(prefix.length))) continue;
-      const full = `${dir}/${entry.name}`;
-      const info = await Deno.stat(full);
-      if (info.mtime && Date.now() - info.mtime.getTime() > STALE_TEMP_MS) {
-        await Deno.remove(full);
-      }
-    }
-  } catch {
-    // Unreadable folder or a race with another writer: the leftovers wait for the next write.
-  }
 }
 
 // ---------------------------------------------------------------------------

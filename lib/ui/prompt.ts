@@ -10,7 +10,7 @@
  * @module
  */
 
-import { errorMessage } from "./errors.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** One `/command` of the input line. */
 export interface PromptCommand {

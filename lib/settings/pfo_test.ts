@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError } from "./errors.ts";
+import { ConfigError } from "../core/errors.ts";
 import {
   formatAddress,
   formatHostPort,
@@ -9,12 +9,9 @@ import {
   type ParseHostPortOptions,
   parseListen,
   parseTarget,
-  type PfoSpec,
-  resolvePfo,
   type TargetAddress,
-  targetPortFor,
-  validatePfoName,
-} from "./pfo.ts";
+} from "../net/hostport.ts";
+import { type PfoSpec, resolvePfo, targetPortFor, validatePfoName } from "./pfo.ts";
 
 function addr(host: string, port: number, portEnd = port): ListenAddress & TargetAddress {
   return { host, port, portEnd };
