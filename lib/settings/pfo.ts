@@ -121,7 +121,8 @@ export function isProto(value: unknown): value is Proto {
  *
  * @example
  * ```ts
- * import { parseListen, portCount } from "./pfo.ts";
+ * import { parseListen } from "../net/hostport.ts";
+ * import { portCount } from "./pfo.ts";
  * if (portCount(parseListen("8000-8009")) !== 10) throw new Error("bad");
  * ```
  */
