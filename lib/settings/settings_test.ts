@@ -20,7 +20,7 @@ import {
 } from "./settings.ts";
 import { writeFileAtomic } from "../core/io.ts";
 
-const FIXTURES = fileURLToPath(new URL("../tests/testdata/settings/", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../../tests/testdata/settings/", import.meta.url));
 const FP_A = "SHA256:ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs";
 const FP_B = "SHA256:PiPoFgA5WUoziU9lZOGxNIu9egCI1CxKy3PurtWcAJ0";
 const IS_WINDOWS = Deno.build.os === "windows";
