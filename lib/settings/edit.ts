@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type Document, isMap, isScalar, isSeq, YAMLSeq } from "yaml";
+import { Document, isMap, isScalar, isSeq, YAMLSeq } from "yaml";
 import { resolve } from "node:path";
 import { ConfigError, errorMessage } from "../core/errors.ts";
 import { writeFileAtomic } from "../core/io.ts";
@@ -21,12 +21,17 @@ import {
 } from "./pfo.ts";
 import { _parse, type YamlMap } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
+import { dedentEntry, indentEntry, resized } from "./_layout.ts";
 import {
   _consoleFrom,
+  type _ConsoleParse,
+  _parseConsole,
+  _readEntry,
+  _rememberParse,
+  _withPfo,
   type ConsoleSettings,
   type DaemonSettings,
   FINGERPRINT,
-  parseConsoleSettings,
   parseDaemonSettings,
   PFO_KEYS,
 } from "./schema.ts";
@@ -110,103 +115,205 @@ function _specOf(pfo: ResolvedPfo): PfoSpec {
   };
 }
 
+function _fail(path: string, message: string, cause?: unknown): never {
+  throw new ConfigError(message, { path, cause });
+}
+
+/** The index of the PFO called `name`; refuses a name no PFO has. */
+function _indexOf(current: ConsoleSettings, name: string, verb: string, path: string): number {
+  const i = current.pfos.findIndex((p) => p.name === name);
+  if (i < 0) _fail(path, `Cannot ${verb} PFO "${name}": no PFO has that name`);
+  return i;
+}
+
+/** Refuses a PFO that is invalid or listens where another PFO does. */
+function _check(
+  current: ConsoleSettings,
+  spec: PfoSpec,
+  verb: string,
+  path: string,
+  was = spec.name,
+): void {
+  let pfo: ResolvedPfo;
+  try {
+    pfo = resolvePfo(spec);
+  } catch (err) {
+    return _fail(path, `Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
+  }
+  // A renamed PFO does not clash with its old self.
+  const others = was === spec.name ? current.pfos : current.pfos.filter((p) => p.name !== was);
+  const holder = findListenClash(pfo, others);
+  if (holder !== undefined) _fail(path, listenClashMessage(verb, pfo, holder));
+}
+
+/** Checks an `addPfo` edit; returns the new entry's fields in file order. */
+function _checkAdd(current: ConsoleSettings, spec: PfoSpec, path: string) {
+  _check(current, spec, "add", path);
+  if (current.pfos.some((p) => p.name === spec.name)) {
+    _fail(path, `Cannot add PFO "${spec.name}": a PFO with that name exists; choose another name`);
+  }
+  const fields: Record<string, unknown> = {
+    name: spec.name,
+    proto: spec.proto,
+    listen: spec.listen,
+  };
+  if (spec.target !== null) fields.target = spec.target;
+  fields.enabled = spec.enabled;
+  if (spec.clients && spec.clients.length > 0) fields.clients = [...spec.clients];
+  return fields;
+}
+
+/** Checks an `editPfo` or `setPfoEnabled` edit; returns the PFO's index and the changes. */
+function _checkChange(
+  current: ConsoleSettings,
+  edit: Extract<ConsoleEdit, { op: "editPfo" | "setPfoEnabled" }>,
+  path: string,
+): { index: number; changes: Partial<PfoSpec> } {
+  const changes: Partial<PfoSpec> = edit.op === "editPfo"
+    ? edit.changes
+    : { enabled: edit.enabled };
+  const index = _indexOf(current, edit.name, "edit", path);
+  const pfo = current.pfos[index];
+  const next: PfoSpec = { ..._specOf(pfo), ...changes };
+  const verb = edit.op === "editPfo" ? "edit" : edit.enabled ? "enable" : "disable";
+  _check(current, next, verb, path, pfo.name);
+  if (next.name !== pfo.name && current.pfos.some((p) => p.name === next.name)) {
+    _fail(path, `Cannot rename PFO "${pfo.name}" to "${next.name}": a PFO with that name exists`);
+  }
+  return { index, changes };
+}
+
+/** Writes `changes` into a PFO's mapping, touching only the keys that change. */
+function _setFields(map: YamlMap, pfo: ResolvedPfo, changes: Partial<PfoSpec>): void {
+  const spec = _specOf(pfo);
+  for (const key of PFO_KEYS) {
+    const value = changes[key];
+    if (key === "clients") {
+      const list = value as readonly string[] | undefined;
+      if (list !== undefined && list.join() !== pfo.clients.join()) {
+        _setField(map, key, list.length === 0 ? null : [...list]);
+      }
+    } else if (value !== undefined && value !== spec[key]) _setField(map, key, value);
+  }
+}
+
+function _applyTrust(
+  doc: Document,
+  current: ConsoleSettings,
+  edit: Extract<ConsoleEdit, { op: "addTrusted" | "removeTrusted" }>,
+  path: string,
+): void {
+  if (!FINGERPRINT.test(edit.fingerprint)) {
+    _fail(
+      path,
+      `Cannot trust ${
+        JSON.stringify(edit.fingerprint)
+      }: it is not a fingerprint; expected "SHA256:" and 43 base64 characters`,
+    );
+  }
+  const has = current.trusted.includes(edit.fingerprint);
+  if (edit.op === "addTrusted") {
+    if (!has) _ensureSeq(doc, "trusted").items.push(doc.createNode(edit.fingerprint));
+    return;
+  }
+  if (!has) return;
+  const seq = doc.get("trusted", true) as YAMLSeq;
+  const i = seq.items.findIndex((item) => isScalar(item) && item.value === edit.fingerprint);
+  seq.items.splice(i, 1);
+}
+
 function _applyEdit(
   doc: Document,
   current: ConsoleSettings,
   edit: ConsoleEdit,
   path: string,
 ): void {
-  const fail = (message: string, cause?: unknown): never => {
-    throw new ConfigError(message, { path, cause });
-  };
-  const find = (name: string, verb: string): { map: YamlMap; pfo: ResolvedPfo } => {
-    const { seq, index } = _pfoItems(doc);
-    const i = index(name);
-    const pfo = current.pfos.find((p) => p.name === name);
-    if (seq === null || i < 0 || pfo === undefined) {
-      fail(`Cannot ${verb} PFO "${name}": no PFO has that name`);
-    }
-    return { map: seq!.items[i] as YamlMap, pfo: pfo! };
-  };
-  const check = (spec: PfoSpec, verb: string, was = spec.name): void => {
-    let pfo: ResolvedPfo;
-    try {
-      pfo = resolvePfo(spec);
-    } catch (err) {
-      return fail(`Cannot ${verb} PFO "${spec.name}": ${errorMessage(err)}`, err);
-    }
-    // A renamed PFO does not clash with its old self.
-    const others = was === spec.name ? current.pfos : current.pfos.filter((p) => p.name !== was);
-    const holder = findListenClash(pfo, others);
-    if (holder !== undefined) fail(listenClashMessage(verb, pfo, holder));
-  };
   switch (edit.op) {
-    case "addPfo": {
-      const spec = edit.pfo;
-      check(spec, "add");
-      if (current.pfos.some((p) => p.name === spec.name)) {
-        fail(`Cannot add PFO "${spec.name}": a PFO with that name exists; choose another name`);
-      }
-      const fields: Record<string, unknown> = {
-        name: spec.name,
-        proto: spec.proto,
-        listen: spec.listen,
-      };
-      if (spec.target !== null) fields.target = spec.target;
-      fields.enabled = spec.enabled;
-      if (spec.clients && spec.clients.length > 0) fields.clients = [...spec.clients];
-      _ensureSeq(doc, "pfos").items.push(doc.createNode(fields));
+    case "addPfo":
+      _ensureSeq(doc, "pfos").items.push(doc.createNode(_checkAdd(current, edit.pfo, path)));
       return;
-    }
     case "editPfo":
     case "setPfoEnabled": {
-      const changes: Partial<PfoSpec> = edit.op === "editPfo"
-        ? edit.changes
-        : { enabled: edit.enabled };
-      const { map, pfo } = find(edit.name, "edit");
-      const next: PfoSpec = { ..._specOf(pfo), ...changes };
-      check(next, edit.op === "editPfo" ? "edit" : edit.enabled ? "enable" : "disable", pfo.name);
-      if (next.name !== pfo.name && current.pfos.some((p) => p.name === next.name)) {
-        fail(`Cannot rename PFO "${pfo.name}" to "${next.name}": a PFO with that name exists`);
-      }
-      for (const key of PFO_KEYS) {
-        const value = changes[key];
-        if (key === "clients") {
-          const list = value as readonly string[] | undefined;
-          if (list !== undefined && list.join() !== pfo.clients.join()) {
-            _setField(map, key, list.length === 0 ? null : [...list]);
-          }
-        } else if (value !== undefined && value !== _specOf(pfo)[key]) _setField(map, key, value);
-      }
+      const { index, changes } = _checkChange(current, edit, path);
+      const { seq, index: find } = _pfoItems(doc);
+      const map = seq!.items[find(current.pfos[index].name)] as YamlMap;
+      _setFields(map, current.pfos[index], changes);
       return;
     }
     case "removePfo": {
-      find(edit.name, "remove");
+      _indexOf(current, edit.name, "remove", path);
       const { seq, index } = _pfoItems(doc);
       seq!.items.splice(index(edit.name), 1);
       return;
     }
     case "addTrusted":
-    case "removeTrusted": {
-      if (!FINGERPRINT.test(edit.fingerprint)) {
-        fail(
-          `Cannot trust ${
-            JSON.stringify(edit.fingerprint)
-          }: it is not a fingerprint; expected "SHA256:" and 43 base64 characters`,
-        );
-      }
-      const has = current.trusted.includes(edit.fingerprint);
-      if (edit.op === "addTrusted") {
-        if (!has) _ensureSeq(doc, "trusted").items.push(doc.createNode(edit.fingerprint));
-        return;
-      }
-      if (!has) return;
-      const seq = doc.get("trusted", true) as YAMLSeq;
-      const i = seq.items.findIndex((item) => isScalar(item) && item.value === edit.fingerprint);
-      seq.items.splice(i, 1);
-      return;
-    }
+    case "removeTrusted":
+      return _applyTrust(doc, current, edit, path);
   }
+}
+
+// ---------------------------------------------------------------------------
+// One entry at a time: with a plain layout, an edit reads and writes only the
+// entry it changes (see _layout.ts); anything else takes the whole-file path.
+
+/** `current` after one edit made on its entry alone, or undefined when that is not possible. */
+function _fastEdit(current: _ConsoleParse, edit: ConsoleEdit, path: string) {
+  const { layout, settings, text } = current;
+  if (layout === null) return undefined;
+  let index: number;
+  let entry: string;
+  if (edit.op === "addPfo") {
+    index = settings.pfos.length;
+    entry = new Document([_checkAdd(settings, edit.pfo, path)]).toString({ lineWidth: 0 });
+  } else if (edit.op === "editPfo" || edit.op === "setPfoEnabled") {
+    const checked = _checkChange(settings, edit, path);
+    index = checked.index;
+    const plain = dedentEntry(text.slice(layout.starts[index], layout.ends[index]), layout.indent);
+    if (plain === null) return undefined;
+    const doc = _parse(plain, path).doc as Document;
+    const seq = doc.contents;
+    if (!isSeq(seq) || seq.items.length !== 1 || !isMap(seq.items[0])) return undefined;
+    _setFields(seq.items[0] as YamlMap, settings.pfos[index], checked.changes);
+    entry = doc.toString({ lineWidth: 0 });
+  } else {
+    return undefined;
+  }
+  return _spliceEntry(current, index, indentEntry(entry, layout.indent), path);
+}
+
+/** `current` with entry `index` replaced by (or, one past the last, appended as) `entry`. */
+function _spliceEntry(
+  current: _ConsoleParse,
+  index: number,
+  entry: string,
+  path: string,
+): _ConsoleParse | undefined {
+  const layout = current.layout!;
+  const pfo = _readEntry(entry, layout.indent, path, index);
+  const settings = pfo && _withPfo(current.settings, index, pfo);
+  if (settings === undefined) return undefined;
+  const last = layout.ends.length - 1;
+  const from = index > last ? layout.ends[last] : layout.starts[index];
+  const to = index > last ? from : layout.ends[index];
+  const text = current.text.slice(0, from) + entry + current.text.slice(to);
+  return { text, settings, layout: resized(layout, index, from, entry.length) };
+}
+
+/** Edits made entry by entry, or undefined when one of them needs the whole-file path. */
+function _applyFast(
+  text: string | null,
+  edits: readonly ConsoleEdit[],
+  path: string,
+): EditedSettings | undefined {
+  if (text === null) return undefined;
+  let current = _parseConsole(text, path);
+  for (const edit of edits) {
+    const next = _fastEdit(current, edit, path);
+    if (next === undefined) return undefined;
+    current = next;
+  }
+  _rememberParse(path, current);
+  return { settings: current.settings, text: current.text, changed: current.text !== text };
 }
 
 /**
@@ -236,11 +343,14 @@ export function applyConsoleEdits(
   options: ApplyConsoleEditsOptions,
 ): EditedSettings {
   const { path } = options;
+  const list = Array.isArray(edits) ? edits : [edits as ConsoleEdit];
+  const fast = _applyFast(text, list, path);
+  if (fast !== undefined) return fast;
   const src = _parse(text ?? "", path);
   let current = _consoleFrom(src);
   const doc = src.doc as Document;
   if (text === null) doc.commentBefore = NEW_FILE_COMMENT;
-  for (const edit of Array.isArray(edits) ? edits : [edits as ConsoleEdit]) {
+  for (const edit of list) {
     _applyEdit(doc, current, edit, path);
     // Re-read after each edit so the next one sees its effect.
     current = _reparse(doc, path);
@@ -252,7 +362,7 @@ export function applyConsoleEdits(
 function _reparse(doc: Document, path: string): ConsoleSettings {
   const text = doc.toString({ lineWidth: 0 });
   try {
-    return parseConsoleSettings(text, path);
+    return _parseConsole(text, path).settings;
   } catch (err) {
     throw new ConfigError(
       `Cannot save settings: the change would make them invalid (${

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { isMap, isScalar, type Node as YamlNode } from "yaml";
+import { isMap, isScalar, isSeq, type Node as YamlNode } from "yaml";
 import { dirname, isAbsolute, join } from "node:path";
 import { parseAllowRule } from "../net/allowlist.ts";
 import { errorMessage } from "../core/errors.ts";
@@ -27,6 +27,7 @@ import {
   findListenClashes,
   isProto,
   listenClashMessage,
+  listensClash,
   type PfoSpec,
   type Proto,
   PROTOS,
@@ -57,6 +58,14 @@ import {
   MAX_DELAY_MS,
 } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
+import {
+  changedRegion,
+  dedentEntry,
+  entryHolding,
+  layoutOf,
+  type PfoLayout,
+  resized,
+} from "./_layout.ts";
 
 export { MAX_DELAY_MS };
 
@@ -480,7 +489,104 @@ export function _daemonFrom(src: _Source): DaemonSettings {
  * ```
  */
 export function parseConsoleSettings(text: string, path: string): ConsoleSettings {
-  return _consoleFrom(_parse(text, path));
+  return _parseConsole(text, path).settings;
+}
+
+// ---------------------------------------------------------------------------
+// Parsed once: the last parse of each file is kept, and a change inside one
+// PFO entry is read from that entry alone (see _layout.ts).
+
+/** One parse of a Console settings text. */
+export interface _ConsoleParse {
+  readonly text: string;
+  readonly settings: ConsoleSettings;
+  /** Where the PFO entries sit in `text`; null when the file is not plain enough. */
+  readonly layout: PfoLayout | null;
+}
+
+/** The last parse of each settings file, by path, newest last. */
+const _parses = new Map<string, _ConsoleParse>();
+
+/** Files whose last parse is kept. */
+const KEPT_PARSES = 4;
+
+/** Keeps `parse` as the last parse of `path`. */
+export function _rememberParse(path: string, parse: _ConsoleParse): void {
+  _parses.delete(path);
+  _parses.set(path, parse);
+  if (_parses.size > KEPT_PARSES) _parses.delete(_parses.keys().next().value!);
+}
+
+/**
+ * Console settings text, parsed: the kept parse when the text is the same,
+ * the changed entry alone when only one entry changed, else the whole text.
+ */
+export function _parseConsole(text: string, path: string): _ConsoleParse {
+  const last = _parses.get(path);
+  if (last?.text === text) return last;
+  const next = (last && _reparseEntry(last, text, path)) ?? _parseWhole(text, path);
+  _rememberParse(path, next);
+  return next;
+}
+
+function _parseWhole(text: string, path: string): _ConsoleParse {
+  const src = _parse(text, path);
+  return { text, settings: _consoleFrom(src), layout: layoutOf(src) };
+}
+
+/** `text` read from `last` when it changed inside one entry only; else undefined. */
+function _reparseEntry(last: _ConsoleParse, text: string, path: string) {
+  if (last.layout === null) return undefined;
+  const region = changedRegion(last.text, text);
+  const i = entryHolding(last.layout, region.from, region.to);
+  if (i < 0) return undefined;
+  const start = last.layout.starts[i];
+  const end = last.layout.ends[i] + (region.toAfter - region.to);
+  const pfo = _readEntry(text.slice(start, end), last.layout.indent, path, i);
+  const settings = pfo && _withPfo(last.settings, i, pfo);
+  if (settings === undefined) return undefined;
+  return { text, settings, layout: resized(last.layout, i, start, end - start) };
+}
+
+/**
+ * One PFO entry's text (`  - name: ...`, at `indent`) read and checked alone;
+ * undefined unless it is exactly one valid entry that reads the same in place.
+ */
+export function _readEntry(
+  entry: string,
+  indent: string,
+  path: string,
+  index: number,
+): ResolvedPfo | undefined {
+  const plain = dedentEntry(entry, indent);
+  // A block scalar could take in the lines after the entry; read those whole.
+  if (plain === null || !plain.startsWith("- ") || /[|>]/.test(plain)) return undefined;
+  try {
+    const src = _parse(plain, path);
+    const root = src.doc.contents;
+    if (!isSeq(root) || root.items.length !== 1) return undefined;
+    return _pfo(src, _deref(src, root.items[0]), index).pfo;
+  } catch {
+    return undefined; // The whole-file parse says what is wrong, and where.
+  }
+}
+
+/**
+ * `settings` with PFO `i` replaced by `pfo` (or appended, `i` one past the
+ * last); undefined when its name or listen address is another PFO's.
+ */
+export function _withPfo(
+  settings: ConsoleSettings,
+  i: number,
+  pfo: ResolvedPfo,
+): ConsoleSettings | undefined {
+  const pfos = settings.pfos;
+  for (let j = 0; j < pfos.length; j++) {
+    if (j !== i && (pfos[j].name === pfo.name || listensClash(pfo, pfos[j]))) return undefined;
+  }
+  const next = [...pfos];
+  next[i] = pfo;
+  return Object.freeze({ ...settings, pfos: Object.freeze(next) });
 }
 
 /**
