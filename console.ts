@@ -47,12 +47,9 @@ import { ConfigError, errorMessage } from "./lib/core/errors.ts";
 import { type PfoCommand, planPfoChange } from "./lib/console/pfo_changes.ts";
 import { formatHostPort, parseHostPort, parseListen, parseTarget } from "./lib/net/hostport.ts";
 import { type PfoSpec, resolvePfo, validatePfoName } from "./lib/settings/pfo.ts";
-import {
-  defaultSettingsFile,
-  loadConsoleSettings,
-  settingsPaths,
-  updateConsoleSettings,
-} from "./lib/settings/settings.ts";
+import { defaultSettingsFile, settingsPaths } from "./lib/settings/paths.ts";
+import { loadConsoleSettings } from "./lib/settings/schema.ts";
+import { updateConsoleSettings } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { consoleCommands } from "./lib/console/prompt.ts";

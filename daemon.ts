@@ -42,12 +42,9 @@ import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
 import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
-import {
-  defaultSettingsFile,
-  loadDaemonSettings,
-  rememberConsole,
-  settingsPaths,
-} from "./lib/settings/settings.ts";
+import { defaultSettingsFile, settingsPaths } from "./lib/settings/paths.ts";
+import { loadDaemonSettings } from "./lib/settings/schema.ts";
+import { rememberConsole } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";

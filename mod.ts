@@ -59,9 +59,9 @@ export {
   loadDaemonSettings,
   parseConsoleSettings,
   parseDaemonSettings,
-  settingsPaths,
-  updateConsoleSettings,
-} from "./lib/settings/settings.ts";
+} from "./lib/settings/schema.ts";
+export { settingsPaths } from "./lib/settings/paths.ts";
+export { updateConsoleSettings } from "./lib/settings/edit.ts";
 export {
   fingerprintOf,
   type Identity,

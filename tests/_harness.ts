@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type Identity, loadOrCreateIdentity } from "../lib/core/identity.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 import { connectPinned, type SessionLink } from "../lib/core/tls.ts";
 
 const ROOT = new URL("../", import.meta.url);

@@ -16,7 +16,7 @@ import {
   Tag,
 } from "../lib/core/protocol.ts";
 import { consoleHandshake, type DaemonClaim, MessageReader, sendNow } from "../lib/core/session.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 import { connectPinned, listenSessions, type SessionLink } from "../lib/core/tls.ts";
 import { encodeMessage } from "../lib/core/codec.ts";
 

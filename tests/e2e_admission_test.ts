@@ -12,7 +12,7 @@ import { startConsole, startDaemon, statusOf, tempDir, within } from "./_harness
 import { handDaemon, type HandSession } from "./_hostile.ts";
 import { loadOrCreateIdentity } from "../lib/core/identity.ts";
 import { type Message, Tag } from "../lib/core/protocol.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 
 /** The tag name and, for REJECT and CLOSE, the code: "PENDING", "REJECT busy". */
 function said(msg: Message | null): string {

@@ -28,7 +28,8 @@ import {
 } from "./_harness.ts";
 import { VERSION } from "../lib/app/cli.ts";
 import { programCommand } from "../lib/app/invocation.ts";
-import { parseConsoleSettings, settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
+import { parseConsoleSettings } from "../lib/settings/schema.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const decoder = new TextDecoder();

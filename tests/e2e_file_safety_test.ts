@@ -16,7 +16,7 @@ import {
   taskFlags,
   tempDir,
 } from "./_harness.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const decoder = new TextDecoder();

@@ -36,7 +36,7 @@ import {
   Tag,
 } from "../lib/core/protocol.ts";
 import { daemonHandshake, MessageReader } from "../lib/core/session.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 import { fetchConsoleFingerprint, type SessionLink } from "../lib/core/tls.ts";
 
 const encoder = new TextEncoder();

@@ -28,7 +28,8 @@ import {
   tcpSockets,
   within,
 } from "./_harness.ts";
-import { parseConsoleSettings, settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
+import { parseConsoleSettings } from "../lib/settings/schema.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -31,7 +31,7 @@ import { encodeMessage, tagName } from "../lib/core/codec.ts";
 import { loadOrCreateIdentity, signChallenge } from "../lib/core/identity.ts";
 import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/core/protocol.ts";
 import { consoleHandshake, MessageReader, sendNow } from "../lib/core/session.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 import { listenSessions } from "../lib/core/tls.ts";
 
 const encoder = new TextEncoder();

@@ -25,7 +25,7 @@ import {
   within,
 } from "./_harness.ts";
 import { loadOrCreateIdentity } from "../lib/core/identity.ts";
-import { settingsPaths } from "../lib/settings/settings.ts";
+import { settingsPaths } from "../lib/settings/paths.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -12,7 +12,9 @@
  * Workloads: single-stream and 4-stream throughput both ways, RTT p50/p99 of
  * a 64-byte ping-pong, new connections per second with 32 workers (connect,
  * 1-byte echo, close), memory per idle forwarded connection, and for
- * portferry the time and Console RSS to enable a 10,000-port range PFO.
+ * portferry the time and Console RSS to enable a 10,000-port range PFO, and
+ * (`pfos`, from tools/bench_pfos.ts) start-up, `pfo add` and a hand edit with
+ * 10,000 single PFOs in the settings file (200 in `--smoke` mode).
  *
  * The bench runs with the `bench` task's explicit permission flags. Deno lets
  * a script read `/proc` only with `--allow-all`, so VmRSS, Pss, CPU ticks, the
@@ -40,12 +42,14 @@
  * ```sh
  * deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N] [--idle-10k]
  *                 [--ports N] [--tools direct,portferry,socat,ssh-L-aes,ssh-L,ssh-R]
- *                 [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports]
+ *                 [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports,pfos]
  *                 [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]
  * ```
  *
  * @module
  */
+
+import { benchPfos, type PfoBenchResult } from "./bench_pfos.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = ROOT.pathname;
@@ -80,7 +84,7 @@ interface BenchOptions {
   /** First port of that range, when free (else a random free run is used). */
   portBase: number | null;
   tools: string[] | null;
-  /** Only these workloads (up1, down1, up4, down4, rtt, connrate, idle, ports); null: all. */
+  /** Only these workloads (up1, down1, up4, down4, rtt, connrate, idle, ports, pfos); null: all. */
   workloads: string[] | null;
   json: string;
   markdown: string | null;
@@ -1485,10 +1489,27 @@ async function main(): Promise<number> {
       }
     }
 
+    let pfos: PfoBenchResult | null = null;
+    if (
+      (!o.tools || o.tools.includes("portferry")) && (!o.workloads || o.workloads.includes("pfos"))
+    ) {
+      try {
+        pfos = await benchPfos({
+          count: o.smoke ? 200 : 10_000,
+          adds: o.smoke ? 2 : 5,
+          cpuProf: o.cpuProf,
+          log: (line) => log(`pfos: ${line}`),
+        });
+      } catch (err) {
+        log(`pfos: failed: ${errorText(err)}`);
+        results.find((r) => r.name === "portferry")?.errors.push(`pfos: ${errorText(err)}`);
+      }
+    }
+
     if (sshd) await (await (sshd as Promise<Sshd>)).stop().catch(() => {});
     await target.stop();
 
-    const ts = targets(results, ports);
+    const ts = [...targets(results, ports), ...(pfos?.targets ?? [])];
     const extraIdle = o.idle.slice(1).map((n) =>
       results.filter((r) => r.figures[`idle${n}`]).map((r) =>
         `- ${r.label}: ${
@@ -1551,6 +1572,7 @@ async function main(): Promise<number> {
       columns: COLUMNS,
       results,
       ports,
+      pfos,
       targets: ts,
       elapsedMs: Date.now() - started,
       loadAverage: { start: loadBefore, end: loadAfter },

@@ -16,7 +16,7 @@ import {
   resolvePfo,
   validatePfoName,
 } from "../settings/pfo.ts";
-import type { ConsoleEdit } from "../settings/settings.ts";
+import type { ConsoleEdit } from "../settings/edit.ts";
 
 /** A PFO command, as the control API names it. */
 export type PfoCommand = "pfo/add" | "pfo/edit" | "pfo/enable" | "pfo/disable" | "pfo/rm";

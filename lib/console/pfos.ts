@@ -170,7 +170,14 @@ export class PfoManager {
     for (const name of [...this.#pfos.keys()]) {
       if (!wanted.has(name)) this.remove(name);
     }
-    await Promise.all([...wanted].map(([name, pfo]) => this.set(name, pfo)));
+    // Diff by name and value: only what changed is touched, so 10,000 PFOs and one edit cost one set().
+    const changed: Promise<PfoStatus>[] = [];
+    for (const [name, pfo] of wanted) {
+      const rt = this.#pfos.get(name);
+      if (rt !== undefined && samePfo(rt.pfo, pfo)) rt.pfo = pfo;
+      else changed.push(this.set(name, pfo));
+    }
+    await Promise.all(changed);
   }
 
   /** Create or replace one PFO. Resolves with its status (state "error" if no port could be bound). */
@@ -732,4 +739,11 @@ export function describeErrors(errors: ReadonlyMap<number, string>, host: string
 function sameListen(a: ResolvedPfo, b: ResolvedPfo): boolean {
   return a.listenAddr.host === b.listenAddr.host && a.listenAddr.port === b.listenAddr.port &&
     a.listenAddr.portEnd === b.listenAddr.portEnd && a.proto === b.proto;
+}
+
+/** Whether two PFOs of one name mean the same: same protocol, addresses, state and clients. */
+function samePfo(a: ResolvedPfo, b: ResolvedPfo): boolean {
+  return a === b || (a.proto === b.proto && a.listen === b.listen && a.target === b.target &&
+    a.enabled === b.enabled && a.clients.length === b.clients.length &&
+    a.clients.every((c, i) => c === b.clients[i]));
 }

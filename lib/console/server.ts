@@ -35,11 +35,10 @@ import {
   type ConsoleSettings,
   loadConsoleSettings,
   parseConsoleSettings,
-  readTokenFile,
-  settingsPaths,
-  updateConsoleSettings,
-  watchSettings,
-} from "../settings/settings.ts";
+} from "../settings/schema.ts";
+import { readTokenFile, settingsPaths } from "../settings/paths.ts";
+import { updateConsoleSettings } from "../settings/edit.ts";
+import { watchSettings } from "../settings/watch.ts";
 import { escapeControls } from "../core/text.ts";
 import { decideAdmission } from "./admission.ts";
 import { type FrontConn, type FrontLink, SessionFront } from "./front.ts";

@@ -8,10 +8,9 @@ import {
   loadConsoleSettings,
   loadDaemonSettings,
   parseConsoleSettings,
-  readTokenFile,
-  settingsPaths,
-  watchSettings,
-} from "../settings/settings.ts";
+} from "../settings/schema.ts";
+import { readTokenFile, settingsPaths } from "../settings/paths.ts";
+import { watchSettings } from "../settings/watch.ts";
 import { writeFileAtomic } from "./io.ts";
 
 const IS_WINDOWS = Deno.build.os === "windows";

@@ -24,7 +24,7 @@ import {
   Tag,
 } from "../core/protocol.ts";
 import { daemonHandshake, MessageReader, Session } from "../core/session.ts";
-import { readTokenFile, settingsPaths } from "../settings/settings.ts";
+import { readTokenFile, settingsPaths } from "../settings/paths.ts";
 import { connectPinned } from "../core/tls.ts";
 import { escapeControls } from "../core/text.ts";
 import { AllowList } from "../net/allowlist.ts";

@@ -1,0 +1,195 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { ConfigError } from "../core/errors.ts";
+import { findListenClashes, resolvePfo } from "./pfo.ts";
+import {
+  DEFAULT_CONSOLE_SETTINGS,
+  DEFAULT_DAEMON_SETTINGS,
+  loadConsoleSettings,
+  loadDaemonSettings,
+  parseConsoleSettings,
+  parseDaemonSettings,
+} from "./schema.ts";
+
+const FIXTURES = fileURLToPath(new URL("../../tests/testdata/settings/", import.meta.url));
+const FP_A = "SHA256:ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs";
+const FP_B = "SHA256:PiPoFgA5WUoziU9lZOGxNIu9egCI1CxKy3PurtWcAJ0";
+
+async function readFixtures(kind: "valid" | "invalid"): Promise<[string, string][]> {
+  const dir = join(FIXTURES, kind);
+  const out: [string, string][] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (!entry.isFile || !entry.name.endsWith(".yaml")) continue;
+    out.push([join(dir, entry.name), await Deno.readTextFile(join(dir, entry.name))]);
+  }
+  return out.sort(([a], [b]) => a.localeCompare(b));
+}
+
+function parseByName(path: string, text: string): unknown {
+  const name = path.split(/[\\/]/).pop()!;
+  if (name.startsWith("console-")) return parseConsoleSettings(text, path);
+  if (name.startsWith("daemon-")) return parseDaemonSettings(text, path);
+  throw new Error(`Fixture ${name} must be named console-*.yaml or daemon-*.yaml`);
+}
+
+async function tempDir(): Promise<AsyncDisposable & { path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "portferry-settings-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+Deno.test("parseConsoleSettings() and parseDaemonSettings() accept every valid fixture", async () => {
+  const fixtures = await readFixtures("valid");
+  assert.ok(fixtures.some(([p]) => p.includes("console-")), "no console fixture read");
+  assert.ok(fixtures.some(([p]) => p.includes("daemon-")), "no daemon fixture read");
+  for (const [path, text] of fixtures) {
+    const settings = parseByName(path, text);
+    assert.ok(Object.isFrozen(settings), path);
+  }
+});
+
+Deno.test("parseConsoleSettings() and parseDaemonSettings() reject every invalid fixture at file:line:col", async () => {
+  const fixtures = await readFixtures("invalid");
+  assert.ok(fixtures.length > 0, "no invalid fixture read");
+  for (const [path, text] of fixtures) {
+    const want = /^# error: (.+)$/m.exec(text.split("\n")[0])?.[1];
+    assert.ok(want, `${path}: first line must be "# error: <expected message part>"`);
+    assert.throws(() => parseByName(path, text), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `${path}: ${err}`);
+      assert.ok(err.message.startsWith(`${path}:`), `${path}: ${err.message}`);
+      assert.ok(err.message.includes(want), `${path}:\n  got  ${err.message}\n  want ${want}`);
+      assert.equal(err.path, path);
+      assert.equal(typeof err.line, "number", err.message);
+      return true;
+    });
+  }
+});
+
+Deno.test("parseConsoleSettings() resolves every key of a full file", async () => {
+  const path = join(FIXTURES, "valid", "console-full.yaml");
+  const s = parseConsoleSettings(await Deno.readTextFile(path), path);
+  assert.deepEqual(s.session, { host: "0.0.0.0", port: 7470 });
+  assert.equal(s.autoAccept, false);
+  assert.equal(s.tokenFile, join(dirname(path), "token.txt"));
+  assert.deepEqual(s.trusted, [FP_A, FP_B]);
+  assert.equal(s.graceMs, 2500);
+  assert.equal(s.pendingTimeoutMs, 120_000);
+  assert.equal(s.logLevel, "debug");
+  assert.equal(s.logFormat, "json");
+  assert.deepEqual(s.pfos.map((p) => [p.name, p.proto, p.listen, p.target, p.enabled]), [
+    ["web", "tcp", "8080", "localhost:80", true],
+    ["db", "tcp", "5432", "db01.lan:5432", true],
+    ["dns", "udp", "0.0.0.0:5353", "10.0.0.53:53", false],
+  ]);
+  assert.deepEqual({ ...s.pfos[2].listenAddr }, { host: "0.0.0.0", port: 5353, portEnd: 5353 });
+});
+
+Deno.test("parseConsoleSettings() gives the defaults for empty text and comments", () => {
+  assert.deepEqual(parseConsoleSettings("", "c.yaml"), DEFAULT_CONSOLE_SETTINGS);
+  assert.deepEqual(parseConsoleSettings("# nothing\n", "c.yaml"), DEFAULT_CONSOLE_SETTINGS);
+  assert.deepEqual(parseConsoleSettings("pfos:\ntrusted:\n", "c.yaml"), DEFAULT_CONSOLE_SETTINGS);
+});
+
+Deno.test("parseConsoleSettings() reads ranges, IPv6, socks and port 0", async () => {
+  const path = join(FIXTURES, "valid", "console-ranges.yaml");
+  const s = parseConsoleSettings(await Deno.readTextFile(path), path);
+  assert.deepEqual(s.session, { host: "0.0.0.0", port: 7471 });
+  const byName = new Map(s.pfos.map((p) => [p.name, p]));
+  assert.equal(byName.get("range.paired")?.targetAddr?.portEnd, 19009);
+  assert.equal(byName.get("range_to_one")?.listenAddr.host, "::1");
+  assert.equal(byName.get("socks-1")?.targetAddr, null);
+  assert.equal(byName.get("ephemeral")?.listenAddr.port, 0);
+});
+
+Deno.test("parseDaemonSettings() resolves every key and the defaults", async () => {
+  const path = join(FIXTURES, "valid", "daemon-full.yaml");
+  const s = parseDaemonSettings(await Deno.readTextFile(path), path);
+  assert.deepEqual(s.console, { host: "office.example.com", port: 7470 });
+  assert.equal(s.fingerprint, FP_A);
+  assert.equal(s.tokenFile, "/etc/portferry/token");
+  assert.equal(s.reconnect, true);
+  assert.equal(s.backoffMaxMs, 30000);
+  assert.equal(s.connectTimeoutMs, 5000);
+  assert.equal(s.maxHeldBytes, 16 * 1024 * 1024);
+  assert.equal(s.logLevel, "warn");
+  assert.deepEqual(s.allow, ["10.0.0.0/8", "db01:5432"]);
+  assert.deepEqual(parseDaemonSettings("", "d.yaml"), DEFAULT_DAEMON_SETTINGS);
+  assert.deepEqual(parseDaemonSettings("console: h\n", "d.yaml").console, {
+    host: "h",
+    port: 7470,
+  });
+});
+
+Deno.test("loadConsoleSettings() gives the defaults for a missing file", async () => {
+  await using dir = await tempDir();
+  const loaded = await loadConsoleSettings(join(dir.path, "portferry-console.yaml"));
+  assert.equal(loaded.text, null);
+  assert.equal(loaded.settings, DEFAULT_CONSOLE_SETTINGS);
+  const daemon = await loadDaemonSettings(join(dir.path, "portferry-daemon.yaml"));
+  assert.equal(daemon.settings, DEFAULT_DAEMON_SETTINGS);
+});
+
+Deno.test("loadConsoleSettings() returns the settings and the text of a file", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "c.yaml");
+  await Deno.writeTextFile(path, "graceMs: 10\n");
+  const loaded = await loadConsoleSettings(path);
+  assert.equal(loaded.text, "graceMs: 10\n");
+  assert.equal(loaded.settings.graceMs, 10);
+  await Deno.writeTextFile(path, "graceMs: ten\n");
+  await assert.rejects(() => loadConsoleSettings(path), ConfigError);
+});
+
+Deno.test("parseConsoleSettings() refuses two enabled PFOs of one socket kind on one address, naming the first", () => {
+  const pfo = (name: string, listen: string, more = "") =>
+    `  - name: ${name}\n    listen: "${listen}"\n${
+      more.includes("socks") ? "" : "    target: h:53\n"
+    }${more}`;
+  const refused: [string, RegExp][] = [
+    [
+      pfo("a", "8080") + pfo("b", "8080"),
+      /c\.yaml:5:\d+: Cannot use PFO "b": PFO "a" already listens on TCP 127\.0\.0\.1:8080.*\(line 2\)/,
+    ],
+    [pfo("a", "8000-8009") + pfo("b", "0.0.0.0:8009"), /PFO "b": PFO "a" already listens/],
+    [pfo("a", "[::]:53") + pfo("b", "127.0.0.1:53"), /PFO "b": PFO "a" already listens/],
+    [
+      pfo("a", "1080", "    proto: socks\n") + pfo("b", "1080"),
+      /PFO "a" already/,
+    ],
+    [pfo("a", "53", "    proto: udp\n") + pfo("b", "0.0.0.0:53", "    proto: udp\n"), /UDP/],
+  ];
+  for (const [list, why] of refused) {
+    assert.throws(() => parseConsoleSettings(`pfos:\n${list}`, "c.yaml"), why, list);
+  }
+  const accepted = [
+    pfo("a", "53") + pfo("b", "53", "    proto: udp\n"), // DNS: TCP and UDP on one port
+    pfo("a", "8080") + pfo("b", "8080", "    enabled: false\n"), // a disabled PFO holds nothing
+    pfo("a", "127.0.0.1:8080") + pfo("b", "127.0.0.2:8080"),
+    pfo("a", "0") + pfo("b", "0"), // any free port
+    pfo("a", "8000-8009") + pfo("b", "8010-8019"),
+  ];
+  for (const list of accepted) {
+    assert.equal(parseConsoleSettings(`pfos:\n${list}`, "c.yaml").pfos.length, 2, list);
+  }
+});
+
+Deno.test("findListenClashes() finds the one clash among 10,000 PFOs", () => {
+  const lines = ["pfos:"];
+  for (let i = 0; i < 10_000; i++) {
+    lines.push(`  - name: p${i}`, `    listen: ${20_000 + i}`, `    target: h:${1 + i}`);
+  }
+  const settings = parseConsoleSettings(lines.join("\n") + "\n", "c.yaml");
+  assert.equal(settings.pfos.length, 10_000);
+  const t0 = performance.now();
+  assert.equal(findListenClashes(settings.pfos), undefined);
+  const ms = performance.now() - t0;
+  const late = resolvePfo({
+    name: "late",
+    proto: "tcp",
+    listen: "0.0.0.0:29990-29999",
+    target: "h:1",
+    enabled: true,
+  });
+  const pair = findListenClashes([...settings.pfos, late]);
+  assert.deepEqual(pair?.map((p) => p.name), ["p9990", "late"], `took ${ms} ms`);
+});
