@@ -20,6 +20,10 @@ export const DENO = Deno.permissions.querySync({ name: "run", command: Deno.exec
   ? Deno.execPath()
   : "deno";
 
+/** PF_TEST_VERBOSE set (and readable: the bench task does not grant it): echo every line. */
+const VERBOSE = Deno.permissions.querySync({ name: "env", variable: "PF_TEST_VERBOSE" }).state ===
+    "granted" && Boolean(Deno.env.get("PF_TEST_VERBOSE"));
+
 /** The permission flags of the `console` or `daemon` task in deno.json. */
 export async function taskFlags(task: "console" | "daemon"): Promise<string[]> {
   const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as {
@@ -52,7 +56,7 @@ export class Lines {
   #add(line: string): void {
     this.lines.push(line);
     // deno-lint-ignore no-console -- echoes the programs' output on request
-    if (Deno.env.get("PF_TEST_VERBOSE")) console.error(line);
+    if (VERBOSE) console.error(line);
     for (const wake of this.#wake.splice(0)) wake();
   }
 
