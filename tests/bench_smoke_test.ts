@@ -56,6 +56,9 @@ Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and wr
     }
     assert.ok(stdout.includes("| direct loopback |"), stdout);
     assert.ok(/PFO ports enabled \| .* \| pfo add/.test(stdout), `no PFO-range figure:\n${stdout}`);
+    for (const name of ["fairness", "udp-flood"]) {
+      assert.match(stdout, new RegExp(`^${name}: ratio \\d`, "m"), `no ${name} case:\n${stdout}`);
+    }
 
     const report = JSON.parse(await Deno.readTextFile(json));
     assert.deepEqual(report.smoke, true);

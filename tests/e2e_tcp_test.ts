@@ -399,9 +399,10 @@ Deno.test("a PFO whose target refuses closes the client promptly and both sides 
   assert.equal(pfo.connections, 0);
 });
 
-Deno.test("a stalled reader does not slow a second stream on the same session", async () => {
-  const MEASURE = 32 * MiB;
-  const CYCLES = 3;
+Deno.test("a second stream on the same session completes while a first one's reader is stalled, and the stalled one resumes intact", async () => {
+  // How fast the second stream goes beside the stalled one is a bench figure
+  // (`deno task bench --workloads fairness`), not a unit test's.
+  const MEASURE = 8 * MiB;
   const chunk = randomBytes(256 * 1024);
   // How long one of the flood's writes must stay blocked before we call the
   // stalled stream's whole path (client socket, Console stream queue, credit,
@@ -410,8 +411,7 @@ Deno.test("a stalled reader does not slow a second stream on the same session", 
   // bound, the target's writes would never block, and the deadline on
   // `stalled` fails the test.
   const STALL_MS = 300;
-  /** The flood the next F connection serves (one at a time). */
-  let nextFlood = { stalled: Promise.withResolvers<number>() };
+  const stalled = Promise.withResolvers<number>();
 
   await using target = targetServer(async (conn) => {
     const mode = await readExactly(conn, 1);
@@ -424,11 +424,10 @@ Deno.test("a stalled reader does not slow a second stream on the same session", 
       return;
     }
     // F: flood, as fast as the stream lets us, until the connection dies.
-    const flood = nextFlood;
     let written = 0;
     try {
       while (true) {
-        const timer = setTimeout(() => flood.stalled.resolve(written), STALL_MS);
+        const timer = setTimeout(() => stalled.resolve(written), STALL_MS);
         try {
           written += await conn.write(chunk);
         } finally {
@@ -442,70 +441,33 @@ Deno.test("a stalled reader does not slow a second stream on the same session", 
   await using pair = await startPair();
   const listen = await addPfo(pair.console, "fair", `127.0.0.1:${target.port}`);
 
-  /** Bytes per second of one MEASURE transfer on a new stream. */
-  async function measure(what: string): Promise<number> {
+  const flood = await Deno.connect(hostPort(listen));
+  try {
+    await writeAll(flood, new Uint8Array([0x46 /* F */]));
+    await deadline(stalled.promise, 10_000, "the flood stalling");
+    // A session that blocks on the stalled client (head-of-line blocking)
+    // never finishes this transfer: the generous deadline fails it.
     const conn = await Deno.connect(hostPort(listen));
     try {
-      const started = performance.now();
       await writeAll(conn, new Uint8Array([0x4d]));
       await conn.closeWrite();
-      const got = await deadline(readToEnd(conn, MEASURE), 30_000, what);
-      const seconds = (performance.now() - started) / 1000;
-      assert.equal(got.length, MEASURE, what);
-      return MEASURE / seconds;
+      const got = await deadline(readToEnd(conn, MEASURE), 60_000, "the second stream's transfer");
+      assert.equal(got.length, MEASURE);
+      assert.ok(got.subarray(0, chunk.length).every((b, i) => b === chunk[i]), "bytes differ");
     } finally {
       closeQuietly(conn);
     }
-  }
-
-  await measure("warm-up"); // so JIT warm-up does not flatter the later measurements
-  // Each cycle pairs a baseline with a measurement under a fresh stalled
-  // stream, back to back, so load from other test files running in
-  // parallel hits both halves of a pair alike; the median of the cycles
-  // ignores one pair spoiled by a burst.
-  const ratios: number[] = [];
-  const report: string[] = [];
-  for (let cycle = 1; cycle <= CYCLES; cycle++) {
-    const baseline = await measure(`baseline ${cycle}`);
-    nextFlood = { stalled: Promise.withResolvers<number>() };
-    const stalled = await Deno.connect(hostPort(listen));
-    try {
-      await writeAll(stalled, new Uint8Array([0x46 /* F */]));
-      const backlog = await deadline(nextFlood.stalled.promise, 10_000, "the flood stalling");
-      const during = await measure(`with a stalled reader ${cycle}`);
-      ratios.push(during / baseline);
-      report.push(
-        `${(baseline / MiB).toFixed(0)} → ${(during / MiB).toFixed(0)} MiB/s ` +
-          `(${(backlog / MiB).toFixed(1)} MiB stalled)`,
+    // Stalled, not dead: the stream resumes, intact, when its client reads.
+    const resumed = await deadline(readExactly(flood, 4 * chunk.length), 15_000, "resuming");
+    for (let at = 0; at < resumed.length; at += chunk.length) {
+      assert.ok(
+        resumed.subarray(at, at + chunk.length).every((b, i) => b === chunk[i]),
+        `the stalled stream's bytes at ${at} differ`,
       );
-      if (cycle === CYCLES) {
-        // Stalled, not dead: the stream resumes, intact, when its client reads.
-        const resumed = await deadline(readExactly(stalled, 4 * chunk.length), 15_000, "resuming");
-        for (let at = 0; at < resumed.length; at += chunk.length) {
-          assert.ok(
-            resumed.subarray(at, at + chunk.length).every((b, i) => b === chunk[i]),
-            `the stalled stream's bytes at ${at} differ`,
-          );
-        }
-      }
-    } finally {
-      closeQuietly(stalled);
     }
+  } finally {
+    closeQuietly(flood);
   }
-  const median = [...ratios].sort((a, b) => a - b)[Math.floor(CYCLES / 2)];
-  // deno-lint-ignore no-console -- the measured rates, for the record
-  console.log(
-    `baseline → with a stalled reader: ${report.join("; ")}; median ratio ${median.toFixed(2)}`,
-  );
-  // Why 1/3: once stalled, a stream holds at most one credit window in the
-  // Console and costs the link nothing, so the fair ratio is ~1 (medians of
-  // 0.6-1.7 measured on 2 busy CPUs). Had the watchdog fired early on a
-  // scheduler hiccup, the flood would still be filling its buffers and
-  // sharing the link: ~1/2 at worst. The margin below 1/2 absorbs the noise
-  // of a loaded machine (--parallel). A session that blocks on the stalled
-  // client (head-of-line blocking) scores ~0: its reader stops, and the
-  // measurement fails outright.
-  assert.ok(median >= 1 / 3, `the rate fell to ${ratios.map((r) => r.toFixed(2))} of the baseline`);
 });
 
 Deno.test("a PFO whose port is taken is refused with the reason while the others and the session keep working", async () => {

@@ -304,75 +304,22 @@ Deno.test("a UDP flow idle for udpIdleMs closes on both sides and status drops t
   assert.equal((await pfoStatus(pair.console, "idle")).udp?.flowsTotal, 2);
 });
 
-/**
- * The flood runs in its own process so it does not share an event loop with
- * the TCP client being measured. It binds a UDP echo target and prints
- * "echo PORT"; then it reads commands on stdin: "port N" (the PFO to flood),
- * "on" (flood with 1,400 B datagrams; prints "on" once 500 have left), "off"
- * (pause; prints "off SENT"). It sends at most `rate` datagrams a second: a
- * generator flat out would take a whole core of this small machine from the
- * processes being measured, and measure the machine instead of portferry.
- * It stops at stdin's end, after `maxCount` datagrams or after `maxMs`,
- * whichever comes first, and prints its totals.
- */
-const FLOOD_SCRIPT = `
-import dgram from "node:dgram";
-const [rate, maxCount, maxMs] = Deno.args.map(Number);
-const started = Date.now();
-const echo = dgram.createSocket("udp4");
-let echoed = 0;
-echo.on("message", (m, r) => { echoed++; echo.send(m, r.port, r.address, () => {}); });
-echo.on("error", () => {});
-await new Promise((r) => echo.bind(0, "127.0.0.1", r));
-const client = dgram.createSocket("udp4");
-let back = 0;
-client.on("message", () => { back++; });
-client.on("error", () => {});
-await new Promise((r) => client.bind(0, "127.0.0.1", r));
-console.log("echo " + echo.address().port);
-let port = 0, on = false, ended = false, sent = 0, announced = true, onAt = 0, onBase = 0;
-let wake = () => {};
-const live = () => !ended && sent < maxCount && Date.now() - started < maxMs;
-(async () => {
-  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-  let rest = "";
-  for await (const chunk of lines) {
-    rest += chunk;
-    let nl;
-    while ((nl = rest.indexOf("\\n")) >= 0) {
-      const [cmd, arg] = rest.slice(0, nl).split(" ");
-      rest = rest.slice(nl + 1);
-      if (cmd === "port") port = Number(arg);
-      if (cmd === "on") { on = true; onAt = Date.now(); onBase = sent; announced = false; wake(); }
-      if (cmd === "off") { on = false; console.log("off " + sent); }
-    }
-  }
-  ended = true;
-  wake();
-})();
-const payload = new Uint8Array(1400);
-const send = () => new Promise((r) => client.send(payload, port, "127.0.0.1", () => r()));
-let onSince = 0;
-async function lane() {
-  while (live()) {
-    if (!on) { await new Promise((r) => { wake = r; setTimeout(r, 50); }); continue; }
-    if (sent - onBase >= rate * (Date.now() - onAt) / 1000) { await new Promise((r) => setTimeout(r, 1)); continue; }
-    sent++;
-    await send();
-    if (!announced && ++onSince >= 500) { announced = true; onSince = 0; console.log("on"); }
-  }
-}
-await Promise.all(Array.from({ length: 16 }, lane));
-console.log(JSON.stringify({ sent, back, echoed, ms: Date.now() - started }));
-client.close();
-echo.close();
-Deno.exit(0);
-`;
+/** Where tools/_udp_flood.ts is, and the folder to run it from. */
+const ROOT = new URL("../", import.meta.url);
 
 /** The flood process: `command()` sends a line, `line(re)` waits for one printed. */
 function startFlood(rate: number, maxCount: number, maxMs: number) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--no-prompt", FLOOD_SCRIPT, String(rate), String(maxCount), String(maxMs)],
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-net=127.0.0.1",
+      "tools/_udp_flood.ts",
+      String(rate),
+      String(maxCount),
+      String(maxMs),
+    ],
+    cwd: ROOT,
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -457,10 +404,10 @@ async function tcpUpload(listen: string, size: number): Promise<number> {
   }
 }
 
-Deno.test("a UDP flood on one PFO keeps a TCP transfer on another at half its rate or better", async () => {
+Deno.test("a TCP transfer on one PFO completes under a UDP flood on another, and the Console counts the flood", async () => {
+  // How fast TCP goes under the flood is a bench figure (`deno task bench
+  // --workloads udp-flood`), not a unit test's: here, only that it completes.
   const SIZE = 16 * MiB;
-  const ROUNDS = 3;
-  const FLOOD_RATE = 20_000;
   await using pair = await startPair();
   // TCP sink: counts bytes until EOF, answers with the count.
   using sink = tcpServer(async (conn) => {
@@ -484,47 +431,24 @@ Deno.test("a UDP flood on one PFO keeps a TCP transfer on another at half its ra
   assert.equal(r.code, 0, r.stderr);
   const listen = (await pfoStatus(pair.console, "bulk")).bound[0];
 
-  // 20,000 datagrams of 1,400 B a second (28 MB/s) is about what one UDP
-  // PFO can carry here flat out. Bounded: at most 3 million datagrams and
-  // 120 s, however the rounds go.
-  await using flood = startFlood(FLOOD_RATE, 3_000_000, 120_000);
+  // Bounded: at most 3 million datagrams and 120 s.
+  await using flood = startFlood(20_000, 3_000_000, 120_000);
   const udpPort = await addUdpPfo(pair.console, "flood", Number(await flood.line(/^echo (\d+)$/)));
   await flood.command(`port ${udpPort}`);
-  await tcpUpload(listen, 4 * MiB); // warm up
-
-  // Alternate quiet and flooded transfers, so a change in the machine's
-  // background load weighs on both alike.
-  let quietSeconds = 0;
-  let floodSeconds = 0;
-  let floodDatagrams = 0;
-  for (let round = 0; round < ROUNDS; round++) {
-    quietSeconds += await tcpUpload(listen, SIZE);
-    await flood.command("on");
-    await flood.line(/^(on)$/);
-    const before = await pfoStatus(pair.console, "flood");
-    floodSeconds += await tcpUpload(listen, SIZE);
-    const after = await pfoStatus(pair.console, "flood");
-    await flood.command("off");
-    await flood.line(/^off (\d+)$/);
-    floodDatagrams += after.udp!.datagramsOut + after.udp!.drops - before.udp!.datagramsOut -
-      before.udp!.drops;
-  }
-  const quiet = (ROUNDS * SIZE) / quietSeconds;
-  const flooded = (ROUNDS * SIZE) / floodSeconds;
-  const udp = (await pfoStatus(pair.console, "flood")).udp!;
-  console.log(
-    `TCP ${(quiet / MiB).toFixed(1)} MiB/s quiet, ${(flooded / MiB).toFixed(1)} MiB/s flooded; ` +
-      `the Console took ${floodDatagrams} flood datagrams during the flooded transfers ` +
-      `(in all: ${udp.datagramsOut} forwarded, ${udp.datagramsIn} back, ${udp.drops} dropped)`,
-  );
-  // The flood was real: thousands of datagrams reached the Console during the transfers.
-  assert.ok(floodDatagrams >= 3_000, `only ${floodDatagrams} flood datagrams reached the Console`);
-  assert.ok(
-    flooded >= 0.5 * quiet,
-    `TCP fell to ${(flooded / MiB).toFixed(1)} MiB/s under the flood from ${
-      (quiet / MiB).toFixed(1)
-    } MiB/s`,
-  );
+  const before = (await pfoStatus(pair.console, "flood")).udp!;
+  await flood.command("on");
+  await flood.line(/^(on)$/);
+  await tcpUpload(listen, SIZE); // fails after 60 s, or on a short count
+  const after = (await pfoStatus(pair.console, "flood")).udp!;
+  await flood.command("off");
+  const sent = Number(await flood.line(/^off (\d+)$/));
+  const counted = after.datagramsOut + after.drops - before.datagramsOut - before.drops;
+  console.log(`the flood sent ${sent} datagrams; the Console counted ${counted} of them`);
+  // The flood was real: the flood process announces "on" once 500 have left,
+  // and the Console counted datagrams forwarded or dropped while TCP ran.
+  assert.ok(sent >= 500, `the flood sent only ${sent} datagrams`);
+  assert.ok(counted >= 100, `only ${counted} flood datagrams reached the Console`);
+  assert.ok(after.flowsTotal >= 1, JSON.stringify(after));
 });
 
 Deno.test("`pfo add --udp` without --target is bad usage (exit 2)", async () => {

@@ -15,6 +15,10 @@
  * portferry the time and Console RSS to enable a 10,000-port range PFO, and
  * (`pfos`, from tools/bench_pfos.ts) start-up, `pfo add` and a hand edit with
  * 10,000 single PFOs in the settings file (200 in `--smoke` mode).
+ * Two portferry-only cases that are ratios (tools/bench_fairness.ts):
+ * `fairness` (a stalled reader must not slow a second stream) and `udp-flood`
+ * (a UDP flood must not halve a TCP transfer on another PFO). With only those
+ * in `--workloads`, the bench runs just them (no load generator needed).
  *
  * The bench runs with the `bench` task's explicit permission flags. Deno lets
  * a script read `/proc` only with `--allow-all`, so VmRSS, Pss, CPU ticks, the
@@ -42,7 +46,7 @@
  * ```sh
  * deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N] [--idle-10k]
  *                 [--ports N] [--tools direct,portferry,socat,ssh-L-aes,ssh-L,ssh-R]
- *                 [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports,pfos]
+ *                 [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports,pfos,fairness,udp-flood]
  *                 [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]
  * ```
  *
@@ -50,6 +54,7 @@
  */
 
 import { benchPfos, type PfoBenchResult } from "./bench_pfos.ts";
+import { caseLine, CASES, runCases } from "./bench_fairness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = ROOT.pathname;
@@ -163,7 +168,7 @@ function parseArgs(args: string[]): BenchOptions {
         console.log(
           "usage: deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N[,N]] [--idle-10k]\n" +
             "         [--ports N] [--port-base P] [--tools " + ALL_TOOLS.join(",") + "]\n" +
-            "         [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports]\n" +
+            "         [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports,pfos,fairness,udp-flood]\n" +
             "         [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]",
         );
         Deno.exit(0);
@@ -1323,6 +1328,11 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
+    if (o.workloads?.every((w) => (CASES as readonly string[]).includes(w))) {
+      const only = await runCases(o.workloads, o.smoke, log);
+      console.log(only.map(caseLine).join("\n"));
+      return only.every((c) => c.passed) ? 0 : 1;
+    }
     const lg = new Loadgen(await buildLoadgen());
     const target = await lg.serve(work);
     log(`target server on 127.0.0.1:${target.port}`);
@@ -1471,6 +1481,7 @@ async function main(): Promise<number> {
     }
 
     let ports: PortsResult | null = null;
+    let caseReport: string[] = [];
     if (
       (!o.tools || o.tools.includes("portferry")) && (!o.workloads || o.workloads.includes("ports"))
     ) {
@@ -1504,6 +1515,21 @@ async function main(): Promise<number> {
         log(`pfos: failed: ${errorText(err)}`);
         results.find((r) => r.name === "portferry")?.errors.push(`pfos: ${errorText(err)}`);
       }
+    }
+
+    if (!o.tools || o.tools.includes("portferry")) {
+      const cases = await runCases(o.workloads, o.smoke, log);
+      const portferry = results.find((r) => r.name === "portferry");
+      for (const c of cases) {
+        if (portferry) {
+          portferry.figures[c.name] = { value: c.ratio, runs: [c.ratio], extra: { ...c } };
+        }
+        // A missed ratio in smoke mode means nothing: only a case that broke fails it.
+        if (Number.isNaN(c.ratio) || (!c.passed && !o.smoke)) {
+          portferry?.errors.push(`${c.name}: ${caseLine(c)}`);
+        }
+      }
+      caseReport = cases.map(caseLine);
     }
 
     if (sshd) await (await (sshd as Promise<Sshd>)).stop().catch(() => {});
@@ -1555,6 +1581,7 @@ async function main(): Promise<number> {
       cpuTable(results),
       ...(extraIdle ? ["", extraIdle] : []),
       ...(portsText ? ["", portsText] : []),
+      ...(caseReport.length ? ["", "Ratios (tools/bench_fairness.ts):", "", ...caseReport] : []),
       "",
       "Targets (issue 5):",
       "",

@@ -15,14 +15,14 @@
 
 import {
   addPfo,
-  echoServer,
   hostPort,
-  linkCutter,
-  type ProcStats,
-  procStats,
+  type ProcFigures,
+  procFigures,
+  relay,
   startConsole,
   startDaemon,
-} from "../tests/_harness.ts";
+  tcpServer,
+} from "./_portferry.ts";
 
 function option(name: string, fallback: number): number {
   const at = Deno.args.indexOf(`--${name}`);
@@ -46,9 +46,11 @@ async function echoOnce(listen: string): Promise<void> {
   }
 }
 
-using echo = echoServer();
+using echo = tcpServer(async (conn) => {
+  await conn.readable.pipeTo(conn.writable, { preventClose: true });
+});
 await using con = await startConsole({ args: ["--auto-accept"] });
-await using cutter = linkCutter(con.address);
+await using cutter = relay(con.address);
 await using daemon = await startDaemon({ address: cutter.address, fingerprint: con.fingerprint }, {
   settings: "backoffMaxMs: 100\n",
 });
@@ -57,12 +59,12 @@ const listen = await addPfo(con, "echo", `127.0.0.1:${echo.port}`);
 await echoOnce(listen);
 
 const mib = (kib: number) => (kib / 1024).toFixed(1);
-const samples: { cycle: number; console: ProcStats; daemon: ProcStats }[] = [];
+const samples: { cycle: number; console: ProcFigures; daemon: ProcFigures }[] = [];
 async function sample(cycle: number): Promise<void> {
   const s = {
     cycle,
-    console: await procStats(con.child.pid),
-    daemon: await procStats(daemon.child.pid),
+    console: await procFigures(con.child.pid),
+    daemon: await procFigures(daemon.child.pid),
   };
   samples.push(s);
   console.log(

@@ -29,7 +29,7 @@
  * @module
  */
 
-import { type ConsoleProc, startPair, tcpServer } from "../tests/_harness.ts";
+import { type ConsoleProgram, procFigures, startPair, tcpServer } from "./_portferry.ts";
 
 const TARGET_ENABLE_S = 3;
 const TARGET_RSS_MIB = 150;
@@ -79,11 +79,8 @@ async function deadline<T>(promise: Promise<T>, ms: number, what: string): Promi
 
 /** VmRSS and VmHWM of a process, in MiB. */
 async function memory(pid: number): Promise<{ rss: number; hwm: number }> {
-  const out = await new Deno.Command("cat", { args: [`/proc/${pid}/status`], stdout: "piped" })
-    .output();
-  const text = new TextDecoder().decode(out.stdout);
-  const kib = (key: string) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, "m"))?.[1]);
-  return { rss: kib("VmRSS") / 1024, hwm: kib("VmHWM") / 1024 };
+  const figures = await procFigures(pid);
+  return { rss: figures.rssKiB / 1024, hwm: figures.hwmKiB / 1024 };
 }
 
 /**
@@ -116,15 +113,13 @@ interface PfoJson {
   error: string | null;
 }
 
-async function pfos(consoleProc: ConsoleProc): Promise<PfoJson[]> {
-  const r = await consoleProc.cli("status", "--json");
-  if (r.code !== 0) throw new Error(`status --json failed: ${r.stderr}`);
-  return JSON.parse(r.stdout).pfos;
+async function pfos(consoleProc: ConsoleProgram): Promise<PfoJson[]> {
+  return JSON.parse(await consoleProc.cli("status", "--json")).pfos;
 }
 
 /** Poll `status --json` until `check` passes: at most `tries` calls and `ms`. */
 async function until(
-  consoleProc: ConsoleProc,
+  consoleProc: ConsoleProgram,
   check: (list: PfoJson[]) => boolean,
   what: string,
   tries = 200,
@@ -221,7 +216,7 @@ async function runRange(o: Options, echoPort: number): Promise<Report> {
   const end = start + o.ports - 1;
   const mark = c.out.mark;
   const t0 = performance.now();
-  const r = await c.cli(
+  await c.cli(
     "pfo",
     "add",
     "stress",
@@ -231,7 +226,6 @@ async function runRange(o: Options, echoPort: number): Promise<Report> {
     `127.0.0.1:${echoPort}`,
   );
   const commandS = (performance.now() - t0) / 1000;
-  if (r.code !== 0) throw new Error(`pfo add failed (${r.code}): ${r.stderr}`);
   await deadline(c.out.waitFor(/PFO listening .*pfo=stress/, { from: mark }), 60_000, "log");
   const enableLogS = (performance.now() - t0) / 1000;
   await until(c, (l) => l[0]?.listeners === o.ports && l[0].state === "listening", "listening");
@@ -241,13 +235,11 @@ async function runRange(o: Options, echoPort: number): Promise<Report> {
   const sampled = await sample(ports, o.sample);
 
   const t1 = performance.now();
-  const d = await c.cli("pfo", "disable", "stress");
-  if (d.code !== 0) throw new Error(`pfo disable failed: ${d.stderr}`);
+  await c.cli("pfo", "disable", "stress");
   await until(c, (l) => l[0]?.listeners === 0, "disabled");
   const disableS = (performance.now() - t1) / 1000;
   const t2 = performance.now();
-  const e = await c.cli("pfo", "enable", "stress");
-  if (e.code !== 0) throw new Error(`pfo enable failed: ${e.stderr}`);
+  await c.cli("pfo", "enable", "stress");
   await until(c, (l) => l[0]?.listeners === o.ports, "re-enabled");
   const reenableS = (performance.now() - t2) / 1000;
   const end2 = await memory(c.child.pid);

@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
 import { memoryConnPair } from "./_memory_conn.ts";
-import { encodeMessage } from "./codec.ts";
+import { encodeMessage, tagName } from "./codec.ts";
+import { ProtocolError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { writeAll } from "./mux.ts";
-import { Tag } from "./protocol.ts";
+import { type ByteConn, Stream, type StreamHost, type StreamSummary, writeAll } from "./mux.ts";
+import {
+  FRAME_HEADER_BYTES,
+  INITIAL_WINDOW_BYTES,
+  MAX_DATA_BYTES,
+  type Message,
+  Tag,
+} from "./protocol.ts";
 import { MessageReader, Session } from "./session.ts";
 
 const log = createLogger({ level: "error" });
@@ -53,4 +60,252 @@ Deno.test("Stream.start() holds bytes that arrive with OPEN_OK until the owner's
   stream.reset("test over");
   daemonLink.close();
   await session.done();
+});
+
+// --- Stream over a recording host, no session ---------------------------------
+
+/** What a stream sent to its host (a {@linkcode StreamHost}), every frame taken at once. */
+class RecordingHost {
+  readonly messages: Message[] = [];
+  /** DATA payloads, in order. */
+  readonly data: Uint8Array[] = [];
+  released = 0;
+  held = 0;
+  sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
+    const view = new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER_BYTES);
+    assert.deepEqual([view.getUint8(4), view.getUint32(5)], [Tag.DATA, 5], "not a DATA frame");
+    assert.equal(view.getUint32(0), frame.length - 4, "a frame length that is not its size");
+    this.data.push(frame.slice(FRAME_HEADER_BYTES));
+    written?.(frame);
+  }
+  send(msg: Message): void {
+    this.messages.push(msg);
+  }
+  backpressure(): Promise<void> | null {
+    return null;
+  }
+  release(): void {
+    this.released++;
+  }
+  heldDelta(delta: number): void {
+    this.held += delta;
+  }
+  get dataBytes(): number {
+    return this.data.reduce((n, d) => n + d.length, 0);
+  }
+  tags(): string[] {
+    return this.messages.map((m) => tagName(m.tag));
+  }
+}
+
+/** A stream on `relay` (the local socket's near end) over a recording host. */
+function recordedStream(relay: ByteConn, ends: StreamSummary[] = []) {
+  const host = new RecordingHost();
+  const streamHost: StreamHost = {
+    sendFrame: (f, w) => host.sendFrame(f, w),
+    send: (m) => host.send(m),
+    backpressure: () => host.backpressure(),
+    release: () => host.release(),
+    held: (d) => host.heldDelta(d),
+  };
+  const stream = new Stream(5, relay, streamHost, { log, onEnd: (s) => ends.push(s) });
+  return { host, stream };
+}
+
+/** Wait, a bounded number of event-loop turns, for `check()`; fails with `what`. */
+async function turnsUntil(check: () => boolean, what: string, turns = 2_000): Promise<void> {
+  for (let i = 0; i < turns; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  throw new Error(`Cannot see ${what} after ${turns} event-loop turns`);
+}
+
+/** Let the event loop run `turns` times (for "nothing more happens" checks). */
+async function settle(turns = 50): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise((r) => setTimeout(r, 0));
+}
+
+/** Read exactly `n` bytes from `conn`. */
+async function readN(conn: ByteConn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  for (let got = 0; got < n;) {
+    const r = await conn.read(out.subarray(got));
+    if (r === null) throw new Error(`Cannot read ${n} bytes: EOF after ${got}`);
+    got += r;
+  }
+  return out;
+}
+
+Deno.test("Stream sends at most one credit window until the peer grants more, then exactly the grant", async () => {
+  const [client, relay] = memoryConnPair(64 * 1024);
+  const { host, stream } = recordedStream(relay);
+  const pushing = writeAll(client, new Uint8Array(2 * INITIAL_WINDOW_BYTES).fill(7)).catch(
+    () => {},
+  );
+  stream.start();
+  await turnsUntil(() => host.dataBytes === INITIAL_WINDOW_BYTES, "one window sent");
+  await settle();
+  assert.equal(host.dataBytes, INITIAL_WINDOW_BYTES, "sent past its credit");
+  assert.equal(stream.bytesSent, INITIAL_WINDOW_BYTES);
+  assert.ok(host.data.every((d) => d.length <= MAX_DATA_BYTES), "a DATA frame over the limit");
+  stream.onWindow(10_000);
+  await turnsUntil(() => host.dataBytes === INITIAL_WINDOW_BYTES + 10_000, "the grant sent");
+  await settle();
+  assert.equal(host.dataBytes, INITIAL_WINDOW_BYTES + 10_000, "sent past the grant");
+  stream.reset("test over");
+  await pushing;
+});
+
+Deno.test("Stream.onWindow() throws a ProtocolError when the credit would pass two windows", () => {
+  const [, relay] = memoryConnPair();
+  const { stream } = recordedStream(relay);
+  stream.onWindow(INITIAL_WINDOW_BYTES); // two windows: the most allowed
+  assert.throws(() => stream.onWindow(1), ProtocolError);
+  stream.abort("test over");
+});
+
+Deno.test("Stream.onData() throws a ProtocolError past the window or after FIN, and onFin() when sent twice", () => {
+  const [, relay] = memoryConnPair();
+  const { stream } = recordedStream(relay);
+  stream.onData(new Uint8Array(INITIAL_WINDOW_BYTES - 1));
+  assert.throws(() => stream.onData(new Uint8Array(2)), ProtocolError, "2 bytes over 1 of credit");
+  stream.onData(new Uint8Array(1)); // exactly the rest of the window
+  assert.throws(() => stream.onData(new Uint8Array(1)), /exceeds the remaining credit of 0/);
+  stream.abort("next");
+
+  const second = recordedStream(memoryConnPair()[1]).stream;
+  second.onFin();
+  assert.throws(() => second.onData(new Uint8Array(1)), /after FIN/);
+  assert.throws(() => second.onFin(), /sent twice/);
+  second.abort("test over");
+});
+
+Deno.test("Stream grants credit back in batches of a quarter window, once the bytes reached the local socket", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const { host, stream } = recordedStream(relay);
+  stream.start();
+  const quarter = INITIAL_WINDOW_BYTES / 4;
+  stream.onData(new Uint8Array(quarter - 1).fill(1));
+  await readN(client, quarter - 1);
+  await settle();
+  assert.deepEqual(host.tags(), [], "a WINDOW before a quarter window was written");
+  stream.onData(new Uint8Array([2]));
+  await readN(client, 1);
+  await turnsUntil(() => host.messages.length > 0, "a WINDOW");
+  assert.deepEqual(host.messages, [{ tag: Tag.WINDOW, stream: 5, credit: quarter }]);
+  // The window is whole again: a full window more is accepted.
+  stream.onData(new Uint8Array(INITIAL_WINDOW_BYTES));
+  stream.reset("test over");
+});
+
+Deno.test("Stream holds the peer's bytes and leaves its socket unread until start(), which is idempotent", async () => {
+  const [client, relay] = memoryConnPair(4096);
+  const { host, stream } = recordedStream(relay);
+  stream.onData(new TextEncoder().encode("early"));
+  await writeAll(client, new TextEncoder().encode("hello"));
+  await settle();
+  assert.equal(client.unread, 0, "bytes reached the local socket before start()");
+  assert.equal(host.held, 5, "the held bytes are not counted");
+  assert.equal(host.dataBytes, 0, "the local socket was read before start()");
+  stream.start();
+  stream.start();
+  assert.equal(decoder.decode(await readN(client, 5)), "early");
+  await turnsUntil(() => host.dataBytes === 5, "the local bytes sent");
+  assert.equal(decoder.decode(host.data[0]), "hello");
+  assert.equal(host.held, 0, "written bytes are still counted as held");
+  await settle();
+  assert.equal(client.unread, 0, "start() twice wrote the held bytes twice");
+  stream.reset("test over");
+});
+
+Deno.test('Stream half-closes one direction at a time and ends "done" after both', async () => {
+  const [client, relay] = memoryConnPair(4096);
+  const ends: StreamSummary[] = [];
+  const { host, stream } = recordedStream(relay, ends);
+  stream.start();
+  await writeAll(client, new TextEncoder().encode("up"));
+  await client.closeWrite();
+  await turnsUntil(() => host.tags().includes("FIN"), "a FIN after the local EOF");
+  assert.equal(stream.ended, false, "ended with the peer's direction still open");
+  // The peer still sends; its FIN closes the local write side after the bytes.
+  stream.onData(new TextEncoder().encode("down"));
+  stream.onFin();
+  assert.equal(decoder.decode(await readN(client, 4)), "down");
+  assert.equal(await client.read(new Uint8Array(1)), null, "no EOF after the peer's FIN");
+  await turnsUntil(() => stream.ended, "the stream ended");
+  assert.deepEqual(host.tags(), ["FIN"], "a RESET after a clean close");
+  assert.equal(host.released, 1);
+  assert.equal(ends.length, 1);
+  assert.deepEqual(
+    { sent: ends[0].bytesSent, received: ends[0].bytesReceived, reason: ends[0].reason },
+    { sent: 2, received: 4, reason: "done" },
+  );
+  assert.ok(relay.closed, "the local socket is still open");
+});
+
+Deno.test("Stream.reset() tells the peer why, closes the socket, drops held bytes and ignores later frames", () => {
+  const [, relay] = memoryConnPair();
+  const ends: StreamSummary[] = [];
+  const { host, stream } = recordedStream(relay, ends);
+  stream.onData(new Uint8Array(100));
+  assert.equal(host.held, 100);
+  stream.reset("client gone");
+  stream.reset("twice");
+  assert.deepEqual(host.messages, [{ tag: Tag.RESET, stream: 5, reason: "client gone" }]);
+  assert.ok(relay.closed);
+  assert.equal(host.held, 0, "held bytes still counted after the reset");
+  assert.equal(host.released, 1);
+  assert.deepEqual(ends.map((e) => e.reason), ["client gone"]);
+  stream.onData(new Uint8Array(INITIAL_WINDOW_BYTES + 1)); // ignored, no throw: the stream is gone
+  stream.onFin();
+  stream.onWindow(3 * INITIAL_WINDOW_BYTES);
+  assert.equal(host.messages.length, 1);
+});
+
+Deno.test("Stream.onReset() and abort() end the stream without a word to the peer; discard() does not release it", () => {
+  for (const [how, reason] of [["onReset", "reset by peer: refused"], ["abort", "refused"]]) {
+    const [, relay] = memoryConnPair();
+    const ends: StreamSummary[] = [];
+    const { host, stream } = recordedStream(relay, ends);
+    if (how === "onReset") stream.onReset("refused");
+    else stream.abort("refused");
+    assert.deepEqual(host.messages, [], how);
+    assert.ok(relay.closed && stream.ended, how);
+    assert.deepEqual(ends.map((e) => e.reason), [reason], how);
+  }
+  const [, relay] = memoryConnPair();
+  const ends: StreamSummary[] = [];
+  const { host, stream } = recordedStream(relay, ends);
+  stream.onData(new Uint8Array(10));
+  stream.discard();
+  assert.ok(stream.ended);
+  assert.equal(relay.closed, false, "discard() closes the socket: its caller does");
+  assert.deepEqual([host.messages.length, host.released, host.held, ends.length], [0, 0, 0, 0]);
+});
+
+Deno.test('Stream resets with "write failed" when its local socket breaks', async () => {
+  const [client, relay] = memoryConnPair(16);
+  const ends: StreamSummary[] = [];
+  const { host, stream } = recordedStream(relay, ends);
+  stream.start();
+  client.close();
+  stream.onData(new Uint8Array(64));
+  await turnsUntil(() => stream.ended, "the stream ended");
+  // The closed client is also an EOF to the stream's reader: FIN, then the failed write's RESET.
+  assert.deepEqual(host.tags(), ["FIN", "RESET"]);
+  assert.match(ends[0].reason, /^write failed: /);
+  assert.equal(host.held, 0);
+});
+
+Deno.test("Stream.quietWhileHalfClosed() counts quiet ticks only once one direction is closed", () => {
+  const [, relay] = memoryConnPair();
+  const { stream } = recordedStream(relay);
+  assert.equal(stream.quietWhileHalfClosed(1), false, "an open stream is never quiet");
+  stream.onFin();
+  assert.equal(stream.quietWhileHalfClosed(2), false, "the first tick sets the mark");
+  assert.equal(stream.quietWhileHalfClosed(2), false);
+  assert.equal(stream.quietWhileHalfClosed(2), true);
+  stream.abort("test over");
+  assert.equal(stream.quietWhileHalfClosed(1), false, "an ended stream is never quiet");
 });

@@ -177,7 +177,7 @@ Deno.test("Session.open() carries bytes both ways and half-close one direction a
   assert.deepEqual(await clientDone, down);
   assert.equal(stream.bytesSent, up.length);
   assert.equal(stream.bytesReceived, down.length);
-  while (!stream.ended) await new Promise((r) => setTimeout(r, 1));
+  await until(() => stream.ended, "the half-closed stream to end after both FINs");
   assert.equal(pair.console.streamCount, 0);
 });
 
@@ -239,7 +239,7 @@ Deno.test("the stream cap refuses opens on either side with code limit, logs it 
     held[0][0].close();
     pair.targets.get(1)!.close();
     const stream = [...pair.console.streams()].find((s) => s.id === 1)!;
-    while (!stream.ended) await new Promise((r) => setTimeout(r, 1));
+    await until(() => stream.ended, "the closed stream to end and free its place");
     await openStarted(pair.console, memoryConnPair()[1], target, { log });
   }
   // The Daemon's cap, lower than the Console's: the Daemon refuses with code limit.

@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { DatagramSender, receiveLoop, udpCounters } from "./datagram.ts";
+import { MAX_DATAGRAM_BYTES } from "./protocol.ts";
+
+const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: 9 };
+
+/** A socket whose sends finish only when the test lets them, one by one. */
+class HeldSocket {
+  /** First byte of each datagram whose send started, in order. */
+  readonly started: number[] = [];
+  #pending: PromiseWithResolvers<number>[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  failNext = false;
+
+  send(data: Uint8Array, _to: Deno.Addr): Promise<number> {
+    this.started.push(data[0]);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    const p = Promise.withResolvers<number>();
+    this.#pending.push(p);
+    return p.promise.finally(() => this.inFlight--);
+  }
+
+  /** Finish the oldest send (or fail it); resolves once the sender has moved on. */
+  async finishOne(): Promise<void> {
+    const p = this.#pending.shift();
+    assert.ok(p, "no send in flight");
+    if (this.failNext) {
+      this.failNext = false;
+      p.reject(new Deno.errors.ConnectionRefused("ICMP port unreachable"));
+    } else p.resolve(1);
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+  }
+
+  get waiting(): number {
+    return this.#pending.length;
+  }
+}
+
+function sender(socket: HeldSocket): DatagramSender {
+  return new DatagramSender(socket as unknown as Deno.DatagramConn);
+}
+
+Deno.test("DatagramSender sends one datagram at a time, in the order given", async () => {
+  const socket = new HeldSocket();
+  const s = sender(socket);
+  for (let i = 0; i < 10; i++) assert.equal(s.send(new Uint8Array([i]), to), true);
+  for (let i = 0; i < 10; i++) {
+    assert.equal(socket.waiting, 1, `send ${i}: more than one in flight`);
+    await socket.finishOne();
+  }
+  assert.deepEqual(socket.started, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(socket.maxInFlight, 1);
+  assert.equal(s.dropped, 0);
+  // Idle again: the next send starts at once.
+  s.send(new Uint8Array([10]), to);
+  assert.deepEqual(socket.started.at(-1), 10);
+});
+
+Deno.test("DatagramSender queues 256 behind the one in flight and drops and counts the rest", async () => {
+  const socket = new HeldSocket();
+  const s = sender(socket);
+  const accepted: boolean[] = [];
+  for (let i = 0; i < 300; i++) accepted.push(s.send(new Uint8Array([i & 0xff, i >> 8]), to));
+  assert.equal(accepted.filter(Boolean).length, 1 + 256);
+  assert.ok(accepted.slice(0, 257).every(Boolean), "an early datagram was dropped");
+  assert.equal(s.dropped, 300 - 257);
+  while (socket.waiting > 0) await socket.finishOne();
+  assert.equal(socket.started.length, 257, "the dropped datagrams were sent after all");
+  // Room again once the queue drained.
+  assert.equal(s.send(new Uint8Array([1]), to), true);
+});
+
+Deno.test("DatagramSender counts a failed send as a drop and carries on", async () => {
+  const socket = new HeldSocket();
+  const s = sender(socket);
+  s.send(new Uint8Array([1]), to);
+  s.send(new Uint8Array([2]), to);
+  socket.failNext = true;
+  await socket.finishOne();
+  await socket.finishOne();
+  assert.deepEqual(socket.started, [1, 2]);
+  assert.equal(s.dropped, 1);
+});
+
+Deno.test("DatagramSender.close() drops what is queued and refuses later sends", async () => {
+  const socket = new HeldSocket();
+  const s = sender(socket);
+  for (let i = 0; i < 5; i++) s.send(new Uint8Array([i]), to);
+  s.close();
+  assert.equal(s.send(new Uint8Array([9]), to), false);
+  assert.equal(s.dropped, 1);
+  await socket.finishOne();
+  assert.equal(socket.waiting, 0, "a queued datagram was sent after close()");
+  assert.deepEqual(socket.started, [0]);
+});
+
+/** A socket that receives the given datagrams (or throws the given errors), then is closed. */
+function scriptedSocket(script: (Uint8Array | Error)[]) {
+  const from: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: 5353 };
+  let receives = 0;
+  return {
+    get receives() {
+      return receives;
+    },
+    receive(buf?: Uint8Array): Promise<[Uint8Array, Deno.Addr]> {
+      receives++;
+      const next = script.shift();
+      if (next === undefined) return Promise.reject(new Deno.errors.BadResource("closed"));
+      if (next instanceof Error) return Promise.reject(next);
+      assert.ok(buf && buf.length > MAX_DATAGRAM_BYTES, "a receive buffer too small to tell");
+      buf.set(next);
+      return Promise.resolve([buf.subarray(0, next.length), from]);
+    },
+  };
+}
+
+Deno.test("receiveLoop() hands over copies, skips over-size datagrams and receive errors, ends when closed", async () => {
+  const socket = scriptedSocket([
+    new Uint8Array([1, 2]),
+    new Error("ICMP port unreachable"),
+    new Uint8Array(MAX_DATAGRAM_BYTES + 1),
+    new Uint8Array(MAX_DATAGRAM_BYTES).fill(3),
+  ]);
+  const got: { data: Uint8Array; port: number }[] = [];
+  await receiveLoop(
+    socket as unknown as Deno.DatagramConn,
+    (data, from) => (got.push({ data, port: from.port }), true),
+    () => Promise.reject(new Error("paused with nothing dropped")),
+  );
+  assert.deepEqual(got.map((g) => g.data.length), [2, MAX_DATAGRAM_BYTES]);
+  assert.deepEqual([...got[0].data], [1, 2], "the first datagram was overwritten: not a copy");
+  assert.equal(got[0].port, 5353);
+  assert.equal(socket.receives, 5);
+});
+
+Deno.test("receiveLoop() waits for pause() after a datagram it could not pass on", async () => {
+  const socket = scriptedSocket([new Uint8Array([1]), new Uint8Array([2]), new Uint8Array([3])]);
+  const pause = Promise.withResolvers<void>();
+  let paused = 0;
+  const loop = receiveLoop(
+    socket as unknown as Deno.DatagramConn,
+    (data) => data[0] !== 1,
+    () => (paused++, pause.promise),
+  );
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  assert.deepEqual([paused, socket.receives], [1, 1], "received again before the pause ended");
+  pause.resolve();
+  await loop;
+  assert.deepEqual([paused, socket.receives], [1, 4]);
+});
+
+Deno.test("udpCounters() starts every counter at zero", () => {
+  const c = udpCounters();
+  assert.deepEqual(Object.values(c).filter((v) => v !== 0), []);
+  assert.equal(Object.keys(c).length, 9);
+});
