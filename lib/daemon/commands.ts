@@ -133,7 +133,8 @@ function handlersFor(target: DaemonCommandTarget): Handlers {
   };
   return {
     status: () => Promise.resolve(statusOf(target.snapshot(), target.settingsPath)),
-    chat: ({ text }) => {
+    // deno-lint-ignore require-await -- a refusal must reject, not throw
+    chat: async ({ text }) => {
       if (text.length === 0 || text.length > MAX_CHAT_CHARS) {
         throw new CommandError(
           "bad-request",
@@ -143,10 +144,11 @@ function handlersFor(target: DaemonCommandTarget): Handlers {
       if (target.snapshot().session.phase !== "established" || !target.chat(text)) {
         throw noSession("chat");
       }
-      return Promise.resolve({ sent: text });
+      return { sent: text };
     },
     "connections/list": () => Promise.resolve([...target.snapshot().connections]),
-    "connections/kill": ({ id }) => {
+    // deno-lint-ignore require-await -- a refusal must reject, not throw
+    "connections/kill": async ({ id }) => {
       if (!target.kill(id)) {
         throw new CommandError(
           "not-found",
@@ -154,7 +156,7 @@ function handlersFor(target: DaemonCommandTarget): Handlers {
           { status: 404 },
         );
       }
-      return Promise.resolve({ killed: id });
+      return { killed: id };
     },
     close: async () => {
       await target.endSession();
