@@ -21,6 +21,7 @@ export class CommandError extends Error {
   readonly code: string;
   /** The HTTP status the control API answers with. */
   readonly status: number;
+  /** A refusal: `code` for scripts, `message` for people, `status` for the control API (default 400). */
   constructor(
     code: string,
     message: string,

@@ -14,26 +14,39 @@ import type { DaemonConnection, DaemonPhase, DaemonSnapshot } from "./state.ts";
 
 /** What `daemon status --json` prints: the Console's shape where it applies. */
 export interface DaemonStatus {
+  /** The session, in the Console's shape. */
   readonly session: {
+    /** The session state, as the Console names it. */
     readonly state: "none" | "pending" | "established" | "closing";
+    /** What the Daemon is doing now. */
     readonly phase: DaemonPhase;
+    /** The session id, while established. */
     readonly id: string | null;
+    /** When the session was established (ISO time). */
     readonly since: string | null;
+    /** The Console. */
     readonly peer: {
       readonly address: string;
       readonly host: null;
       readonly user: null;
       readonly fingerprint: string;
     } | null;
+    /** Open connections and UDP flows. */
     readonly streams: number;
+    /** Why the last session ended or the last attempt failed. */
     readonly lastError: string | null;
   };
+  /** This Daemon's identity fingerprint. */
   readonly fingerprint: string;
+  /** The Console's `HOST:PORT`. */
   readonly console: string;
+  /** The settings file. */
   readonly settings: string;
   /** The allow-list in force, as a sentence. */
   readonly allow: string;
+  /** Always empty: PFOs live on the Console. */
   readonly pfos: readonly never[];
+  /** Open connections and UDP flows. */
   readonly connections: readonly DaemonConnection[];
 }
 
@@ -42,10 +55,15 @@ export type NoArgs = Record<string, never>;
 
 /** Every Daemon command: its arguments and its result. */
 export interface DaemonCommandMap {
+  /** The session and the connections. */
   status: { args: NoArgs; result: DaemonStatus };
+  /** Send chat to the Console's operator. */
   chat: { args: { readonly text: string }; result: { sent: string } };
+  /** The open connections and UDP flows. */
   "connections/list": { args: NoArgs; result: DaemonConnection[] };
+  /** Cut one connection or UDP flow. */
   "connections/kill": { args: { readonly id: number }; result: { killed: number } };
+  /** Close the session for good and stop the Daemon. */
   close: { args: NoArgs; result: { state: "none" } };
 }
 
@@ -60,6 +78,7 @@ export type DaemonCommandResult<K extends DaemonCommandName> = DaemonCommandMap[
 
 /** Runs Daemon commands: in this process, or in the running Daemon over its control API. */
 export interface DaemonCommandRunner {
+  /** Run command `name`; rejects with a `CommandError` when it is refused. */
   run<K extends DaemonCommandName>(
     name: K,
     args: DaemonCommandArgs<K>,
@@ -68,6 +87,7 @@ export interface DaemonCommandRunner {
 
 /** What the commands act on: the running Daemon. */
 export interface DaemonCommandTarget {
+  /** Everything the Daemon's user can see, now. */
   snapshot(): DaemonSnapshot;
   /** The settings file the Daemon runs with. */
   readonly settingsPath: string;
@@ -108,6 +128,7 @@ type Handlers = {
 export class DaemonCommands implements DaemonCommandRunner {
   readonly #handlers: Handlers;
 
+  /** Commands acting on `target`. */
   constructor(target: DaemonCommandTarget) {
     this.#handlers = handlersFor(target);
   }

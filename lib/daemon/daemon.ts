@@ -105,6 +105,7 @@ export class Daemon {
   #session: Session | null = null;
   #done: Promise<void> | null = null;
 
+  /** A Daemon not yet started; throws when the Console address or an allow rule is bad. */
   constructor(options: DaemonOptions) {
     this.#options = options;
     this.#console = parseHostPort(options.console);

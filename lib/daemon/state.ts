@@ -15,13 +15,19 @@ export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" |
 
 /** One connection or UDP flow made through the Daemon. */
 export interface DaemonConnection {
+  /** The stream id, as the Console numbers it. */
   readonly stream: number;
+  /** The Console's PFO it came through. */
   readonly pfo: string;
+  /** TCP connection or UDP flow. */
   readonly proto: "tcp" | "udp";
+  /** The client on the Console's side (`HOST:PORT`). */
   readonly client: string;
+  /** The target the Console asked for (`HOST:PORT`). */
   readonly target: string;
   /** The address reached. */
   readonly address: string;
+  /** When it opened (ISO time). */
   readonly since: string;
   /** Bytes from the target, sent to the Console. */
   readonly bytesIn: number;
@@ -35,6 +41,7 @@ export interface DaemonConnection {
 
 /** The session as the Daemon sees it. */
 export interface DaemonSession {
+  /** What the Daemon is doing now. */
   readonly phase: DaemonPhase;
   /** The session id once established. */
   readonly id: string | null;
@@ -44,21 +51,27 @@ export interface DaemonSession {
   readonly console: string;
   /** The Console's pinned fingerprint. */
   readonly fingerprint: string;
+  /** Why the last session ended or the last attempt failed. */
   readonly lastError: string | null;
 }
 
 /** One chat message, either way. */
 export interface ChatEntry {
+  /** Who wrote it. */
   readonly from: "console" | "daemon";
+  /** The message, as sent (escape it before showing it). */
   readonly text: string;
+  /** When (ISO time). */
   readonly at: string;
 }
 
 /** Everything the Daemon's user can see, at one moment. */
 export interface DaemonSnapshot {
+  /** The session. */
   readonly session: DaemonSession;
   /** This Daemon's own identity fingerprint. */
   readonly fingerprint: string;
+  /** Open connections and UDP flows. */
   readonly connections: readonly DaemonConnection[];
   /** The allow-list in force, as a sentence ("everything", or the rules). */
   readonly allow: string;
@@ -68,8 +81,11 @@ export interface DaemonSnapshot {
 
 /** How a session ended, as the Daemon tells it. */
 export interface SessionEndInfo {
+  /** The close code, when the session told one. */
   readonly code: string | undefined;
+  /** Why, in words. */
   readonly reason: string;
+  /** Which side ended it. */
   readonly by: "console" | "daemon" | undefined;
 }
 
@@ -147,8 +163,11 @@ interface Tracked {
 
 /** Options for {@linkcode DaemonState}. */
 export interface DaemonStateOptions {
+  /** The Console's `HOST:PORT`. */
   readonly console: string;
+  /** The pinned Console fingerprint. */
   readonly fingerprint: string;
+  /** The allow-list in force, as a sentence. */
   readonly allow: string;
   /** Clock, for tests. Default `performance.now`. */
   readonly now?: () => number;
@@ -180,6 +199,7 @@ export class DaemonState {
   #fingerprint = "";
   readonly #allow: string;
 
+  /** A model in the "connecting" phase, with no connections. */
   constructor(options: DaemonStateOptions) {
     this.#now = options.now ?? (() => performance.now());
     this.#allow = options.allow;
