@@ -10,10 +10,7 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/app/scrub_env.ts";
 import {
-  callInProcess,
   commandNames,
-  type ConnectionRow,
-  type ControlCall,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -38,7 +35,8 @@ import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/net/allowlist.ts";
 import { callControl } from "./lib/app/control.ts";
 import { errorMessage } from "./lib/core/errors.ts";
-import { type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
+import { Daemon } from "./lib/daemon/daemon.ts";
+import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
 import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
@@ -49,7 +47,11 @@ import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";
 
-function buildProgram(settingsPath: string, call?: ControlCall) {
+/**
+ * The command line. Subcommands run through `commands`: the running
+ * Daemon's own (its input line), or by default over its control API.
+ */
+function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   const program = rootCommand({
     name: "daemon",
     usage: "HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close",
@@ -74,16 +76,16 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
     )
     .allowExcessArguments(false);
 
-  const control = (command: string, body: Record<string, unknown> = {}) =>
-    call
-      ? callInProcess(call, command, body)
-      : callControl(settingsPaths(settingsPath).control, command, body, "Daemon");
+  const control = commands ??
+    remoteCommands((name, body) =>
+      callControl(settingsPaths(settingsPath).control, name, body, "Daemon")
+    );
 
   program.command("status")
     .description("show the session and the connections made through this Daemon")
     .option("--json", "print JSON only")
     .action(async (opts) => {
-      const status = await control("status") as DaemonStatus;
+      const status = await control.run("status", {});
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
       printOut(`fingerprint: ${status.fingerprint}`);
       printOut(`console: ${status.console}`);
@@ -107,7 +109,7 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
     .description("send a chat message to the Console's operator")
     .argument("<text...>")
     .action(async (words) => {
-      await control("chat", { text: words.join(" ") });
+      await control.run("chat", { text: words.join(" ") });
     });
   const connections = program.command("connections").description(
     "list or cut connections made through this Daemon",
@@ -118,10 +120,7 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
   ).action(
     async (opts) => {
       printConnections(
-        (await control("connections/list") as (ConnectionRow & { stream: number })[]).map((c) => ({
-          ...c,
-          id: c.stream,
-        })),
+        (await control.run("connections/list", {})).map((c) => ({ ...c, id: c.stream })),
         opts.json === true,
       );
     },
@@ -129,14 +128,14 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
   connections.command("kill").description("cut one connection").argument("<id>").action(
     async (text) => {
       const id = parseConnectionId(text);
-      await control("connections/kill", { id });
+      await control.run("connections/kill", { id });
       printOut(`connection ${id} killed`);
     },
   );
   program.command("close")
     .description("close the session and stop the Daemon")
     .action(async () => {
-      await control("close");
+      await control.run("close", {});
       printOut("session closed");
     });
   return program;
@@ -192,15 +191,17 @@ async function confirmFirstUse(
 /** The Daemon's input line: chat to the Console's operator, or a /command. */
 function readPromptLines(
   cli: (words: readonly string[]) => Promise<void>,
-  command: ControlCall,
+  commands: DaemonCommandRunner,
   exit: AbortController,
   print: (text: string) => void,
 ): void {
   print("Type a line to chat with the Console's operator; /help lists the commands.");
-  const chat = (text: string) => command("chat", { text });
-  const commands = daemonCommands({ cli, chat, quit: () => exit.abort(), print });
+  const chat = (text: string) => commands.run("chat", { text });
+  const slash = daemonCommands({ cli, chat, quit: () => exit.abort(), print });
   (async () => {
-    for await (const line of stdinLines()) await handlePromptLine(line, { commands, chat, print });
+    for await (const line of stdinLines()) {
+      await handlePromptLine(line, { commands: slash, chat, print });
+    }
   })();
 }
 
@@ -260,7 +261,7 @@ if (import.meta.main) {
       const isInteractive = interactive(opts.headless === true);
       const signals = exitSignals();
       try {
-        await runDaemon({
+        const daemon = new Daemon({
           settingsPath,
           console: consoleAddr,
           fingerprint,
@@ -274,10 +275,10 @@ if (import.meta.main) {
           out: display,
           steps: json ? "log" : "out",
           onReady: isInteractive
-            ? (command) =>
+            ? (commands) =>
               readPromptLines(
-                (words) => runPromptSubcommand(buildProgram(settingsPath, command), words),
-                command,
+                (words) => runPromptSubcommand(buildProgram(settingsPath, commands), words),
+                commands,
                 signals.exit,
                 display,
               )
@@ -285,6 +286,8 @@ if (import.meta.main) {
           signal: signals.exit.signal,
           forceSignal: signals.force.signal,
         });
+        await daemon.start();
+        await daemon.done();
       } finally {
         signals.dispose();
       }

@@ -11,7 +11,7 @@
 import "./lib/app/scrub_env.ts";
 import { exitSignals, printErr, printOut } from "./lib/app/cli.ts";
 import { runConsole } from "./lib/console/server.ts";
-import { runDaemon } from "./lib/daemon/client.ts";
+import { runDaemon } from "./lib/daemon/daemon.ts";
 import { errorMessage } from "./lib/core/errors.ts";
 import { programCommand } from "./lib/app/invocation.ts";
 import { createLogger } from "./lib/core/log.ts";

@@ -70,4 +70,22 @@ export {
   TrustStore,
 } from "./lib/core/identity.ts";
 export { type ConsoleOptions, type ConsoleStatus, runConsole } from "./lib/console/server.ts";
-export { type DaemonOptions, type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
+export { Daemon, type DaemonOptions, runDaemon } from "./lib/daemon/daemon.ts";
+export type {
+  ChatEntry,
+  DaemonConnection,
+  DaemonEvent,
+  DaemonPhase,
+  DaemonSession,
+  DaemonSnapshot,
+} from "./lib/daemon/state.ts";
+export {
+  type DaemonCommandArgs,
+  type DaemonCommandMap,
+  type DaemonCommandName,
+  type DaemonCommandResult,
+  type DaemonCommandRunner,
+  DaemonCommands,
+  type DaemonStatus,
+} from "./lib/daemon/commands.ts";
+export { CommandError } from "./lib/app/commands.ts";

@@ -9,7 +9,10 @@
  */
 
 import type { AllowList } from "../net/allowlist.ts";
+import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
+import { type ResolveMessage, Tag } from "../core/protocol.ts";
+import type { Session } from "../core/session.ts";
 
 /** Most lookups the Daemon runs at once for the Console. */
 export const MAX_RESOLVES_IN_FLIGHT = 64;
@@ -26,6 +29,11 @@ export interface LookupsOptions {
   /** This machine's resolver. */
   readonly resolve: (host: string) => Promise<string[]>;
   readonly log: Logger;
+  /**
+   * Told when a limit is hit (at most every 10 s, with a count); default: a
+   * warning in `log`.
+   */
+  readonly onLimit?: (msg: string, fields: { limit: number; count: number }) => void;
   /** Default {@linkcode MAX_RESOLVES_IN_FLIGHT}. */
   readonly maxInFlight?: number;
   /** Default {@linkcode MAX_RESOLVES_QUEUED}. */
@@ -44,12 +52,16 @@ export class LookupRefused extends Error {
 class LimitLog {
   #count = 0;
   #loggedAt = -Infinity;
-  constructor(readonly log: Logger, readonly msg: string, readonly limit: number) {}
+  constructor(
+    readonly warn: (msg: string, fields: { limit: number; count: number }) => void,
+    readonly msg: string,
+    readonly limit: number,
+  ) {}
   hit(): void {
     this.#count++;
     const now = performance.now();
     if (now - this.#loggedAt < LIMIT_LOG_EVERY_MS) return;
-    this.log.warn(this.msg, { limit: this.limit, count: this.#count });
+    this.warn(this.msg, { limit: this.limit, count: this.#count });
     this.#loggedAt = now;
     this.#count = 0;
   }
@@ -86,13 +98,14 @@ export class Lookups {
     this.#resolve = options.resolve;
     this.#maxInFlight = options.maxInFlight ?? MAX_RESOLVES_IN_FLIGHT;
     this.#maxQueued = options.maxQueued ?? MAX_RESOLVES_QUEUED;
+    const warn = options.onLimit ?? ((msg, fields) => options.log.warn(msg, fields));
     this.#queuedLog = new LimitLog(
-      options.log,
+      warn,
       "resolve limit reached, queueing lookups",
       this.#maxInFlight,
     );
     this.#refusedLog = new LimitLog(
-      options.log,
+      warn,
       "resolve queue full, refusing lookups",
       this.#maxQueued,
     );
@@ -142,4 +155,44 @@ export class Lookups {
       else this.#inFlight--;
     }
   }
+}
+
+/**
+ * Answer the Console's RESOLVE on `session`: the addresses (at most 64), or
+ * why not; logged either way. Nothing is sent once the session has ended.
+ *
+ * @example
+ * ```ts ignore
+ * session handlers: { onResolve: (msg) => answerResolve(lookups, session, msg, log) }
+ * ```
+ */
+export function answerResolve(
+  lookups: Lookups,
+  session: Session,
+  msg: ResolveMessage,
+  log: Logger,
+): void {
+  const live = () => session.ended === null;
+  lookups.answer(msg.host, live).then(
+    (addresses) => {
+      log.info("resolved for the Console", {
+        session: session.id,
+        host: msg.host,
+        addresses: addresses.join(","),
+      });
+      if (live()) {
+        session.send({
+          tag: Tag.RESOLVE_RESULT,
+          id: msg.id,
+          addresses: addresses.slice(0, 64),
+          error: null,
+        });
+      }
+    },
+    (err) => {
+      const error = errorMessage(err);
+      log.info("resolve failed for the Console", { session: session.id, host: msg.host, error });
+      if (live()) session.send({ tag: Tag.RESOLVE_RESULT, id: msg.id, addresses: [], error });
+    },
+  );
 }

@@ -1,0 +1,336 @@
+/**
+ * The Daemon: dials out to the Console, pins its fingerprint, proves its own
+ * identity, and then does only what the wire allows a Console to ask for:
+ * connect to targets, resolve names, chat. It shows its user every
+ * connection made through it, and reconnects with back-off unless told not to.
+ *
+ * Its state lives in one model ({@linkcode DaemonState}): a snapshot and an
+ * event stream that the screen, the logs and the commands read.
+ *
+ * @module
+ */
+
+import { serveControl } from "../app/control.ts";
+import { closeQuietly } from "../core/errors.ts";
+import { fileSafetyNote } from "../core/file_safety.ts";
+import { type Identity, loadOrCreateIdentity } from "../core/identity.ts";
+import type { Logger } from "../core/log.ts";
+import { Stream } from "../core/mux.ts";
+import { Session } from "../core/session.ts";
+import type { SubscribeOptions, Subscription } from "../core/events.ts";
+import { AllowList } from "../net/allowlist.ts";
+import { formatHostPort, type HostPort, parseHostPort } from "../net/hostport.ts";
+import { readTokenFile, settingsPaths } from "../settings/settings.ts";
+import { controlHandlers, DaemonCommands } from "./commands.ts";
+import { connectTarget, resolveHost } from "./connector.ts";
+import { dialConsole } from "./dialer.ts";
+import { answerResolve, Lookups } from "./lookups.ts";
+import { handleOpen, type OpenContext } from "./opens.ts";
+import { reconnectLoop, type SessionOutcome } from "./reconnect.ts";
+import { type DaemonEvent, type DaemonSnapshot, DaemonState } from "./state.ts";
+import { DaemonFlow } from "./udp.ts";
+import { DaemonView } from "./view.ts";
+
+/** Options for {@linkcode Daemon}. */
+export interface DaemonOptions {
+  readonly settingsPath: string;
+  /** The Console's `HOST[:PORT]`. */
+  readonly console: string;
+  /** The pinned Console fingerprint. */
+  readonly fingerprint: string;
+  readonly tokenFile: string | null;
+  readonly reconnect: boolean;
+  readonly backoffMaxMs: number;
+  readonly connectTimeoutMs: number;
+  /** Allow-list rules (`--allow`, `allow:`); empty allows everything. */
+  readonly allow: readonly string[];
+  readonly log: Logger;
+  /** The Daemon user's display (stdout). */
+  readonly out: (text: string) => void;
+  /**
+   * How the session's steps (connecting, established, failed, ended) are
+   * told: as readable lines through `out` ("out", the default) or as log
+   * records ("log", for `--log-format json`). Never both.
+   */
+  readonly steps?: "out" | "log";
+  /**
+   * Called once the control commands are served, before the first dial,
+   * with the commands to run in this process (the Daemon's input line).
+   */
+  readonly onReady?: (commands: DaemonCommands) => void;
+  /** Exit gracefully (drain, then close) when it aborts; {@linkcode Daemon.close} does the same. */
+  readonly signal?: AbortSignal;
+  /** Exit at once when it aborts. */
+  readonly forceSignal?: AbortSignal;
+  /** Drain time on exit. */
+  readonly graceMs?: number;
+  /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
+  readonly maxHeldBytes?: number;
+}
+
+/**
+ * The Console closes idle UDP flows (udpIdleMs); this is the Daemon's own
+ * backstop so a forgotten flow can never hold a socket for long.
+ */
+const DAEMON_UDP_IDLE_MS = 10 * 60_000;
+
+/** How often connection counters are sampled (rates, progress events). */
+const SAMPLE_EVERY_MS = 1_000;
+
+/**
+ * The Daemon program: `start()` it, then `done()` resolves when it has
+ * stopped for good (or rejects with {@linkcode HandshakeError} when it
+ * cannot get a session and will not retry); `close()` stops it.
+ *
+ * @example
+ * ```ts ignore
+ * const daemon = new Daemon({ settingsPath, console: "office:7470", fingerprint, tokenFile: null, reconnect: true, backoffMaxMs: 15000, connectTimeoutMs: 10000, allow: [], log, out: console.log });
+ * await daemon.start();
+ * console.log(daemon.snapshot().session.phase);
+ * await daemon.close();
+ * ```
+ */
+export class Daemon {
+  /** The commands (status, chat, connections list, kill, close), run in this process. */
+  readonly commands: DaemonCommands;
+  readonly #options: DaemonOptions;
+  readonly #console: HostPort;
+  readonly #allow: AllowList;
+  readonly #state: DaemonState;
+  readonly #exit = new AbortController();
+  readonly #force = new AbortController();
+  /** The user closed the session: no retry. */
+  readonly #stop = new AbortController();
+  readonly #flows = new Set<DaemonFlow>();
+  #session: Session | null = null;
+  #done: Promise<void> | null = null;
+
+  /** A Daemon not yet started; throws when the Console address or an allow rule is bad. */
+  constructor(options: DaemonOptions) {
+    this.#options = options;
+    this.#console = parseHostPort(options.console);
+    this.#allow = AllowList.parse(options.allow);
+    this.#state = new DaemonState({
+      console: formatHostPort(this.#console.host, this.#console.port),
+      fingerprint: options.fingerprint,
+      allow: this.#allow.describe(),
+    });
+    const view = new DaemonView({ log: options.log, out: options.out, steps: options.steps });
+    this.#state.listen((event) => view.show(event));
+    this.commands = new DaemonCommands(this);
+    follow(options.signal, this.#exit);
+    follow(options.forceSignal, this.#force);
+  }
+
+  /** The settings file this Daemon runs with. */
+  get settingsPath(): string {
+    return this.#options.settingsPath;
+  }
+
+  /** Everything the Daemon's user can see, now. */
+  snapshot(): DaemonSnapshot {
+    return this.#state.snapshot();
+  }
+
+  /** The Daemon's events, read at the reader's pace. */
+  subscribe(options: SubscribeOptions = {}): Subscription<DaemonEvent> {
+    return this.#state.subscribe(options);
+  }
+
+  /** Load the identity, serve the control commands, and start dialing. */
+  async start(): Promise<void> {
+    if (this.#done) throw new Error("Cannot start the Daemon: it is started already");
+    const { log, out } = this.#options;
+    const paths = settingsPaths(this.#options.settingsPath);
+    const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
+      role: "daemon",
+    });
+    for (const warning of identity.warnings) log.warn(warning);
+    const safetyNote = fileSafetyNote();
+    if (safetyNote !== null) log.warn(safetyNote);
+    const tokenFile = this.#options.tokenFile;
+    const token = tokenFile ? await readTokenFile(tokenFile) : null;
+    this.#state.fingerprint = identity.fingerprint;
+    out(`Allow-list: the Console may reach ${this.#state.snapshot().allow}`);
+    const handlers = controlHandlers(this.commands);
+    const control = await serveControl({ path: paths.control, log, handlers });
+    this.#options.onReady?.(this.commands);
+    this.#done = this.#run(identity, token).finally(() => control.close());
+  }
+
+  /** Resolves when the Daemon has stopped for good; rejects with why it gave up. */
+  done(): Promise<void> {
+    return this.#done ?? Promise.resolve();
+  }
+
+  /** Stop: drain open connections for the grace period first, unless `force`. */
+  async close(options: { force?: boolean } = {}): Promise<void> {
+    if (options.force) this.#force.abort();
+    this.#exit.abort();
+    await this.done().catch(() => {});
+  }
+
+  /** Send chat to the Console; false when no session is established. */
+  chat(text: string): boolean {
+    const s = this.#live();
+    if (!s) return false;
+    s.chat(text);
+    this.#state.chat("daemon", text);
+    return true;
+  }
+
+  /** Cut one connection or UDP flow; false when there is no such one. */
+  kill(stream: number): boolean {
+    const channel = this.#live()?.channel(stream);
+    if (!channel) return false;
+    this.#options.log.info("connection killed by the Daemon's user", { stream });
+    if (channel instanceof DaemonFlow) channel.close("killed by the Daemon's user");
+    else if (channel instanceof Stream) channel.reset("killed by the Daemon's user");
+    return true;
+  }
+
+  /** Close the session for good (the Console is told not to expect a reconnect) and stop. */
+  async endSession(): Promise<void> {
+    this.#stop.abort();
+    const s = this.#live();
+    if (s) await s.close("closed", "the Daemon's user closed the session", { final: true });
+  }
+
+  #live(): Session | null {
+    const s = this.#session;
+    return s && s.ended === null ? s : null;
+  }
+
+  async #run(identity: Identity, token: string | null): Promise<void> {
+    const log = this.#options.log;
+    const ctx: OpenContext = {
+      allow: this.#allow,
+      connector: { connect: connectTarget, resolve: resolveHost },
+      connectTimeoutMs: this.#options.connectTimeoutMs,
+      log,
+      state: this.#state,
+      flows: this.#flows,
+    };
+    const lookups = new Lookups({ allow: this.#allow, resolve: resolveHost, log });
+    const timers = this.#startTimers();
+    try {
+      await reconnectLoop({
+        reconnect: this.#options.reconnect,
+        backoffMaxMs: this.#options.backoffMaxMs,
+        attempt: (first) => this.#attempt(first, { identity, token, ctx, lookups }),
+        state: this.#state,
+        signal: this.#exit.signal,
+        stop: this.#stop.signal,
+      });
+    } finally {
+      const s = this.#session;
+      if (s) await this.#closeSession(s);
+      for (const timer of timers) clearInterval(timer);
+      for (const flow of this.#flows) flow.abort("the Daemon is exiting");
+      this.#state.change({ type: "stopped" });
+      this.#state.close();
+    }
+  }
+
+  /** Sample counters every second; sweep idle UDP flows. */
+  #startTimers(): ReturnType<typeof setInterval>[] {
+    const sample = setInterval(() => this.#state.sample(), SAMPLE_EVERY_MS);
+    const sweep = setInterval(() => {
+      const cutoff = Date.now() - DAEMON_UDP_IDLE_MS;
+      for (const flow of this.#flows) {
+        if (flow.ended) this.#flows.delete(flow);
+        else if (flow.lastActive < cutoff) flow.close("idle on the Daemon's side");
+      }
+    }, 5_000);
+    return [sample, sweep];
+  }
+
+  /** One connect → handshake → session run; throws when no session could be set up. */
+  async #attempt(first: boolean, with_: AttemptContext): Promise<SessionOutcome> {
+    const state = this.#state;
+    const consoleText = state.session.console;
+    state.change({ type: "connecting", console: consoleText, first });
+    const { link, reader, id } = await dialConsole({
+      host: this.#console.host,
+      port: this.#console.port,
+      fingerprint: this.#options.fingerprint,
+      connectTimeoutMs: this.#options.connectTimeoutMs,
+      identity: with_.identity,
+      token: with_.token,
+      onHandshake: () => state.change({ type: "pending", asked: false }),
+      onPending: () => state.change({ type: "pending", asked: true }),
+      signal: this.#exit.signal,
+    });
+    const log = this.#options.log.child({ session: id });
+    const s: Session = new Session(link, reader, {
+      role: "daemon",
+      id,
+      log,
+      maxHeldBytes: this.#options.maxHeldBytes,
+      handlers: {
+        onOpen: (msg) => void handleOpen(with_.ctx, s, msg),
+        onResolve: (msg) => answerResolve(with_.lookups, s, msg, this.#options.log),
+        onChat: (text) => state.chat("console", text),
+        onEnd: () => {},
+      },
+    });
+    this.#session = s;
+    state.change({ type: "established", session: id, console: consoleText });
+    // From now on, exit means: drain, then tell the Console; force exit cuts the link.
+    const exitGracefully = () => void this.#closeSession(s);
+    const cut = () => closeQuietly(link);
+    this.#exit.signal.addEventListener("abort", exitGracefully, { once: true });
+    this.#force.signal.addEventListener("abort", cut, { once: true });
+    s.run();
+    await s.done();
+    this.#exit.signal.removeEventListener("abort", exitGracefully);
+    this.#force.signal.removeEventListener("abort", cut);
+    const end = s.ended;
+    return { session: id, end: end && { ...end, by: end.remote ? "console" : "daemon" } };
+  }
+
+  /** Drain open connections for the grace period (unless forced), then close. */
+  async #closeSession(s: Session): Promise<void> {
+    if (s.ended !== null) return;
+    const graceMs = this.#options.graceMs ?? 5000;
+    if (!this.#force.signal.aborted && s.streamCount > 0) {
+      this.#state.change({ type: "draining", connections: s.streamCount, graceMs });
+      const forced = new Promise<void>((r) =>
+        this.#force.signal.addEventListener("abort", () => r(), { once: true })
+      );
+      await Promise.race([s.drain(graceMs), forced]);
+    }
+    await s.close("exit", "the Daemon is exiting");
+  }
+}
+
+/** What each attempt works with. */
+interface AttemptContext {
+  readonly identity: Identity;
+  readonly token: string | null;
+  readonly ctx: OpenContext;
+  readonly lookups: Lookups;
+}
+
+/** Abort `controller` when `signal` does. */
+function follow(signal: AbortSignal | undefined, controller: AbortController): void {
+  if (!signal) return;
+  if (signal.aborted) controller.abort();
+  else signal.addEventListener("abort", () => controller.abort(), { once: true });
+}
+
+/**
+ * Run the Daemon until the session ends for good or `signal` aborts. Throws
+ * {@linkcode HandshakeError} when it cannot get (or keep) a session and
+ * will not retry.
+ *
+ * @example
+ * ```ts ignore
+ * await runDaemon({ settingsPath, console: "office:7470", fingerprint, tokenFile: null, reconnect: true, backoffMaxMs: 15000, connectTimeoutMs: 10000, allow: [], log, out: console.log, signal });
+ * ```
+ */
+export async function runDaemon(options: DaemonOptions): Promise<void> {
+  const daemon = new Daemon(options);
+  await daemon.start();
+  await daemon.done();
+}
