@@ -12,6 +12,7 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
+import { writeAll } from "../core/io.ts";
 
 /** Another copy of the program holds the lock. */
 export class AlreadyRunningError extends Error {
@@ -82,7 +83,7 @@ export async function lockInstance(
   try {
     await file.truncate(0);
     const bytes = new TextEncoder().encode(`${Deno.pid}\n`);
-    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    await writeAll(file, bytes);
   } catch {
     // The pid is a courtesy for the message above; the lock is what counts.
   }

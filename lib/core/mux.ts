@@ -13,7 +13,8 @@
  */
 
 import { writeFrameHeader } from "./codec.ts";
-import { errorMessage, ProtocolError } from "./errors.ts";
+import { closeQuietly, errorMessage, ProtocolError } from "./errors.ts";
+import { writeAll } from "./io.ts";
 import type { Logger } from "./log.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -93,25 +94,8 @@ const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
 const SPARE_BUFFERS = 2;
 const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
 
-/**
- * Write all of `p`, looping over partial writes.
- *
- * @example
- * ```ts
- * import { writeAll } from "./mux.ts";
- * const got: number[] = [];
- * const conn = { write: (p: Uint8Array) => { got.push(p[0]); return Promise.resolve(1); } };
- * await writeAll(conn, new Uint8Array([1, 2, 3]));
- * if (got.join() !== "1,2,3") throw new Error(got.join());
- * ```
- */
-export async function writeAll(
-  conn: Pick<ByteConn, "write">,
-  p: Uint8Array,
-): Promise<void> {
-  let off = 0;
-  while (off < p.length) off += await conn.write(off === 0 ? p : p.subarray(off));
-}
+// Kept here too, for the modules that import it from mux.ts.
+export { writeAll };
 
 /**
  * One forwarded connection on a session.
@@ -378,11 +362,7 @@ export class Stream implements Channel {
     this.#streaming = false;
     this.#dropReceived();
     this.#spare = [];
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed by the other direction.
-    }
+    closeQuietly(this.conn); // the other direction may have closed it already
     const wake = this.#creditWaiter;
     this.#creditWaiter = null;
     wake?.();
