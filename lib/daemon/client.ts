@@ -142,7 +142,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const token = options.tokenFile ? await readTokenFile(options.tokenFile) : null;
   const consoleAddr = parseHostPort(options.console);
   const consoleText = formatHostPort(consoleAddr.host, consoleAddr.port);
-  const certB64 = btoa(String.fromCharCode(...identity.certDer));
+  const certB64 = identity.certDer.toBase64();
   const facts = whoAmI();
   const allow = AllowList.parse(options.allow);
   out(`Allow-list: the Console may reach ${allow.describe()}`);
