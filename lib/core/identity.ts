@@ -50,8 +50,11 @@ export interface IdentityOptions {
 
 /** A program's identity, ready for TLS and for signing. */
 export interface Identity {
+  /** The certificate, PEM. */
   readonly certPem: string;
+  /** The private key, PEM (PKCS #8). */
   readonly keyPem: string;
+  /** The certificate, DER. */
   readonly certDer: Uint8Array;
   /** `SHA256:` + unpadded base64 of SHA-256(certDer). */
   readonly fingerprint: string;
@@ -277,6 +280,7 @@ export interface TrustedDaemon {
  * ```
  */
 export class TrustStore {
+  /** The file the store is read from and written to. */
   readonly path: string;
   #entries: TrustedDaemon[];
 
