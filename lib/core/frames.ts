@@ -43,6 +43,7 @@ export class MessageReader {
   #held = 0;
   #bytesRead = 0;
 
+  /** A reader of `link`, with the handshake's frame cap until {@linkcode MessageReader.trust}. */
   constructor(link: ByteConn) {
     this.#link = link;
   }
@@ -142,6 +143,7 @@ export class FrameWriter {
   #idleWaiters: (() => void)[] = [];
   #onError: (err: unknown) => void;
 
+  /** A writer onto `link`; `onError` is called once if a write fails. */
   constructor(link: ByteConn, onError: (err: unknown) => void) {
     this.#link = link;
     this.#onError = onError;

@@ -33,12 +33,17 @@ function expectTag<T extends Message["tag"]>(
 
 /** What the Console learns from a Daemon's hello and auth. */
 export interface DaemonClaim {
+  /** Host name of the Daemon's computer, as it claims. */
   readonly host: string;
+  /** User the Daemon runs as, as it claims. */
   readonly user: string;
+  /** Operating system of the Daemon's computer, as it claims. */
   readonly os: string;
   /** Base64 certificate DER. */
   readonly cert: string;
+  /** Base64 signature the Daemon made over the auth transcript. */
   readonly signature: string;
+  /** The shared token the Daemon sent, or null. */
   readonly token: string | null;
   /** The nonce the signature must cover. */
   readonly nonce: string;
@@ -90,9 +95,13 @@ export interface DaemonHandshakeOptions {
   readonly cert: string;
   /** Signs the auth transcript with this Daemon's identity key. */
   readonly sign: (data: Uint8Array) => Promise<string>;
+  /** The shared token to send, or null. */
   readonly token: string | null;
+  /** Host name of this computer, for the Console operator. */
   readonly host: string;
+  /** User this Daemon runs as, for the Console operator. */
   readonly user: string;
+  /** Operating system of this computer, for the Console operator. */
   readonly os: string;
   /** Called when the Console holds the session for the operator. */
   readonly onPending: () => void;

@@ -251,6 +251,7 @@ export async function verifyChallenge(
 
 /** One Daemon the Console trusts without asking. */
 export interface TrustedDaemon {
+  /** The Daemon's certificate fingerprint (`SHA256:` + 43 base64 characters). */
   readonly fingerprint: string;
   /** Host name the Daemon reported when it was trusted. */
   readonly host: string;

@@ -26,9 +26,13 @@ import {
 
 /** The byte-stream side of a link or socket, as Deno's `Conn` has it. */
 export interface ByteConn {
+  /** Read into `p`; resolves with the count, or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
+  /** Write some of `p`; resolves with how many bytes were taken. */
   write(p: Uint8Array): Promise<number>;
+  /** Half-close: send end of stream, keep reading. */
   closeWrite(): Promise<void>;
+  /** Close both directions. */
   close(): void;
 }
 
@@ -37,7 +41,9 @@ export interface ByteConn {
  * or a UDP flow.
  */
 export interface Channel {
+  /** Its stream id on the session. */
   readonly id: number;
+  /** True once it is finished, either way. */
   readonly ended: boolean;
   /** The peer dropped it. */
   onReset(reason: string): void;
@@ -70,11 +76,13 @@ export interface StreamHost {
 
 /** Final figures of a stream, for logs and status. */
 export interface StreamSummary {
+  /** The stream id. */
   readonly id: number;
   /** Bytes read from the local socket and sent to the peer. */
   readonly bytesSent: number;
   /** Bytes received from the peer and written to the local socket. */
   readonly bytesReceived: number;
+  /** From open to end, in milliseconds. */
   readonly durationMs: number;
   /** Why it ended: "done" after a clean close both ways, else the reset reason. */
   readonly reason: string;
@@ -82,6 +90,7 @@ export interface StreamSummary {
 
 /** Options for {@linkcode Stream}. */
 export interface StreamOptions {
+  /** Logger for the stream's records, scoped with its id. */
   readonly log: Logger;
   /** Called once when the stream is finished. */
   readonly onEnd?: (summary: StreamSummary) => void;
@@ -107,10 +116,15 @@ export { writeAll };
  * ```
  */
 export class Stream implements Channel {
+  /** The stream id on the session. */
   readonly id: number;
+  /** The local socket the stream relays. */
   readonly conn: ByteConn;
-  readonly openedAt = Date.now();
+  /** When the stream was made (epoch milliseconds). */
+  readonly openedAt: number = Date.now();
+  /** Bytes read from the local socket and sent to the peer so far. */
   bytesSent = 0;
+  /** Bytes received from the peer and written to the local socket so far. */
   bytesReceived = 0;
 
   #host: StreamHost;
@@ -147,6 +161,7 @@ export class Stream implements Channel {
   #writeClosed = false;
   #ended = false;
 
+  /** A stream `id` relaying `conn` over `host`; it moves no byte before `start()`. */
   constructor(id: number, conn: ByteConn, host: StreamHost, options: StreamOptions) {
     this.id = id;
     this.conn = conn;

@@ -75,7 +75,9 @@ const LIVENESS_TICK_MS = 1_000;
 
 /** Why a session ended. */
 export interface SessionEnd {
+  /** Why it ended, as the wire codes it. */
   readonly code: CloseCode;
+  /** Why it ended, in words. */
   readonly reason: string;
   /** True when the peer (not this side) ended it. */
   readonly remote: boolean;
@@ -89,6 +91,7 @@ export interface SessionHandlers {
   onOpen?(msg: OpenMessage): void;
   /** Daemon only: the Console asks to resolve a name. */
   onResolve?(msg: ResolveMessage): void;
+  /** The peer sent a chat message; escape it before display. */
   onChat(text: string): void;
   /** Once, when the session has ended and every stream is closed. */
   onEnd(end: SessionEnd): void;
@@ -96,12 +99,17 @@ export interface SessionHandlers {
 
 /** Options for {@linkcode Session}. */
 export interface SessionOptions {
+  /** Which side this session is: it decides what may be sent and accepted. */
   readonly role: Role;
+  /** The session id, for logs on both sides. */
   readonly id: string;
+  /** Logger for the session's records. */
   readonly log: Logger;
+  /** What to call when the peer asks for something or the session ends. */
   readonly handlers: SessionHandlers;
   /** Defaults from protocol.ts; tests shorten them. */
   readonly heartbeatMs?: number;
+  /** Silence after which the peer is taken for dead; defaults from protocol.ts. */
   readonly deadPeerMs?: number;
   /** Most streams (TCP and UDP) this side holds at once. Default {@linkcode MAX_STREAMS}. */
   readonly maxStreams?: number;
@@ -126,10 +134,15 @@ export interface SessionOptions {
 
 /** Where to open a stream to, on the Daemon's side. */
 export interface OpenTarget {
+  /** A TCP stream or a UDP flow. */
   readonly proto: "tcp" | "udp";
+  /** Target host name or address, resolved on the Daemon's side. */
   readonly host: string;
+  /** Target port. */
   readonly port: number;
+  /** The PFO's name, for the Daemon's display. */
   readonly pfo: string;
+  /** The Console-side client address, for the Daemon's display. */
   readonly client: string;
 }
 
@@ -173,9 +186,12 @@ interface PendingOpen {
  * ```
  */
 export class Session implements StreamHost {
+  /** The session id, for logs on both sides. */
   readonly id: string;
+  /** Which side this session is. */
   readonly role: Role;
-  readonly startedAt = Date.now();
+  /** When the session was established (epoch milliseconds). */
+  readonly startedAt: number = Date.now();
   #peer: Role;
   #link: ByteConn;
   #reader: MessageReader;
@@ -227,6 +243,7 @@ export class Session implements StreamHost {
   #ended: SessionEnd | null = null;
   #endWaiters: (() => void)[] = [];
 
+  /** An established session on `link`, reading with `reader` (shared with the handshake); call {@linkcode Session.run} once. */
   constructor(link: ByteConn, reader: MessageReader, options: SessionOptions) {
     this.id = options.id;
     this.role = options.role;
@@ -303,7 +320,7 @@ export class Session implements StreamHost {
     return new Promise((resolve) => this.#endWaiters.push(resolve));
   }
 
-  // StreamHost
+  /** StreamHost: queue one stream DATA frame (see {@linkcode StreamHost.sendFrame}). */
   sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
     this.#tcpFrame();
@@ -311,6 +328,7 @@ export class Session implements StreamHost {
     this.#checkQueueCap();
   }
 
+  /** Queue one message for the peer; throws TypeError for a message this side may not send. */
   send(msg: Message): void {
     if (!SENDERS[msg.tag].includes(this.role)) {
       throw new TypeError(`Cannot send ${tagName(msg.tag)}: a ${this.role} may not send it`);
@@ -327,14 +345,17 @@ export class Session implements StreamHost {
     this.#checkQueueCap();
   }
 
+  /** A promise while the send queue is over its high-water mark, else null. */
   backpressure(): Promise<void> | null {
     return this.#writer.backpressure();
   }
 
+  /** StreamHost: the channel is finished; forget it. */
   release(channel: Channel): void {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
   }
 
+  /** StreamHost: bytes held for the peer grew or shrank by `delta`. */
   held(delta: number): void {
     this.#held += delta;
   }
