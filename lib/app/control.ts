@@ -19,15 +19,21 @@ import { writeFileAtomic } from "../core/io.ts";
 
 /** What the control file holds. */
 export interface ControlFile {
+  /** Process id of the program serving control. */
   readonly pid: number;
+  /** Loopback port it serves control on. */
   readonly port: number;
+  /** Bearer token every request must carry. */
   readonly secret: string;
 }
 
 /** A failure a handler reports to the caller, with the result so far. */
 export class ControlError extends Error {
+  /** HTTP status of the answer. Default 400. */
   readonly status: number;
+  /** What the command did before it failed, or null. */
   readonly result: unknown;
+  /** An error the caller sees with `message`, `status` and `result`. */
   constructor(
     message: string,
     options: { status?: number; result?: unknown; cause?: unknown } = {},
@@ -46,13 +52,17 @@ export type ControlHandler = (body: Record<string, unknown>) => unknown | Promis
 export interface ControlServerOptions {
   /** Path of the control file to write. */
   readonly path: string;
+  /** The commands, by name: `POST /<name>` runs one. */
   readonly handlers: Readonly<Record<string, ControlHandler>>;
+  /** Logger for refused requests and failed commands. */
   readonly log: Logger;
 }
 
 /** A running control server. */
 export interface ControlServer extends AsyncDisposable {
+  /** The loopback port it serves on. */
   readonly port: number;
+  /** Stop serving and remove the control file, if it is still this server's. */
   close(): Promise<void>;
 }
 
@@ -253,6 +263,7 @@ async function _runCommand(
 
 /** Thrown by {@linkcode callControl}; `result` holds what the command returned with its error. */
 export class ControlCallError extends Error {
+  /** What the command returned with its error, or null. */
   readonly result: unknown;
   /**
    * True only when nothing runs for these settings: no control file, or
@@ -260,6 +271,7 @@ export class ControlCallError extends Error {
    * failure, an answer with an error status included.
    */
   readonly notRunning: boolean;
+  /** An error with `message` and, in `options`, the result, cause and whether nothing runs. */
   constructor(
     message: string,
     options: { result?: unknown; cause?: unknown; notRunning?: boolean } = {},

@@ -18,6 +18,7 @@ import { writeAll } from "../core/io.ts";
 export class AlreadyRunningError extends Error {
   /** The other copy's process id, when it could be read. */
   readonly pid: number | null;
+  /** An error with `message` and the other copy's `pid` (null when unknown). */
   constructor(message: string, pid: number | null) {
     super(message);
     this.name = "AlreadyRunningError";
@@ -27,7 +28,9 @@ export class AlreadyRunningError extends Error {
 
 /** A held lock; disposing it releases it. */
 export interface InstanceLock extends Disposable {
+  /** The lock file. */
   readonly path: string;
+  /** Release the lock; a second call does nothing. */
   release(): void;
 }
 

@@ -19,7 +19,9 @@ import { isIP } from "node:net";
 
 /** An IP address as bits: 32 for IPv4, 128 for IPv6. */
 export interface IpBits {
+  /** 4 for IPv4, 6 for IPv6. */
   readonly family: 4 | 6;
+  /** The address as a number: 32 bits for IPv4, 128 for IPv6. */
   readonly bits: bigint;
 }
 
