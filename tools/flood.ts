@@ -219,7 +219,7 @@ async function runPending(dir: string, maxBytes: number): Promise<RunResult> {
       host: "flood",
       user: "mallory",
       os: "linux",
-      cert: btoa(String.fromCharCode(...identity.certDer)),
+      cert: identity.certDer.toBase64(),
       signature: await signChallenge(identity, authTranscript(challenge.nonce, fingerprint)),
       token: null,
     });
