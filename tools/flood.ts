@@ -29,6 +29,7 @@
 
 import { encodeMessage } from "../lib/core/codec.ts";
 import { loadOrCreateIdentity, signChallenge } from "../lib/core/identity.ts";
+import { writeAll } from "../lib/core/io.ts";
 import { authTranscript, PROTOCOL_VERSION, Tag } from "../lib/core/protocol.ts";
 import { consoleHandshake, MessageReader, sendNow } from "../lib/core/session.ts";
 import { connectPinned, listenSessions } from "../lib/core/tls.ts";
@@ -165,7 +166,7 @@ async function floodPings(link: { write(p: Uint8Array): Promise<number> }, maxBy
         chunk.set(f, at);
         at += f.length;
       }
-      for (let off = 0; off < chunk.length;) off += await link.write(chunk.subarray(off));
+      await writeAll(link, chunk);
       bytes += chunk.length;
     }
   } catch {
@@ -218,7 +219,7 @@ async function runPending(dir: string, maxBytes: number): Promise<RunResult> {
       host: "flood",
       user: "mallory",
       os: "linux",
-      cert: btoa(String.fromCharCode(...identity.certDer)),
+      cert: identity.certDer.toBase64(),
       signature: await signChallenge(identity, authTranscript(challenge.nonce, fingerprint)),
       token: null,
     });

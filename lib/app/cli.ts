@@ -27,13 +27,17 @@ export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
 
 /** Options every command takes, in any position. */
 export interface GlobalOptions {
+  /** `--config`: the settings file, or null for the default. */
   readonly config: string | null;
+  /** `--log-level`, or null when not given. */
   readonly logLevel: LogLevel | null;
+  /** `--log-format`, or null when not given. */
   readonly logFormat: LogFormat | null;
 }
 
 /** A usage error: the entry prints it with the usage text and exits 2. */
 export class UsageError extends Error {
+  /** A usage error with `message` ("Cannot X: detail"). */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";
@@ -387,13 +391,21 @@ export async function callInProcess(
 
 /** One connection as both programs list it. */
 export interface ConnectionRow {
+  /** The stream id. */
   readonly id: number;
+  /** The PFO's name. */
   readonly pfo: string;
+  /** "tcp" or "udp"; absent means TCP. */
   readonly proto?: string;
+  /** The client's address on the Console's side. */
   readonly client: string;
+  /** The address reached on the Daemon's side, or null while opening. */
   readonly target: string | null;
+  /** When it opened (ISO 8601). */
   readonly since: string;
+  /** Bytes received from the peer over the session. */
   readonly bytesIn: number;
+  /** Bytes sent to the peer over the session. */
   readonly bytesOut: number;
 }
 

@@ -19,15 +19,21 @@ import { writeFileAtomic } from "../core/io.ts";
 
 /** What the control file holds. */
 export interface ControlFile {
+  /** Process id of the program serving control. */
   readonly pid: number;
+  /** Loopback port it serves control on. */
   readonly port: number;
+  /** Bearer token every request must carry. */
   readonly secret: string;
 }
 
 /** A failure a handler reports to the caller, with the result so far. */
 export class ControlError extends Error {
+  /** HTTP status of the answer. Default 400. */
   readonly status: number;
+  /** What the command did before it failed, or null. */
   readonly result: unknown;
+  /** An error the caller sees with `message`, `status` and `result`. */
   constructor(
     message: string,
     options: { status?: number; result?: unknown; cause?: unknown } = {},
@@ -46,13 +52,17 @@ export type ControlHandler = (body: Record<string, unknown>) => unknown | Promis
 export interface ControlServerOptions {
   /** Path of the control file to write. */
   readonly path: string;
+  /** The commands, by name: `POST /<name>` runs one. */
   readonly handlers: Readonly<Record<string, ControlHandler>>;
+  /** Logger for refused requests and failed commands. */
   readonly log: Logger;
 }
 
 /** A running control server. */
 export interface ControlServer extends AsyncDisposable {
+  /** The loopback port it serves on. */
   readonly port: number;
+  /** Stop serving and remove the control file, if it is still this server's. */
   close(): Promise<void>;
 }
 
@@ -124,71 +134,18 @@ export function checkSameOrigin(
  * ```
  */
 export async function serveControl(options: ControlServerOptions): Promise<ControlServer> {
-  const secret = Array.from(
-    crypto.getRandomValues(new Uint8Array(32)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const secret = crypto.getRandomValues(new Uint8Array(32)).toHex();
   const { log, handlers } = options;
   let port = 0; // set once listening, before any request is served
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    async (req, info) => {
-      const remote = (info.remoteAddr as Deno.NetAddr).hostname;
-      if (!isLoopback(remote)) {
-        return Response.json({ error: "Control is local only" }, {
-          status: 403,
-        });
-      }
-      const refused = checkSameOrigin(req.headers, port);
-      if (refused) {
-        log.warn("control request refused: not addressed to this control server", {
-          remote,
-          reason: refused.reason,
-        });
-        return Response.json({ error: refused.error }, { status: refused.status });
-      }
-      const auth = req.headers.get("authorization") ?? "";
-      if (!secretEquals(auth, `Bearer ${secret}`)) {
-        log.warn("control request refused: bad or missing secret", { remote });
-        return Response.json({ error: "Cannot run command: bad or missing control secret" }, {
-          status: 401,
-        });
-      }
-      const command = new URL(req.url).pathname.slice(1);
-      const handler = Object.hasOwn(handlers, command) ? handlers[command] : undefined;
-      if (req.method !== "POST" || !handler) {
-        return Response.json({ error: `Cannot run command: unknown command "${command}"` }, {
-          status: 404,
-        });
-      }
-      let body: Record<string, unknown>;
-      try {
-        const parsed = await req.json();
-        if (
-          typeof parsed !== "object" || parsed === null || Array.isArray(parsed)
-        ) throw new TypeError("not an object");
-        body = parsed;
-      } catch (cause) {
-        return Response.json({
-          error: `Cannot run command: body is not a JSON object (${errorMessage(cause)})`,
-        }, {
-          status: 400,
-        });
-      }
-      try {
-        return Response.json({ result: (await handler(body)) ?? null });
-      } catch (err) {
-        if (err instanceof ControlError) {
-          return Response.json({
-            error: err.message,
-            result: err.result,
-          }, { status: err.status });
-        }
-        log.error("control command failed", { command, error: errorMessage(err) });
-        return Response.json({ error: errorMessage(err) }, { status: 500 });
-      }
-    },
+    (req, info) =>
+      _serveRequest(req, (info.remoteAddr as Deno.NetAddr).hostname, {
+        port,
+        secret,
+        handlers,
+        log,
+      }),
   );
   port = server.addr.port;
   const file: ControlFile = { pid: Deno.pid, port, secret };
@@ -210,8 +167,103 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
   return { port, close, [Symbol.asyncDispose]: close };
 }
 
+/** What a control request is checked against and run with. */
+interface _RequestContext {
+  readonly port: number;
+  readonly secret: string;
+  readonly handlers: Readonly<Record<string, ControlHandler>>;
+  readonly log: Logger;
+}
+
+/** Check one control request, then run its command. */
+async function _serveRequest(
+  req: Request,
+  remote: string,
+  ctx: _RequestContext,
+): Promise<Response> {
+  const refused = _refuseRequest(req, remote, ctx);
+  if (refused) return refused;
+  const command = new URL(req.url).pathname.slice(1);
+  const handler = Object.hasOwn(ctx.handlers, command) ? ctx.handlers[command] : undefined;
+  if (req.method !== "POST" || !handler) {
+    return Response.json({ error: `Cannot run command: unknown command "${command}"` }, {
+      status: 404,
+    });
+  }
+  const body = await _readBody(req);
+  if (body instanceof Response) return body;
+  return await _runCommand(command, handler, body, ctx.log);
+}
+
+/**
+ * The answer to a request that is not local, not addressed to this server,
+ * or without the secret; null for one that may run a command.
+ */
+function _refuseRequest(req: Request, remote: string, ctx: _RequestContext): Response | null {
+  if (!isLoopback(remote)) {
+    return Response.json({ error: "Control is local only" }, {
+      status: 403,
+    });
+  }
+  const refused = checkSameOrigin(req.headers, ctx.port);
+  if (refused) {
+    ctx.log.warn("control request refused: not addressed to this control server", {
+      remote,
+      reason: refused.reason,
+    });
+    return Response.json({ error: refused.error }, { status: refused.status });
+  }
+  const auth = req.headers.get("authorization") ?? "";
+  if (!secretEquals(auth, `Bearer ${ctx.secret}`)) {
+    ctx.log.warn("control request refused: bad or missing secret", { remote });
+    return Response.json({ error: "Cannot run command: bad or missing control secret" }, {
+      status: 401,
+    });
+  }
+  return null;
+}
+
+/** The request's body as a JSON object, or the 400 answer when it is not one. */
+async function _readBody(req: Request): Promise<Record<string, unknown> | Response> {
+  try {
+    const parsed = await req.json();
+    if (
+      typeof parsed !== "object" || parsed === null || Array.isArray(parsed)
+    ) throw new TypeError("not an object");
+    return parsed;
+  } catch (cause) {
+    return Response.json({
+      error: `Cannot run command: body is not a JSON object (${errorMessage(cause)})`,
+    }, {
+      status: 400,
+    });
+  }
+}
+
+/** Run `command` and answer with its result, or its error. */
+async function _runCommand(
+  command: string,
+  handler: ControlHandler,
+  body: Record<string, unknown>,
+  log: Logger,
+): Promise<Response> {
+  try {
+    return Response.json({ result: (await handler(body)) ?? null });
+  } catch (err) {
+    if (err instanceof ControlError) {
+      return Response.json({
+        error: err.message,
+        result: err.result,
+      }, { status: err.status });
+    }
+    log.error("control command failed", { command, error: errorMessage(err) });
+    return Response.json({ error: errorMessage(err) }, { status: 500 });
+  }
+}
+
 /** Thrown by {@linkcode callControl}; `result` holds what the command returned with its error. */
 export class ControlCallError extends Error {
+  /** What the command returned with its error, or null. */
   readonly result: unknown;
   /**
    * True only when nothing runs for these settings: no control file, or
@@ -219,6 +271,7 @@ export class ControlCallError extends Error {
    * failure, an answer with an error status included.
    */
   readonly notRunning: boolean;
+  /** An error with `message` and, in `options`, the result, cause and whether nothing runs. */
   constructor(
     message: string,
     options: { result?: unknown; cause?: unknown; notRunning?: boolean } = {},

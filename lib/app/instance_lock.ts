@@ -12,11 +12,13 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
+import { writeAll } from "../core/io.ts";
 
 /** Another copy of the program holds the lock. */
 export class AlreadyRunningError extends Error {
   /** The other copy's process id, when it could be read. */
   readonly pid: number | null;
+  /** An error with `message` and the other copy's `pid` (null when unknown). */
   constructor(message: string, pid: number | null) {
     super(message);
     this.name = "AlreadyRunningError";
@@ -26,7 +28,9 @@ export class AlreadyRunningError extends Error {
 
 /** A held lock; disposing it releases it. */
 export interface InstanceLock extends Disposable {
+  /** The lock file. */
   readonly path: string;
+  /** Release the lock; a second call does nothing. */
   release(): void;
 }
 
@@ -82,7 +86,7 @@ export async function lockInstance(
   try {
     await file.truncate(0);
     const bytes = new TextEncoder().encode(`${Deno.pid}\n`);
-    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    await writeAll(file, bytes);
   } catch {
     // The pid is a courtesy for the message above; the lock is what counts.
   }

@@ -18,6 +18,7 @@
 
 import { isIP } from "node:net";
 import { closeQuietly, errorMessage, permissionHint } from "../core/errors.ts";
+import { writeAll } from "../core/io.ts";
 import type { Logger } from "../core/log.ts";
 import type { ByteConn } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
@@ -449,8 +450,7 @@ async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
         grown.set(buf);
         buf = grown;
       }
-      let off = 0;
-      while (off < n) off += await to.write(buf.subarray(off, n));
+      await writeAll(to, buf.subarray(0, n));
     }
     await to.closeWrite();
   } catch {

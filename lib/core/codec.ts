@@ -155,6 +155,7 @@ export class FrameDecoder {
   #buf = new Uint8Array(0);
   #maxFrameBytes: number;
 
+  /** A decoder with no bytes held yet. */
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxFrameBytes = options.maxFrameBytes ?? MAX_DATA_BYTES + 5;
   }

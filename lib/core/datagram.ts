@@ -41,8 +41,10 @@ export class DatagramSender {
   #head = 0;
   #sending = false;
   #closed = false;
+  /** Datagrams dropped because the queue was full. */
   dropped = 0;
 
+  /** A sender that queues datagrams for `socket`. */
   constructor(socket: Deno.DatagramConn) {
     this.#socket = socket;
   }
@@ -115,12 +117,19 @@ export function sessionPause(session: () => Session | null): Promise<void> {
 
 /** Counters of one UDP PFO, shown by `status`. */
 export interface UdpCounters {
+  /** Flows open now. */
   flows: number;
+  /** Flows opened since the PFO started. */
   flowsTotal: number;
+  /** Datagrams sent to the peer. */
   datagramsOut: number;
+  /** Datagrams received from the peer. */
   datagramsIn: number;
+  /** Payload bytes sent to the peer. */
   bytesOut: number;
+  /** Payload bytes received from the peer. */
   bytesIn: number;
+  /** Datagrams dropped: a full queue, a busy session, or a flow over its limit. */
   drops: number;
   /** Datagrams that arrived while no session was established. */
   refused: number;

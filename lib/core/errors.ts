@@ -19,6 +19,7 @@ import type { CloseCode, OpenErrorCode, RejectCode } from "./protocol.ts";
  * ```
  */
 export class ProtocolError extends Error {
+  /** An error with `message` ("Cannot X: detail") and an optional `cause`. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "ProtocolError";
@@ -37,7 +38,9 @@ export class ProtocolError extends Error {
  * ```
  */
 export class HandshakeError extends Error {
+  /** What went wrong: the Console's reject code, or a failure on this side. */
   readonly code: RejectCode | "fingerprint" | "timeout" | "refused" | "tls" | "closed";
+  /** An error with its `code`, a `message` ("Cannot X: detail") and an optional `cause`. */
   constructor(code: HandshakeError["code"], message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "HandshakeError";
@@ -56,7 +59,9 @@ export class HandshakeError extends Error {
  * ```
  */
 export class SessionClosedError extends Error {
+  /** Why the session ended. */
   readonly code: CloseCode;
+  /** An error with the session's close `code`, a `message` and an optional `cause`. */
   constructor(code: CloseCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "SessionClosedError";
@@ -75,7 +80,9 @@ export class SessionClosedError extends Error {
  * ```
  */
 export class OpenError extends Error {
+  /** Why the target could not be reached, as the wire codes it. */
   readonly code: OpenErrorCode;
+  /** An error with its `code`, a `message` and an optional `cause`. */
   constructor(code: OpenErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "OpenError";
@@ -95,9 +102,13 @@ export class OpenError extends Error {
  * ```
  */
 export class ConfigError extends SyntaxError {
+  /** The file the wrong value is in, when it came from a file. */
   readonly path?: string;
+  /** The line of the wrong value, 1-based, when known. */
   readonly line?: number;
+  /** The column of the wrong value, 1-based, when known. */
   readonly column?: number;
+  /** An error whose message starts with `path:line:column: ` when `where` gives them. */
   constructor(
     message: string,
     where: { path?: string; line?: number; column?: number; cause?: unknown } = {},

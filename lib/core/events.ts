@@ -10,6 +10,7 @@
 
 /** Anything with a `type`: the events a program publishes. */
 export interface EventLike {
+  /** What kind of event it is. */
   readonly type: string;
 }
 
@@ -73,6 +74,7 @@ export class EventHub<E extends EventLike> {
   #subscribers = new Set<Subscriber<E>>();
   #maxQueued: number;
 
+  /** A hub with no subscribers yet. */
   constructor(options: EventHubOptions = {}) {
     this.#maxQueued = options.maxQueued ?? 10_000;
   }

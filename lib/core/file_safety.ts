@@ -26,7 +26,9 @@ export interface FileOwnership {
 
 /** Thrown when a file belongs to another user or others may write it; `path` names the file. */
 export class UnsafeFileError extends Error {
+  /** The file that is not safe to read. */
   readonly path: string;
+  /** An error about the file at `path`, with a message saying what to do. */
   constructor(path: string, message: string) {
     super(message);
     this.name = "UnsafeFileError";

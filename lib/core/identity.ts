@@ -50,8 +50,11 @@ export interface IdentityOptions {
 
 /** A program's identity, ready for TLS and for signing. */
 export interface Identity {
+  /** The certificate, PEM. */
   readonly certPem: string;
+  /** The private key, PEM (PKCS #8). */
   readonly keyPem: string;
+  /** The certificate, DER. */
   readonly certDer: Uint8Array;
   /** `SHA256:` + unpadded base64 of SHA-256(certDer). */
   readonly fingerprint: string;
@@ -127,7 +130,7 @@ export async function loadOrCreateIdentity(
  */
 export async function fingerprintOf(certDer: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", certDer as Uint8Array<ArrayBuffer>);
-  return "SHA256:" + _toBase64(new Uint8Array(digest)).replace(/=+$/, "");
+  return "SHA256:" + new Uint8Array(digest).toBase64({ omitPadding: true });
 }
 
 /**
@@ -165,7 +168,7 @@ export function fingerprintFromHex(colonHex: string): string {
     );
   }
   const bytes = new Uint8Array(colonHex.split(":").map((h) => parseInt(h, 16)));
-  return "SHA256:" + _toBase64(bytes).replace(/=+$/, "");
+  return "SHA256:" + bytes.toBase64({ omitPadding: true });
 }
 
 /**
@@ -177,7 +180,7 @@ export function fingerprintFromHex(colonHex: string): string {
  * const dir = await Deno.makeTempDir();
  * const id = await loadOrCreateIdentity({ key: `${dir}/d.key`, cert: `${dir}/d.crt` }, { role: "daemon" });
  * const data = new TextEncoder().encode("nonce");
- * const fp = await verifyChallenge(btoa(String.fromCharCode(...id.certDer)), await signChallenge(id, data), data);
+ * const fp = await verifyChallenge(id.certDer.toBase64(), await signChallenge(id, data), data);
  * if (fp !== id.fingerprint) throw new Error(fp);
  * await Deno.remove(dir, { recursive: true });
  * ```
@@ -191,7 +194,7 @@ export async function signChallenge(
     identity.privateKey,
     data as Uint8Array<ArrayBuffer>,
   );
-  return _toBase64(new Uint8Array(signature));
+  return new Uint8Array(signature).toBase64();
 }
 
 /**
@@ -218,8 +221,8 @@ export async function verifyChallenge(
   let certDer: Uint8Array;
   let signature: Uint8Array;
   try {
-    certDer = _fromBase64(certB64);
-    signature = _fromBase64(signatureB64);
+    certDer = Uint8Array.fromBase64(certB64);
+    signature = Uint8Array.fromBase64(signatureB64);
   } catch (err) {
     throw fail("certificate or signature is not base64", err);
   }
@@ -248,6 +251,7 @@ export async function verifyChallenge(
 
 /** One Daemon the Console trusts without asking. */
 export interface TrustedDaemon {
+  /** The Daemon's certificate fingerprint (`SHA256:` + 43 base64 characters). */
   readonly fingerprint: string;
   /** Host name the Daemon reported when it was trusted. */
   readonly host: string;
@@ -277,6 +281,7 @@ export interface TrustedDaemon {
  * ```
  */
 export class TrustStore {
+  /** The file the store is read from and written to. */
   readonly path: string;
   #entries: TrustedDaemon[];
 
@@ -455,17 +460,4 @@ async function _readIfExists(path: string): Promise<string | null> {
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;
   }
-}
-
-function _toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary);
-}
-
-function _fromBase64(text: string): Uint8Array {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
 }

@@ -1,10 +1,34 @@
 /**
- * Small I/O helpers every layer uses: replace a file atomically.
+ * Small I/O helpers every layer uses: write all of a buffer, replace a file
+ * atomically.
  *
  * @module
  */
 
 import { errorMessage } from "./errors.ts";
+
+/** Anything bytes can be written to, taking some of them at a time: a socket, a file, a stream. */
+export interface Writer {
+  /** Writes some of `p` and resolves with how many bytes it took. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Write all of `p`, looping over partial writes.
+ *
+ * @example
+ * ```ts
+ * import { writeAll } from "./io.ts";
+ * const got: number[] = [];
+ * const conn = { write: (p: Uint8Array) => { got.push(p[0]); return Promise.resolve(1); } };
+ * await writeAll(conn, new Uint8Array([1, 2, 3]));
+ * if (got.join() !== "1,2,3") throw new Error(got.join());
+ * ```
+ */
+export async function writeAll(writer: Writer, p: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < p.length) off += await writer.write(off === 0 ? p : p.subarray(off));
+}
 
 /** Options for {@linkcode writeFileAtomic}. */
 export interface WriteFileAtomicOptions {
@@ -43,11 +67,7 @@ export async function writeFileAtomic(
     );
   }
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const suffix = Array.from(
-    crypto.getRandomValues(new Uint8Array(6)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const suffix = crypto.getRandomValues(new Uint8Array(6)).toHex();
   const tmp = `${path}.tmp-${suffix}`;
   try {
     const file = await Deno.open(tmp, { write: true, createNew: true, mode });
@@ -60,8 +80,7 @@ export async function writeFileAtomic(
           `the new file has mode ${(info.mode & 0o777).toString(8)}, not ${mode.toString(8)}`,
         );
       }
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
+      await writeAll(file, bytes);
       await file.sync();
     } finally {
       file.close();

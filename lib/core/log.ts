@@ -43,9 +43,13 @@ export interface LoggerOptions {
 
 /** A scoped logger. */
 export interface Logger {
+  /** Write a debug record: detail for finding a fault. */
   debug(msg: string, fields?: LogFields): void;
+  /** Write an info record: what the program did. */
   info(msg: string, fields?: LogFields): void;
+  /** Write a warn record: something went wrong and the program carries on. */
   warn(msg: string, fields?: LogFields): void;
+  /** Write an error record: something failed. */
   error(msg: string, fields?: LogFields): void;
   /** A logger with more scope, e.g. `log.child({ stream: 7 })`. */
   child(scope: LogFields): Logger;

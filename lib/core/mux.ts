@@ -13,7 +13,8 @@
  */
 
 import { writeFrameHeader } from "./codec.ts";
-import { errorMessage, ProtocolError } from "./errors.ts";
+import { closeQuietly, errorMessage, ProtocolError } from "./errors.ts";
+import { writeAll } from "./io.ts";
 import type { Logger } from "./log.ts";
 import {
   FRAME_HEADER_BYTES,
@@ -25,9 +26,13 @@ import {
 
 /** The byte-stream side of a link or socket, as Deno's `Conn` has it. */
 export interface ByteConn {
+  /** Read into `p`; resolves with the count, or null at end of stream. */
   read(p: Uint8Array): Promise<number | null>;
+  /** Write some of `p`; resolves with how many bytes were taken. */
   write(p: Uint8Array): Promise<number>;
+  /** Half-close: send end of stream, keep reading. */
   closeWrite(): Promise<void>;
+  /** Close both directions. */
   close(): void;
 }
 
@@ -36,7 +41,9 @@ export interface ByteConn {
  * or a UDP flow.
  */
 export interface Channel {
+  /** Its stream id on the session. */
   readonly id: number;
+  /** True once it is finished, either way. */
   readonly ended: boolean;
   /** The peer dropped it. */
   onReset(reason: string): void;
@@ -69,11 +76,13 @@ export interface StreamHost {
 
 /** Final figures of a stream, for logs and status. */
 export interface StreamSummary {
+  /** The stream id. */
   readonly id: number;
   /** Bytes read from the local socket and sent to the peer. */
   readonly bytesSent: number;
   /** Bytes received from the peer and written to the local socket. */
   readonly bytesReceived: number;
+  /** From open to end, in milliseconds. */
   readonly durationMs: number;
   /** Why it ended: "done" after a clean close both ways, else the reset reason. */
   readonly reason: string;
@@ -81,6 +90,7 @@ export interface StreamSummary {
 
 /** Options for {@linkcode Stream}. */
 export interface StreamOptions {
+  /** Logger for the stream's records, scoped with its id. */
   readonly log: Logger;
   /** Called once when the stream is finished. */
   readonly onEnd?: (summary: StreamSummary) => void;
@@ -93,25 +103,8 @@ const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
 const SPARE_BUFFERS = 2;
 const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
 
-/**
- * Write all of `p`, looping over partial writes.
- *
- * @example
- * ```ts
- * import { writeAll } from "./mux.ts";
- * const got: number[] = [];
- * const conn = { write: (p: Uint8Array) => { got.push(p[0]); return Promise.resolve(1); } };
- * await writeAll(conn, new Uint8Array([1, 2, 3]));
- * if (got.join() !== "1,2,3") throw new Error(got.join());
- * ```
- */
-export async function writeAll(
-  conn: Pick<ByteConn, "write">,
-  p: Uint8Array,
-): Promise<void> {
-  let off = 0;
-  while (off < p.length) off += await conn.write(off === 0 ? p : p.subarray(off));
-}
+// Kept here too, for the modules that import it from mux.ts.
+export { writeAll };
 
 /**
  * One forwarded connection on a session.
@@ -123,10 +116,15 @@ export async function writeAll(
  * ```
  */
 export class Stream implements Channel {
+  /** The stream id on the session. */
   readonly id: number;
+  /** The local socket the stream relays. */
   readonly conn: ByteConn;
-  readonly openedAt = Date.now();
+  /** When the stream was made (epoch milliseconds). */
+  readonly openedAt: number = Date.now();
+  /** Bytes read from the local socket and sent to the peer so far. */
   bytesSent = 0;
+  /** Bytes received from the peer and written to the local socket so far. */
   bytesReceived = 0;
 
   #host: StreamHost;
@@ -163,6 +161,7 @@ export class Stream implements Channel {
   #writeClosed = false;
   #ended = false;
 
+  /** A stream `id` relaying `conn` over `host`; it moves no byte before `start()`. */
   constructor(id: number, conn: ByteConn, host: StreamHost, options: StreamOptions) {
     this.id = id;
     this.conn = conn;
@@ -378,11 +377,7 @@ export class Stream implements Channel {
     this.#streaming = false;
     this.#dropReceived();
     this.#spare = [];
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed by the other direction.
-    }
+    closeQuietly(this.conn); // the other direction may have closed it already
     const wake = this.#creditWaiter;
     this.#creditWaiter = null;
     wake?.();

@@ -26,7 +26,7 @@ export const FRAME_HEADER_BYTES = 9;
 export const MAX_DATA_BYTES = 64 * 1024;
 
 /** Largest frame (tag + stream + body) accepted after authentication. */
-export const MAX_FRAME_BYTES = MAX_DATA_BYTES + 5;
+export const MAX_FRAME_BYTES: number = MAX_DATA_BYTES + 5;
 
 /** Largest frame accepted before the peer has been authenticated. */
 export const MAX_HANDSHAKE_FRAME_BYTES = 16 * 1024;
@@ -117,8 +117,11 @@ export const SESSION_ID_PATTERN: RegExp = /^[0-9a-f]{8}$/;
 
 /** What a Daemon says about itself in AUTH; the Console operator sees it. */
 export interface DaemonFacts {
+  /** Host name of the Daemon's computer. */
   readonly host: string;
+  /** User the Daemon runs as. */
   readonly user: string;
+  /** Operating system of the Daemon's computer. */
   readonly os: string;
 }
 
@@ -296,15 +299,21 @@ export const STREAM_PROTOS = ["tcp", "udp"] as const;
 
 /** Daemon → Console, first frame. */
 export interface HelloMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.HELLO;
+  /** The protocol version the sender speaks. */
   readonly version: number;
+  /** Optional features the sender supports (see `CAPABILITIES`). */
   readonly capabilities: readonly string[];
 }
 
 /** Console → Daemon, answer to hello. */
 export interface ChallengeMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.CHALLENGE;
+  /** The protocol version the sender speaks. */
   readonly version: number;
+  /** Optional features the sender supports (see `CAPABILITIES`). */
   readonly capabilities: readonly string[];
   /** Base64 of 32 random bytes the Daemon signs. */
   readonly nonce: string;
@@ -312,9 +321,13 @@ export interface ChallengeMessage {
 
 /** Daemon → Console: identity proof and the facts the operator sees. */
 export interface AuthMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.AUTH;
+  /** Host name of the Daemon's computer. */
   readonly host: string;
+  /** User the Daemon runs as. */
   readonly user: string;
+  /** Operating system of the Daemon's computer. */
   readonly os: string;
   /** Base64 of the Daemon's certificate DER. */
   readonly cert: string;
@@ -326,11 +339,13 @@ export interface AuthMessage {
 
 /** Console → Daemon: waiting for the operator. */
 export interface PendingMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.PENDING;
 }
 
 /** Console → Daemon: established. */
 export interface AcceptMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.ACCEPT;
   /** Short id for logs on both sides. */
   readonly session: string;
@@ -338,17 +353,25 @@ export interface AcceptMessage {
 
 /** Console → Daemon: refused. */
 export interface RejectMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.REJECT;
+  /** Why the session was refused, for exit codes and display. */
   readonly code: RejectCode;
+  /** The reason in words, for the operator. */
   readonly reason: string;
 }
 
 /** Console → Daemon: open a stream to `host:port` with the Daemon's resolver. */
 export interface OpenMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.OPEN;
+  /** The new stream's id, chosen by the Console. */
   readonly stream: number;
+  /** A TCP stream or a UDP flow. */
   readonly proto: typeof STREAM_PROTOS[number];
+  /** Target host name or address, resolved on the Daemon's side. */
   readonly host: string;
+  /** Target port. */
   readonly port: number;
   /** PFO name, for the Daemon's display. */
   readonly pfo: string;
@@ -358,7 +381,9 @@ export interface OpenMessage {
 
 /** Daemon → Console: the target is connected. */
 export interface OpenOkMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.OPEN_OK;
+  /** The stream this is for. */
   readonly stream: number;
   /** The address the Daemon actually connected to. */
   readonly address: string;
@@ -366,83 +391,117 @@ export interface OpenOkMessage {
 
 /** Daemon → Console: the target could not be reached. */
 export interface OpenErrMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.OPEN_ERR;
+  /** The stream this is for. */
   readonly stream: number;
+  /** Why the target could not be reached. */
   readonly code: OpenErrorCode;
+  /** The reason in words, for the operator. */
   readonly reason: string;
 }
 
 /** Either way: stream bytes. */
 export interface DataMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.DATA;
+  /** The stream this is for. */
   readonly stream: number;
+  /** Stream bytes, at most `MAX_DATA_BYTES`. */
   readonly data: Uint8Array;
 }
 
 /** Either way: more credit. */
 export interface WindowMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.WINDOW;
+  /** The stream this is for. */
   readonly stream: number;
+  /** Bytes the receiver may now send beyond its earlier credit. */
   readonly credit: number;
 }
 
 /** Either way: half-close of one direction. */
 export interface FinMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.FIN;
+  /** The stream this is for. */
   readonly stream: number;
 }
 
 /** Either way: the stream is aborted. */
 export interface ResetMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.RESET;
+  /** The stream this is for. */
   readonly stream: number;
+  /** Why the stream was aborted, for logs. */
   readonly reason: string;
 }
 
 /** Either way: chat. */
 export interface ChatMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.CHAT;
+  /** The text as typed; escape it before it reaches a terminal or log. */
   readonly text: string;
 }
 
 /** Console → Daemon: resolve a host name. */
 export interface ResolveMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.RESOLVE;
+  /** Request id, to match the answer. */
   readonly id: number;
+  /** The host name to resolve. */
   readonly host: string;
 }
 
 /** Daemon → Console: the resolved addresses, or an error. */
 export interface ResolveResultMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.RESOLVE_RESULT;
+  /** The id of the RESOLVE this answers. */
   readonly id: number;
+  /** The addresses the name resolved to; empty on error. */
   readonly addresses: readonly string[];
+  /** Why the name could not be resolved, or null. */
   readonly error: string | null;
 }
 
 /** Either way: one UDP datagram of flow `stream`. */
 export interface DatagramMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.DATAGRAM;
+  /** The UDP flow's stream id. */
   readonly stream: number;
+  /** The datagram's payload. */
   readonly data: Uint8Array;
 }
 
 /** Either way: heartbeat. */
 export interface PingMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.PING;
+  /** Sequence number, echoed by the PONG. */
   readonly seq: number;
 }
 
 /** Either way: heartbeat answer. */
 export interface PongMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.PONG;
+  /** The sequence number of the PING this answers. */
   readonly seq: number;
 }
 
 /** Either way: the session ends. */
 export interface CloseMessage {
+  /** Which message this is. */
   readonly tag: typeof Tag.CLOSE;
+  /** Why the session ends. */
   readonly code: CloseCode;
+  /** The reason in words, for the operator. */
   readonly reason: string;
   /** True when the Daemon should not reconnect (the Console operator closed it on purpose). */
   readonly final: boolean;

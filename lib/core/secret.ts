@@ -35,7 +35,9 @@ export function secretEquals(given: string, expected: string): boolean {
 
 /** A user name and password, as SOCKS username/password authentication carries them. */
 export interface Credentials {
+  /** The user name. */
   readonly username: string;
+  /** The password; never logged. */
   readonly password: string;
 }
 

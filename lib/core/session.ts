@@ -1,6 +1,7 @@
 /**
- * One session over one link: the handshake on each side, then typed messages,
- * heartbeats, streams and a close with a reason.
+ * One established session over one link: typed messages, heartbeats,
+ * streams, chat, resolve and a close with a reason. The handshake before it
+ * is in `handshake.ts`, the framing under it in `frames.ts`.
  *
  * The Console and the Daemon both use {@linkcode Session}; its `role` decides
  * which messages it may send and accept (see `SENDERS` in `protocol.ts`).
@@ -8,63 +9,59 @@
  * @module
  */
 
-import { encodeMessage, FrameDecoder, tagName } from "./codec.ts";
+import { encodeMessage, tagName } from "./codec.ts";
 import {
+  closeQuietly,
   errorMessage,
-  HandshakeError,
   OpenError,
   ProtocolError,
   SessionClosedError,
 } from "./errors.ts";
+import { FrameWriter, type MessageReader, SEND_QUEUE_CAP } from "./frames.ts";
 import type { Logger } from "./log.ts";
 import { type Channel, Stream, type StreamHost, type StreamOptions } from "./mux.ts";
 import type { ByteConn } from "./mux.ts";
-import { escapeControls } from "./text.ts";
 import {
-  authTranscript,
-  CAPABILITIES,
-  type ChallengeMessage,
   type CloseCode,
+  type DatagramMessage,
+  type DataMessage,
   DEAD_PEER_MS,
+  type FinMessage,
   HALF_CLOSED_IDLE_MS,
   HEARTBEAT_MS,
   INITIAL_WINDOW_BYTES,
-  MAX_FRAME_BYTES,
-  MAX_HANDSHAKE_FRAME_BYTES,
   MAX_HELD_BYTES,
   MAX_STREAMS,
   type Message,
   type OpenMessage,
+  type OpenOkMessage,
   pendingBudget,
-  PROTOCOL_VERSION,
   type RejectCode,
+  type ResetMessage,
   type ResolveMessage,
+  type ResolveResultMessage,
   type Role,
   SENDERS,
   Tag,
+  type WindowMessage,
 } from "./protocol.ts";
 
-/**
- * Send-queue size above which streams wait before reading more, and above
- * which the session stops reading from the peer while what it owes the peer
- * (answers and other control frames, stream data aside) exceeds it.
- */
-export const SEND_HIGH_WATER = 4 * 1024 * 1024;
-/**
- * Send-queue size at which the session gives up on a peer that does not
- * read: it is closed with a log line saying so.
- */
-export const SEND_QUEUE_CAP = 64 * 1024 * 1024;
+// The frame and handshake plumbing lives in frames.ts and handshake.ts; it is
+// exported here too, for the modules that import it from session.ts.
+export { FrameWriter, MessageReader, SEND_HIGH_WATER, SEND_QUEUE_CAP, sendNow } from "./frames.ts";
+export {
+  consoleHandshake,
+  type DaemonClaim,
+  daemonHandshake,
+  type DaemonHandshakeOptions,
+} from "./handshake.ts";
+
 /** Send-queue size above which UDP datagrams are dropped instead of queued. */
 const DATAGRAM_HIGH_WATER = 1024 * 1024;
 /** TCP counts as active for this long after its last DATA frame. */
 const TCP_ACTIVE_MS = 100;
 /** Datagrams UDP may send in a burst while TCP is active. */
 const UDP_TOKENS_MAX = 32;
-/** Frames up to this size are joined with the small frames queued after them into one write. */
-const JOIN_FRAME_BYTES = 16 * 1024;
-/** The most bytes one joined write carries. */
-const BATCH_BYTES = 64 * 1024;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
 const OPEN_TIMEOUT_MS = 20_000;
 /** How long a resolve may take. */
@@ -76,423 +73,11 @@ const RESOLVE_TIMEOUT_MS = 15_000;
  */
 const LIVENESS_TICK_MS = 1_000;
 
-/**
- * Reads messages from a link, keeping any that arrive beyond the one asked
- * for. The handshake and the session loop share one reader, so no byte is
- * lost between them.
- */
-export class MessageReader {
-  #link: ByteConn;
-  #maxFrameBytes = MAX_HANDSHAKE_FRAME_BYTES;
-  #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES });
-  #queue: Message[] = [];
-  /** Read buffer; bytes [0, #held) are an unfinished frame kept from the last read. */
-  #buf = new Uint8Array(256 * 1024);
-  #held = 0;
-  #bytesRead = 0;
-
-  constructor(link: ByteConn) {
-    this.#link = link;
-  }
-
-  /** Bytes read from the link so far. */
-  get bytesRead(): number {
-    return this.#bytesRead;
-  }
-
-  /** Raise the frame cap once the peer is authenticated. */
-  trust(): void {
-    this.#maxFrameBytes = MAX_FRAME_BYTES;
-    this.#decoder.maxFrameBytes = MAX_FRAME_BYTES;
-  }
-
-  /** Every message now available, reading the link once if none is queued; null at end of link. */
-  async batch(): Promise<Message[] | null> {
-    while (this.#queue.length === 0) {
-      const n = await this.#link.read(this.#buf.subarray(this.#held));
-      if (n === null) return null;
-      this.#bytesRead += n;
-      this.#queue = this.#decode(this.#held + n);
-    }
-    const out = this.#queue;
-    this.#queue = [];
-    return out;
-  }
-
-  /**
-   * Decode the whole frames among the first `end` bytes of the buffer and
-   * keep the unfinished one at its start. The decoder only ever sees whole
-   * frames, so it never copies a read to join it with the next one.
-   */
-  #decode(end: number): Message[] {
-    const buf = this.#buf;
-    const view = new DataView(buf.buffer, buf.byteOffset, end);
-    let whole = 0;
-    while (end - whole >= 4) {
-      const length = view.getUint32(whole);
-      // A bad length: let the decoder reject it now, with its own error.
-      if (length < 5 || length > this.#maxFrameBytes) this.#decoder.push(buf.subarray(whole, end));
-      if (end - whole < 4 + length) break;
-      whole += 4 + length;
-    }
-    const messages = whole > 0 ? this.#decoder.push(buf.subarray(0, whole)) : [];
-    // Deno's TLS reads return one record (16 KiB) at a time, so most reads end
-    // inside a 64 KiB frame and decode nothing: leave those bytes where they are.
-    if (whole > 0 && whole < end) buf.copyWithin(0, whole, end);
-    this.#held = end - whole;
-    return messages;
-  }
-
-  /** The next message; throws SessionClosedError at end of link. */
-  async next(): Promise<Message> {
-    if (this.#queue.length === 0) {
-      const got = await this.batch();
-      if (got === null) {
-        throw new SessionClosedError("closed", "Cannot read: the peer closed the connection");
-      }
-      this.#queue = got;
-    }
-    return this.#queue.shift()!;
-  }
-}
-
-/**
- * Serializes frames onto the link. Small frames are batched into one write;
- * large ones go as they are.
- */
-export class FrameWriter {
-  #link: ByteConn;
-  #queue: Uint8Array[] = [];
-  /** Per queued frame: called once the link took it (see `StreamHost.sendFrame`). */
-  #written: (((frame: Uint8Array) => void) | undefined)[] = [];
-  /** Per queued frame: true for stream data (DATA, DATAGRAM), which flow control bounds. */
-  #isData: boolean[] = [];
-  #head = 0;
-  #queued = 0;
-  /** Bytes of stream data among `#queued`. */
-  #queuedData = 0;
-  /** Index in `#queue` of the heartbeat answer not yet taken for writing, or -1. */
-  #pongAt = -1;
-  #running = false;
-  #failed: unknown = null;
-  #drainWaiters: (() => void)[] = [];
-  /** Waiting for the control frames queued to fall back under the high-water mark. */
-  #controlWaiters: (() => void)[] = [];
-  #idleWaiters: (() => void)[] = [];
-  #onError: (err: unknown) => void;
-
-  constructor(link: ByteConn, onError: (err: unknown) => void) {
-    this.#link = link;
-    this.#onError = onError;
-  }
-
-  /** Bytes queued and not yet written. */
-  get queued(): number {
-    return this.#queued;
-  }
-
-  /** Bytes of control frames (everything but stream data) queued and not yet written. */
-  get queuedControl(): number {
-    return this.#queued - this.#queuedData;
-  }
-
-  /**
-   * Queue a frame; `written` is called once the link has taken its bytes.
-   * `data` marks stream data, which the peer's credit (TCP) or the datagram
-   * high-water mark (UDP) bounds already.
-   */
-  push(frame: Uint8Array, written?: (frame: Uint8Array) => void, data = false): void {
-    if (this.#failed) return;
-    this.#queue.push(frame);
-    this.#written.push(written);
-    this.#isData.push(data);
-    this.#queued += frame.length;
-    if (data) this.#queuedData += frame.length;
-    if (!this.#running) this.#run();
-  }
-
-  /**
-   * Queue a heartbeat answer. One still waiting in the queue is replaced, so
-   * a peer that pings and never reads costs one answer, not one per ping.
-   */
-  pushPong(frame: Uint8Array): void {
-    if (this.#failed) return;
-    if (this.#pongAt >= this.#head && this.#pongAt < this.#queue.length) {
-      this.#queued += frame.length - this.#queue[this.#pongAt].length;
-      this.#queue[this.#pongAt] = frame;
-      return;
-    }
-    this.#pongAt = this.#queue.length;
-    this.push(frame);
-  }
-
-  /** A promise while over the high-water mark, else null. */
-  backpressure(): Promise<void> | null {
-    if (this.#queued < SEND_HIGH_WATER || this.#failed) return null;
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
-  }
-
-  /**
-   * A promise while the control frames queued (answers to the peer, stream
-   * data aside) are over the high-water mark, else null. The session stops
-   * reading meanwhile: a peer that asks and never reads the answers stalls
-   * itself. Stream data is left out, or two sides both sending bulk data
-   * would each stop reading the other and never resume.
-   */
-  controlBackpressure(): Promise<void> | null {
-    if (this.queuedControl < SEND_HIGH_WATER || this.#failed) return null;
-    return new Promise((resolve) => this.#controlWaiters.push(resolve));
-  }
-
-  #clearQueue(): void {
-    this.#queue = [];
-    this.#written = [];
-    this.#isData = [];
-    this.#head = 0;
-    this.#pongAt = -1;
-  }
-
-  /** Resolves when everything queued so far is written (or the link failed). */
-  idle(): Promise<void> {
-    if (!this.#running) return Promise.resolve();
-    return new Promise((resolve) => this.#idleWaiters.push(resolve));
-  }
-
-  async #run(): Promise<void> {
-    this.#running = true;
-    try {
-      while (this.#head < this.#queue.length) {
-        let done = this.#written[this.#head];
-        let dataBytes = this.#isData[this.#head] ? this.#queue[this.#head].length : 0;
-        let chunk = this.#queue[this.#head++];
-        // Join small frames (control messages, short DATA); a large DATA frame
-        // goes on its own, as copying it would cost more than the write saved.
-        if (chunk.length <= JOIN_FRAME_BYTES && this.#head < this.#queue.length) {
-          let total = chunk.length;
-          let end = this.#head;
-          while (
-            end < this.#queue.length && this.#queue[end].length <= JOIN_FRAME_BYTES &&
-            total + this.#queue[end].length <= BATCH_BYTES
-          ) {
-            total += this.#queue[end++].length;
-          }
-          if (end > this.#head) {
-            const joined = new Uint8Array(total);
-            joined.set(chunk);
-            done?.(chunk);
-            let at = chunk.length;
-            for (; this.#head < end; this.#head++) {
-              const frame = this.#queue[this.#head];
-              if (this.#isData[this.#head]) dataBytes += frame.length;
-              joined.set(frame, at);
-              this.#written[this.#head]?.(frame);
-              at += frame.length;
-            }
-            chunk = joined;
-            done = undefined;
-          }
-        }
-        if (this.#head === this.#queue.length) this.#clearQueue();
-        let off = 0;
-        while (off < chunk.length) {
-          off += await this.#link.write(off === 0 ? chunk : chunk.subarray(off));
-        }
-        this.#queued -= chunk.length;
-        this.#queuedData -= dataBytes;
-        done?.(chunk);
-        if (this.#queued < SEND_HIGH_WATER / 2 && this.#drainWaiters.length > 0) {
-          for (const wake of this.#drainWaiters.splice(0)) wake();
-        }
-        if (this.queuedControl < SEND_HIGH_WATER / 2 && this.#controlWaiters.length > 0) {
-          for (const wake of this.#controlWaiters.splice(0)) wake();
-        }
-      }
-    } catch (err) {
-      this.#failed = err ?? new Error("write failed");
-      this.#clearQueue();
-      this.#queued = 0;
-      this.#queuedData = 0;
-      for (const wake of this.#drainWaiters.splice(0)) wake();
-      for (const wake of this.#controlWaiters.splice(0)) wake();
-      this.#onError(err);
-    } finally {
-      this.#running = false;
-      for (const wake of this.#idleWaiters.splice(0)) wake();
-    }
-  }
-}
-
-/**
- * Send one message on a link outside a session (during the handshake).
- *
- * @example
- * ```ts ignore
- * await sendNow(link, { tag: Tag.REJECT, code: "busy", reason: "another Daemon holds the session" });
- * ```
- */
-export async function sendNow(link: ByteConn, msg: Message): Promise<void> {
-  const bytes = encodeMessage(msg);
-  let off = 0;
-  while (off < bytes.length) off += await link.write(bytes.subarray(off));
-}
-
-function expectTag<T extends Message["tag"]>(
-  msg: Message,
-  tag: T,
-  during: string,
-): Extract<Message, { tag: T }> {
-  if (msg.tag !== tag) {
-    throw new ProtocolError(`Cannot ${during}: expected ${tagName(tag)}, got ${tagName(msg.tag)}`);
-  }
-  return msg as Extract<Message, { tag: T }>;
-}
-
-function base64(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replace(/=+$/, "");
-}
-
-/** What the Console learns from a Daemon's hello and auth. */
-export interface DaemonClaim {
-  readonly host: string;
-  readonly user: string;
-  readonly os: string;
-  /** Base64 certificate DER. */
-  readonly cert: string;
-  readonly signature: string;
-  readonly token: string | null;
-  /** The nonce the signature must cover. */
-  readonly nonce: string;
-  /** What the Daemon offered in its hello. */
-  readonly capabilities: readonly string[];
-}
-
-/**
- * Console side of the handshake, after TLS: read hello, check the version,
- * send the challenge, read auth. The caller verifies the signature and
- * decides to accept, hold pending or reject.
- *
- * @example
- * ```ts ignore
- * const reader = new MessageReader(tlsConn);
- * const claim = await consoleHandshake(tlsConn, reader);
- * ```
- */
-export async function consoleHandshake(
-  link: ByteConn,
-  reader: MessageReader,
-  onHello?: () => void,
-): Promise<DaemonClaim> {
-  const hello = expectTag(await reader.next(), Tag.HELLO, "start session");
-  onHello?.();
-  if (hello.version !== PROTOCOL_VERSION) {
-    const reason = hello.version > PROTOCOL_VERSION
-      ? `the Daemon speaks protocol v${hello.version}, this Console speaks v${PROTOCOL_VERSION}: upgrade the Console`
-      : `the Daemon speaks protocol v${hello.version}, this Console speaks v${PROTOCOL_VERSION}: upgrade the Daemon`;
-    await sendNow(link, { tag: Tag.REJECT, code: "version", reason });
-    throw new HandshakeError("version", `Cannot start session: ${reason}`);
-  }
-  const nonce = base64(crypto.getRandomValues(new Uint8Array(32)));
-  await sendNow(link, {
-    tag: Tag.CHALLENGE,
-    version: PROTOCOL_VERSION,
-    capabilities: CAPABILITIES,
-    nonce,
-  });
-  const auth = expectTag(await reader.next(), Tag.AUTH, "authenticate Daemon");
-  return { ...auth, nonce, capabilities: hello.capabilities };
-}
-
-/** Options for {@linkcode daemonHandshake}. */
-export interface DaemonHandshakeOptions {
-  /** The pinned Console fingerprint; it has been checked by the TLS layer. */
-  readonly consoleFingerprint: string;
-  /** Base64 of this Daemon's certificate DER. */
-  readonly cert: string;
-  /** Signs the auth transcript with this Daemon's identity key. */
-  readonly sign: (data: Uint8Array) => Promise<string>;
-  readonly token: string | null;
-  readonly host: string;
-  readonly user: string;
-  readonly os: string;
-  /** Called when the Console holds the session for the operator. */
-  readonly onPending: () => void;
-}
-
-/**
- * Daemon side of the handshake, after TLS and the pin check: hello, sign the
- * challenge, then wait for accept or reject. Answers heartbeats while it waits.
- * Returns the session id the Console gave.
- *
- * @example
- * ```ts ignore
- * const id = await daemonHandshake(link, reader, { consoleFingerprint, cert, sign, token: null, host, user, os, onPending });
- * ```
- */
-export async function daemonHandshake(
-  link: ByteConn,
-  reader: MessageReader,
-  options: DaemonHandshakeOptions,
-): Promise<string> {
-  await sendNow(link, { tag: Tag.HELLO, version: PROTOCOL_VERSION, capabilities: CAPABILITIES });
-  const first = await reader.next();
-  if (first.tag === Tag.REJECT) {
-    throw new HandshakeError(
-      first.code,
-      `Console refused the session: ${escapeControls(first.reason)}`,
-    );
-  }
-  const challenge: ChallengeMessage = expectTag(first, Tag.CHALLENGE, "start session");
-  if (challenge.version !== PROTOCOL_VERSION) {
-    throw new HandshakeError(
-      "version",
-      `Cannot start session: the Console speaks protocol v${challenge.version}, this Daemon speaks v${PROTOCOL_VERSION}: upgrade the ${
-        challenge.version > PROTOCOL_VERSION ? "Daemon" : "Console"
-      }`,
-    );
-  }
-  const signature = await options.sign(authTranscript(challenge.nonce, options.consoleFingerprint));
-  await sendNow(link, {
-    tag: Tag.AUTH,
-    host: options.host,
-    user: options.user,
-    os: options.os,
-    cert: options.cert,
-    signature,
-    token: options.token,
-  });
-  while (true) {
-    const msg = await reader.next();
-    switch (msg.tag) {
-      case Tag.PENDING:
-        options.onPending();
-        break;
-      case Tag.PING:
-        await sendNow(link, { tag: Tag.PONG, seq: msg.seq });
-        break;
-      case Tag.ACCEPT:
-        reader.trust();
-        return msg.session;
-      case Tag.REJECT:
-        throw new HandshakeError(
-          msg.code,
-          `Console refused the session: ${escapeControls(msg.reason)}`,
-        );
-      case Tag.CLOSE:
-        throw new HandshakeError(
-          "closed",
-          `Console closed the session: ${escapeControls(msg.reason)}`,
-        );
-      default:
-        throw new ProtocolError(`Cannot wait for acceptance: unexpected ${tagName(msg.tag)}`);
-    }
-  }
-}
-
 /** Why a session ended. */
 export interface SessionEnd {
+  /** Why it ended, as the wire codes it. */
   readonly code: CloseCode;
+  /** Why it ended, in words. */
   readonly reason: string;
   /** True when the peer (not this side) ended it. */
   readonly remote: boolean;
@@ -506,6 +91,7 @@ export interface SessionHandlers {
   onOpen?(msg: OpenMessage): void;
   /** Daemon only: the Console asks to resolve a name. */
   onResolve?(msg: ResolveMessage): void;
+  /** The peer sent a chat message; escape it before display. */
   onChat(text: string): void;
   /** Once, when the session has ended and every stream is closed. */
   onEnd(end: SessionEnd): void;
@@ -513,12 +99,17 @@ export interface SessionHandlers {
 
 /** Options for {@linkcode Session}. */
 export interface SessionOptions {
+  /** Which side this session is: it decides what may be sent and accepted. */
   readonly role: Role;
+  /** The session id, for logs on both sides. */
   readonly id: string;
+  /** Logger for the session's records. */
   readonly log: Logger;
+  /** What to call when the peer asks for something or the session ends. */
   readonly handlers: SessionHandlers;
   /** Defaults from protocol.ts; tests shorten them. */
   readonly heartbeatMs?: number;
+  /** Silence after which the peer is taken for dead; defaults from protocol.ts. */
   readonly deadPeerMs?: number;
   /** Most streams (TCP and UDP) this side holds at once. Default {@linkcode MAX_STREAMS}. */
   readonly maxStreams?: number;
@@ -543,10 +134,15 @@ export interface SessionOptions {
 
 /** Where to open a stream to, on the Daemon's side. */
 export interface OpenTarget {
+  /** A TCP stream or a UDP flow. */
   readonly proto: "tcp" | "udp";
+  /** Target host name or address, resolved on the Daemon's side. */
   readonly host: string;
+  /** Target port. */
   readonly port: number;
+  /** The PFO's name, for the Daemon's display. */
   readonly pfo: string;
+  /** The Console-side client address, for the Daemon's display. */
   readonly client: string;
 }
 
@@ -590,9 +186,12 @@ interface PendingOpen {
  * ```
  */
 export class Session implements StreamHost {
+  /** The session id, for logs on both sides. */
   readonly id: string;
+  /** Which side this session is. */
   readonly role: Role;
-  readonly startedAt = Date.now();
+  /** When the session was established (epoch milliseconds). */
+  readonly startedAt: number = Date.now();
   #peer: Role;
   #link: ByteConn;
   #reader: MessageReader;
@@ -644,6 +243,7 @@ export class Session implements StreamHost {
   #ended: SessionEnd | null = null;
   #endWaiters: (() => void)[] = [];
 
+  /** An established session on `link`, reading with `reader` (shared with the handshake); call {@linkcode Session.run} once. */
   constructor(link: ByteConn, reader: MessageReader, options: SessionOptions) {
     this.id = options.id;
     this.role = options.role;
@@ -720,7 +320,7 @@ export class Session implements StreamHost {
     return new Promise((resolve) => this.#endWaiters.push(resolve));
   }
 
-  // StreamHost
+  /** StreamHost: queue one stream DATA frame (see {@linkcode StreamHost.sendFrame}). */
   sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
     this.#tcpFrame();
@@ -728,6 +328,7 @@ export class Session implements StreamHost {
     this.#checkQueueCap();
   }
 
+  /** Queue one message for the peer; throws TypeError for a message this side may not send. */
   send(msg: Message): void {
     if (!SENDERS[msg.tag].includes(this.role)) {
       throw new TypeError(`Cannot send ${tagName(msg.tag)}: a ${this.role} may not send it`);
@@ -744,14 +345,17 @@ export class Session implements StreamHost {
     this.#checkQueueCap();
   }
 
+  /** A promise while the send queue is over its high-water mark, else null. */
   backpressure(): Promise<void> | null {
     return this.#writer.backpressure();
   }
 
+  /** StreamHost: the channel is finished; forget it. */
   release(channel: Channel): void {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
   }
 
+  /** StreamHost: bytes held for the peer grew or shrank by `delta`. */
   held(delta: number): void {
     this.#held += delta;
   }
@@ -890,6 +494,47 @@ export class Session implements StreamHost {
       throw new ProtocolError(`Cannot accept ${tagName(msg.tag)}: a ${this.#peer} may not send it`);
     }
     switch (msg.tag) {
+      case Tag.DATA:
+      case Tag.WINDOW:
+      case Tag.FIN:
+      case Tag.DATAGRAM:
+      case Tag.RESET:
+        return this.#onStreamMessage(msg);
+      case Tag.PING:
+        this.send({ tag: Tag.PONG, seq: msg.seq });
+        return;
+      case Tag.PONG:
+        return;
+      case Tag.CHAT:
+        this.#handlers.onChat(msg.text);
+        return;
+      case Tag.CLOSE:
+        this.#finish(msg.code, msg.reason, true, msg.final);
+        return;
+      case Tag.OPEN:
+        return this.#onOpen(msg);
+      case Tag.OPEN_OK:
+        return this.#onOpenOk(msg);
+      case Tag.OPEN_ERR:
+        this.#settleOpen(msg.stream, new OpenError(msg.code, msg.reason));
+        return;
+      case Tag.RESOLVE:
+        this.#handlers.onResolve?.(msg);
+        return;
+      case Tag.RESOLVE_RESULT:
+        return this.#onResolveResult(msg);
+      default:
+        throw new ProtocolError(
+          `Cannot accept ${tagName(msg.tag)}: not valid in an established session`,
+        );
+    }
+  }
+
+  /** A message for one stream or UDP flow: data, credit, FIN, a datagram or a reset. */
+  #onStreamMessage(
+    msg: DataMessage | WindowMessage | FinMessage | DatagramMessage | ResetMessage,
+  ): void {
+    switch (msg.tag) {
       case Tag.DATA: {
         this.#tcpFrame();
         const stream = this.#tcp(msg.stream, "DATA");
@@ -916,8 +561,7 @@ export class Session implements StreamHost {
         return;
       }
       case Tag.RESET: {
-        const pending = this.#pendingOpens.get(msg.stream);
-        if (pending) {
+        if (this.#pendingOpens.has(msg.stream)) {
           this.#settleOpen(msg.stream, new OpenError("error", msg.reason));
           return;
         }
@@ -925,79 +569,58 @@ export class Session implements StreamHost {
         this.#streams.get(msg.stream)?.onReset(msg.reason);
         return;
       }
-      case Tag.PING:
-        this.send({ tag: Tag.PONG, seq: msg.seq });
-        return;
-      case Tag.PONG:
-        return;
-      case Tag.CHAT:
-        this.#handlers.onChat(msg.text);
-        return;
-      case Tag.CLOSE:
-        this.#finish(msg.code, msg.reason, true, msg.final);
-        return;
-      case Tag.OPEN:
-        if (this.#streams.has(msg.stream) || this.#early.has(msg.stream)) {
-          throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
-        }
-        // Opens still reaching their target (TCP or UDP) count as streams.
-        if (this.#streams.size + this.#early.size >= this.#maxStreams) {
-          this.#limitHit("streams");
-          this.send({
-            tag: Tag.OPEN_ERR,
-            stream: msg.stream,
-            code: "limit",
-            reason: `the Daemon holds ${this.#maxStreams} streams already`,
-          });
-          return;
-        }
-        if (this.#held >= this.#maxHeldBytes) {
-          this.#limitHit("held");
-          this.send({
-            tag: Tag.OPEN_ERR,
-            stream: msg.stream,
-            code: "limit",
-            reason: `the Daemon holds ${this.#heldText()} for the Console already`,
-          });
-          return;
-        }
-        this.#early.set(msg.stream, { udp: msg.proto === "udp", frames: [], bytes: 0 });
-        this.#handlers.onOpen?.(msg);
-        return;
-      case Tag.OPEN_OK: {
-        if (!this.#pendingOpens.has(msg.stream)) {
-          // We gave up on this open (timeout); the Daemon connected anyway.
-          this.send({
-            tag: Tag.RESET,
-            stream: msg.stream,
-            reason: "open abandoned by the Console",
-          });
-          return;
-        }
-        this.#settleOpen(msg.stream, msg.address);
-        return;
-      }
-      case Tag.OPEN_ERR: {
-        this.#settleOpen(msg.stream, new OpenError(msg.code, msg.reason));
-        return;
-      }
-      case Tag.RESOLVE:
-        this.#handlers.onResolve?.(msg);
-        return;
-      case Tag.RESOLVE_RESULT: {
-        const waiter = this.#resolves.get(msg.id);
-        if (!waiter) return;
-        this.#resolves.delete(msg.id);
-        clearTimeout(waiter.timer);
-        if (msg.error !== null) waiter.reject(new OpenError("unresolvable", msg.error));
-        else waiter.resolve([...msg.addresses]);
-        return;
-      }
-      default:
-        throw new ProtocolError(
-          `Cannot accept ${tagName(msg.tag)}: not valid in an established session`,
-        );
     }
+  }
+
+  /** Daemon: the Console asks for a stream; refuse it over a limit, else hand it to the owner. */
+  #onOpen(msg: OpenMessage): void {
+    if (this.#streams.has(msg.stream) || this.#early.has(msg.stream)) {
+      throw new ProtocolError(`Cannot open stream ${msg.stream}: already open`);
+    }
+    // Opens still reaching their target (TCP or UDP) count as streams.
+    if (this.#streams.size + this.#early.size >= this.#maxStreams) {
+      this.#refuseOpen(msg.stream, "streams");
+      return;
+    }
+    if (this.#held >= this.#maxHeldBytes) {
+      this.#refuseOpen(msg.stream, "held");
+      return;
+    }
+    this.#early.set(msg.stream, { udp: msg.proto === "udp", frames: [], bytes: 0 });
+    this.#handlers.onOpen?.(msg);
+  }
+
+  /** Daemon: answer OPEN `id` with OPEN_ERR `limit`, naming the limit it hit. */
+  #refuseOpen(id: number, limit: Limit): void {
+    this.#limitHit(limit);
+    this.send({
+      tag: Tag.OPEN_ERR,
+      stream: id,
+      code: "limit",
+      reason: limit === "streams"
+        ? `the Daemon holds ${this.#maxStreams} streams already`
+        : `the Daemon holds ${this.#heldText()} for the Console already`,
+    });
+  }
+
+  /** Console: the Daemon reached an open's target. */
+  #onOpenOk(msg: OpenOkMessage): void {
+    if (!this.#pendingOpens.has(msg.stream)) {
+      // We gave up on this open (timeout); the Daemon connected anyway.
+      this.send({ tag: Tag.RESET, stream: msg.stream, reason: "open abandoned by the Console" });
+      return;
+    }
+    this.#settleOpen(msg.stream, msg.address);
+  }
+
+  /** Console: the Daemon answered a resolve; a late answer (after the timeout) is dropped. */
+  #onResolveResult(msg: ResolveResultMessage): void {
+    const waiter = this.#resolves.get(msg.id);
+    if (!waiter) return;
+    this.#resolves.delete(msg.id);
+    clearTimeout(waiter.timer);
+    if (msg.error !== null) waiter.reject(new OpenError("unresolvable", msg.error));
+    else waiter.resolve([...msg.addresses]);
   }
 
   /**
@@ -1023,13 +646,7 @@ export class Session implements StreamHost {
       }
       if (this.#held > this.#maxHeldBytes) {
         // This open is not reached yet: refuse it now, and drop what it sent.
-        this.#limitHit("held");
-        this.send({
-          tag: Tag.OPEN_ERR,
-          stream: id,
-          code: "limit",
-          reason: `the Daemon holds ${this.#heldText()} for the Console already`,
-        });
+        this.#refuseOpen(id, "held");
         this.#abandoned.add(id);
         return;
       }
@@ -1298,11 +915,7 @@ export class Session implements StreamHost {
     if (this.#ended) return;
     this.#ended = { code, reason, remote, final };
     clearInterval(this.#heartbeat);
-    try {
-      this.#link.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(this.#link);
     for (const id of [...this.#pendingOpens.keys()]) {
       this.#settleOpen(
         id,

@@ -33,7 +33,7 @@
  */
 
 import * as nodeTls from "node:tls";
-import { errorMessage, HandshakeError, permissionHint } from "./errors.ts";
+import { closeQuietly, errorMessage, HandshakeError, permissionHint } from "./errors.ts";
 import { CERT_HOSTNAMES, fingerprintFromHex, type Identity, isFingerprint } from "./identity.ts";
 
 /**
@@ -308,11 +308,7 @@ async function _startSession(
     await conn.handshake();
     return conn;
   } catch (err) {
-    try {
-      open.close();
-    } catch {
-      // Already closed by the abort.
-    }
+    closeQuietly(open); // the abort may have closed it already
     if (signal.aborted) throw signal.reason;
     const detail = errorMessage(err);
     if (/certificate|issuer|not valid for name/i.test(detail)) {
@@ -358,8 +354,6 @@ function _connectError(err: unknown, options: ConnectPinnedOptions): Error {
 }
 
 function _pem(der: Uint8Array): string {
-  let binary = "";
-  for (const b of der) binary += String.fromCharCode(b);
-  const lines = btoa(binary).match(/.{1,64}/g) ?? [];
+  const lines = der.toBase64().match(/.{1,64}/g) ?? [];
   return `-----BEGIN CERTIFICATE-----\n${lines.join("\n")}\n-----END CERTIFICATE-----\n`;
 }

@@ -66,7 +66,7 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
     const identity = options.identity;
     const id = await daemonHandshake(link, reader, {
       consoleFingerprint: options.fingerprint,
-      cert: btoa(String.fromCharCode(...identity.certDer)),
+      cert: identity.certDer.toBase64(),
       sign: (data) => signChallenge(identity, data),
       token: options.token,
       ...whoAmI(),

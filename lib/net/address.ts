@@ -15,11 +15,13 @@
  * @module
  */
 
-import { isIPv4, isIPv6 } from "node:net";
+import { isIP } from "node:net";
 
 /** An IP address as bits: 32 for IPv4, 128 for IPv6. */
 export interface IpBits {
+  /** 4 for IPv4, 6 for IPv6. */
   readonly family: 4 | 6;
+  /** The address as a number: 32 bits for IPv4, 128 for IPv6. */
   readonly bits: bigint;
 }
 
@@ -42,6 +44,24 @@ const MAX_NAME_CHARS = 253;
 const LABEL = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 
 /**
+ * The family of `text` as an IP address in the form {@linkcode parseIp}
+ * takes: 4, 6, or 0 when it is not one (a legacy IPv4 form, a `%zone`, a
+ * name). For when the bits are not needed.
+ *
+ * @example
+ * ```ts
+ * import { ipFamily } from "./address.ts";
+ * if (ipFamily("10.0.0.8") !== 4 || ipFamily("::ffff:10.0.0.8") !== 6) throw new Error("bad");
+ * if (ipFamily("10.0.0.010") !== 0 || ipFamily("fe80::1%eth0") !== 0) throw new Error("bad");
+ * ```
+ */
+export function ipFamily(text: string): 0 | 4 | 6 {
+  const family = isIP(text);
+  if (family === 4) return 4;
+  return family === 6 && !text.includes("%") ? 6 : 0;
+}
+
+/**
  * Parse an IP address in canonical form: IPv4 as four decimal numbers 0-255
  * without leading zeros, or IPv6 as RFC 4291 writes it (any case, no
  * `%zone`). Anything else, including the legacy IPv4 forms, is null.
@@ -56,8 +76,9 @@ const LABEL = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
  * ```
  */
 export function parseIp(text: string): IpBits | null {
-  if (isIPv4(text)) return { family: 4, bits: _v4Bits(text) };
-  if (!isIPv6(text) || text.includes("%")) return null;
+  const family = ipFamily(text);
+  if (family === 4) return { family: 4, bits: _v4Bits(text) };
+  if (family !== 6) return null;
   let head = text;
   let tail = 0n;
   const lastColon = text.lastIndexOf(":");

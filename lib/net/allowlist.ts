@@ -24,22 +24,31 @@ import { isValidHost } from "./hostport.ts";
 
 /** One parsed rule. */
 export interface AllowRule {
+  /** The rule as written, for messages. */
   readonly text: string;
+  /** What it matches: everything, one name, names under a suffix, or an address range. */
   readonly kind: "any" | "name" | "suffix" | "ip";
   /** Lower-case name, or the suffix (with its leading dot) of a wildcard. */
   readonly name?: string;
   /** Address rules: family, network bits and prefix length. */
   readonly family?: 4 | 6;
+  /** Address rules: the network's bits. */
   readonly bits?: bigint;
+  /** Address rules: the prefix length. */
   readonly prefix?: number;
+  /** The lowest port it allows. */
   readonly portMin: number;
+  /** The highest port it allows, inclusive. */
   readonly portMax: number;
 }
 
 /** A refusal: `not-allowed` by the rules, or `unresolvable` (not an address and not a name). */
 export interface AllowDenied {
+  /** Always false: this is a refusal. */
   readonly allowed: false;
+  /** Why: refused by the rules, or not an address and not a name. */
   readonly code: "not-allowed" | "unresolvable";
+  /** The refusal in words, for the Console. */
   readonly reason: string;
 }
 
@@ -199,8 +208,10 @@ function canonical(addresses: readonly string[]): IpBits[] {
  * ```
  */
 export class AllowList {
+  /** The rules in force, in the order written. */
   readonly rules: readonly AllowRule[];
 
+  /** A list of parsed `rules`; an empty list allows nothing. */
   constructor(rules: readonly AllowRule[]) {
     this.rules = rules;
   }

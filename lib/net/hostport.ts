@@ -14,6 +14,7 @@
  */
 
 import { ConfigError } from "../core/errors.ts";
+import { ipFamily } from "./address.ts";
 
 /** Host a listen address binds to when it names none. */
 export const DEFAULT_LISTEN_HOST = "127.0.0.1";
@@ -77,32 +78,6 @@ function _port(text: string): number | undefined {
   return port <= 65535 ? port : undefined;
 }
 
-function _isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 &&
-    parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
-}
-
-function _isIPv6(text: string): boolean {
-  let rest = text;
-  let groupsWanted = 8;
-  const lastColon = rest.lastIndexOf(":");
-  if (lastColon >= 0 && rest.includes(".", lastColon)) {
-    if (!_isIPv4(rest.slice(lastColon + 1))) return false;
-    rest = rest.slice(0, lastColon + 1) + "0:0";
-    groupsWanted = 8;
-  }
-  const halves = rest.split("::");
-  if (halves.length > 2) return false;
-  const group = /^[0-9A-Fa-f]{1,4}$/;
-  const split = (s: string) => (s === "" ? [] : s.split(":"));
-  const head = split(halves[0]);
-  const tail = halves.length === 2 ? split(halves[1]) : [];
-  if (![...head, ...tail].every((g) => group.test(g))) return false;
-  const count = head.length + tail.length;
-  return halves.length === 2 ? count < groupsWanted : count === groupsWanted;
-}
-
 function _isHostname(text: string): boolean {
   if (text.length === 0 || text.length > 253) return false;
   const labels = text.split(".");
@@ -123,7 +98,7 @@ function _isHostname(text: string): boolean {
  * ```
  */
 export function isValidHost(host: string): boolean {
-  return _isIPv4(host) || _isHostname(host) || _isIPv6(host);
+  return ipFamily(host) !== 0 || _isHostname(host);
 }
 
 /**
@@ -142,7 +117,7 @@ function _splitHost(
       throw new ConfigError(`Cannot parse ${what} "${text}": missing "]" after the IPv6 address`);
     }
     const host = text.slice(1, close);
-    if (!_isIPv6(host)) {
+    if (ipFamily(host) !== 6) {
       throw new ConfigError(`Cannot parse ${what} "${text}": "${host}" is not an IPv6 address`);
     }
     const after = text.slice(close + 1);

@@ -115,6 +115,7 @@ export class ChatView {
   #reported = -Infinity;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
+  /** A view that writes through `options`; nothing is shown until a message comes. */
   constructor(options: ChatViewOptions) {
     this.#options = options;
     this.#rate = options.linesPerSecond ?? CHAT_LINES_PER_SECOND;
