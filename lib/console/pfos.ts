@@ -127,6 +127,9 @@ export interface PfoManagerOptions {
   readonly socksAuth: () => { readonly username: string; readonly password: string } | null;
 }
 
+/** PFOs {@linkcode PfoManager.apply} starts at once. */
+const APPLY_BATCH = 256;
+
 /** How long a SOCKS client has to send its request. */
 const SOCKS_HANDSHAKE_MS = 10_000;
 
@@ -171,11 +174,13 @@ export class PfoManager {
       if (!wanted.has(name)) this.remove(name);
     }
     // Diff by name and value: only what changed is touched, so 10,000 PFOs and one edit cost one set().
+    // In batches: what one start holds while it binds dies young instead of growing the heap.
     const changed: Promise<PfoStatus>[] = [];
     for (const [name, pfo] of wanted) {
       const rt = this.#pfos.get(name);
       if (rt !== undefined && samePfo(rt.pfo, pfo)) rt.pfo = pfo;
       else changed.push(this.set(name, pfo));
+      if (changed.length >= APPLY_BATCH) await Promise.all(changed.splice(0));
     }
     await Promise.all(changed);
   }
@@ -218,8 +223,7 @@ export class PfoManager {
     // Ports the old listeners hold and the new ones need: let them go first, take them back on failure.
     const overlapping = old !== undefined && listensClash(old.pfo, pfo);
     if (overlapping) this.#close(old);
-    const log = this.#log.child({ pfo: name });
-    const bound = await this.#bind(rt, pfo, log);
+    const bound = await this.#bind(rt, pfo);
     const undo = async () => {
       releaseBound(bound);
       if (overlapping) {
@@ -243,7 +247,7 @@ export class PfoManager {
     rt.clients = pfo.clients.length > 0 ? AllowList.parse(pfo.clients) : null;
     rt.generation++;
     this.#pfos.set(name, rt);
-    this.#install(rt, bound, log);
+    this.#install(rt, bound);
     return this.status(name)!;
   }
 
@@ -328,20 +332,20 @@ export class PfoManager {
 
   async #listen(rt: PfoRuntime): Promise<void> {
     const generation = rt.generation;
-    const log = this.#log.child({ pfo: rt.pfo.name });
-    const bound = await this.#bind(rt, rt.pfo, log);
+    const bound = await this.#bind(rt, rt.pfo);
     // Replaced or removed while UDP ports were being bound: this start is stale.
     if (rt.generation !== generation || this.#pfos.get(rt.pfo.name) !== rt) {
       return releaseBound(bound);
     }
-    this.#install(rt, bound, log);
+    this.#install(rt, bound);
   }
 
   /** Bind every port of `pfo`'s listen range; nothing accepts yet. */
-  async #bind(rt: PfoRuntime, pfo: ResolvedPfo, log: Logger): Promise<Bound> {
+  async #bind(rt: PfoRuntime, pfo: ResolvedPfo): Promise<Bound> {
     const { listenAddr, proto } = pfo;
     const bound: Bound = { tcp: new Map(), udp: new Map(), errors: new Map() };
     const binds: Promise<void>[] = [];
+    const log = proto === "udp" ? this.#log.child({ pfo: pfo.name }) : this.#log;
     for (let port = listenAddr.port; port <= listenAddr.portEnd; port++) {
       if (proto === "udp") {
         binds.push(
@@ -362,24 +366,29 @@ export class PfoManager {
     return bound;
   }
 
-  /** Serve on what {@linkcode #bind} bound, and say so. */
-  #install(rt: PfoRuntime, bound: Bound, log: Logger): void {
+  /**
+   * Serve on what {@linkcode #bind} bound, and say so. Cheap per PFO (no
+   * status, no child logger): a start-up installs thousands at once.
+   */
+  #install(rt: PfoRuntime, bound: Bound): void {
     rt.tcp = bound.tcp;
     rt.udp = bound.udp;
     rt.errors = bound.errors;
     for (const [port, listener] of rt.tcp) this.#acceptLoop(rt, listener, port);
     const count = rt.tcp.size + rt.udp.size;
+    const name = rt.pfo.name;
     if (count > 0) {
-      const first = this.status(rt.pfo.name)!.bound[0];
-      log.info("PFO listening", {
+      this.#log.info("PFO listening", {
+        pfo: name,
         proto: rt.pfo.proto,
-        listen: count === 1 ? first : rt.pfo.listen,
+        listen: count === 1 ? firstBound(rt) : rt.pfo.listen,
         target: rt.pfo.target ?? "(per connection, SOCKS5)",
         ports: count > 1 ? count : undefined,
       });
     }
     if (rt.errors.size > 0) {
-      log.error("PFO ports failed", {
+      this.#log.error("PFO ports failed", {
+        pfo: name,
         listen: rt.pfo.listen,
         error: describeErrors(rt.errors, rt.pfo.listenAddr.host),
       });
@@ -641,6 +650,16 @@ interface Bound {
   tcp: Map<number, Deno.Listener>;
   udp: Map<number, UdpListener>;
   errors: Map<number, string>;
+}
+
+/** The address of a PFO's first listener, as `status().bound[0]` shows it. */
+function firstBound(rt: PfoRuntime): string | undefined {
+  for (const l of rt.tcp.values()) {
+    const a = l.addr as Deno.NetAddr;
+    return formatHostPort(a.hostname, a.port);
+  }
+  for (const l of rt.udp.values()) return formatHostPort(l.address.hostname, l.address.port);
+  return undefined;
 }
 
 function releaseBound(bound: Bound): void {

@@ -51,3 +51,25 @@ Deno.test("PfoManager.apply() touches only changed PFOs: an unchanged one keeps 
     pfos.closeAll();
   }
 });
+
+Deno.test("PfoManager.apply() starts more PFOs than one batch, each listening and logged once with the port it bound", async () => {
+  const lines: string[] = [];
+  const pfos = manager(lines);
+  try {
+    const count = 600; // More than one batch of starts.
+    await pfos.apply(Array.from({ length: count }, (_, i) => pfo(`p${i}`, "h:1")));
+    const list = pfos.list();
+    assert.equal(list.length, count);
+    assert.ok(list.every((s) => s.state === "listening" && s.bound.length === 1));
+    const listening = lines.filter((l) => l.includes("PFO listening"));
+    assert.equal(listening.length, count);
+    for (const name of ["p0", "p299", `p${count - 1}`]) {
+      const line = listening.filter((l) => l.includes(`pfo=${name} `));
+      assert.equal(line.length, 1, name);
+      assert.ok(line[0].includes(`listen=${pfos.status(name)!.bound[0]} `), line[0]);
+      assert.ok(line[0].includes("proto=tcp"), line[0]);
+    }
+  } finally {
+    pfos.closeAll();
+  }
+});

@@ -47,7 +47,8 @@ export function layoutOf(src: _Source): PfoLayout | null {
   return { indent: indent!, starts, ends };
 }
 
-function _hasAnchors(src: _Source): boolean {
+/** Whether the parsed file has an anchor or an alias anywhere. */
+export function _hasAnchors(src: _Source): boolean {
   let found = false;
   visit(src.doc, {
     Alias: () => {

@@ -58,7 +58,9 @@ import {
   MAX_DELAY_MS,
 } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
+import { type PlainValue, readPlainPfos } from "./_plain.ts";
 import {
+  _hasAnchors,
   changedRegion,
   dedentEntry,
   entryHolding,
@@ -530,8 +532,67 @@ export function _parseConsole(text: string, path: string): _ConsoleParse {
 }
 
 function _parseWhole(text: string, path: string): _ConsoleParse {
+  return _parsePlain(text, path) ?? _parseFull(text, path);
+}
+
+/** `text` read by the YAML library, all of it. */
+export function _parseFull(text: string, path: string): _ConsoleParse {
   const src = _parse(text, path);
   return { text, settings: _consoleFrom(src), layout: layoutOf(src) };
+}
+
+/**
+ * `text` read with its `pfos` list taken line by line (see _plain.ts) and the
+ * rest by the YAML library; null when the list is not plain or anything is
+ * wrong, so that {@linkcode _parseFull} says what and where. Gives what
+ * `_parseFull` gives.
+ */
+export function _parsePlain(text: string, path: string): _ConsoleParse | null {
+  const plain = readPlainPfos(text);
+  if (plain === null) return null;
+  try {
+    const src = _parse(plain.rest, path);
+    if (!_emptyPfosKeyAt(src, plain.keyOffset) || _hasAnchors(src)) return null;
+    const pfos = plain.entries.map(_plainPfo);
+    if (new Set(pfos.map((p) => p.name)).size !== pfos.length) return null;
+    if (findListenClashes(pfos) !== undefined) return null;
+    const settings = Object.freeze({ ..._consoleFrom(src), pfos: Object.freeze(pfos) });
+    return { text, settings, layout: plain.layout };
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the root of `src` is a block mapping whose `pfos` key, at `offset`, has no value. */
+function _emptyPfosKeyAt(src: _Source, offset: number): boolean {
+  const root = src.doc.contents;
+  if (!isMap(root) || root.flow) return false;
+  const pair = root.items.find((p) => isScalar(p.key) && p.key.value === "pfos");
+  return pair !== undefined && isScalar(pair.key) && pair.key.range?.[0] === offset &&
+    _isNull(_deref(src, pair.value));
+}
+
+/** One plain entry, checked as {@linkcode _pfo} checks it; throws on anything `_pfo` would refuse. */
+function _plainPfo(fields: ReadonlyMap<string, PlainValue>): ResolvedPfo {
+  for (const key of fields.keys()) {
+    if (key === "clients" || !(PFO_KEYS as readonly string[]).includes(key)) {
+      throw new Error(`not plain: ${key}`);
+    }
+  }
+  const text = (key: string, port: boolean): string | undefined => {
+    const v = fields.get(key);
+    if (v === undefined || typeof v === "string") return v;
+    if (port && typeof v === "object") return v.port;
+    throw new Error(`not plain: ${key}`);
+  };
+  const name = text("name", false);
+  const proto = text("proto", false) ?? "tcp";
+  const listen = text("listen", true);
+  const enabled = fields.get("enabled") ?? true;
+  if (name === undefined || listen === undefined || !isProto(proto)) throw new Error("not plain");
+  if (typeof enabled !== "boolean") throw new Error("not plain: enabled");
+  const target = text("target", true) ?? null;
+  return resolvePfo({ name, proto, listen, target, enabled, clients: [] });
 }
 
 /** `text` read from `last` when it changed inside one entry only; else undefined. */

@@ -4,6 +4,8 @@ import { dirname, join } from "node:path";
 import { ConfigError } from "../core/errors.ts";
 import { findListenClashes, resolvePfo } from "./pfo.ts";
 import {
+  _parseFull,
+  _parsePlain,
   DEFAULT_CONSOLE_SETTINGS,
   DEFAULT_DAEMON_SETTINGS,
   loadConsoleSettings,
@@ -192,4 +194,125 @@ Deno.test("findListenClashes() finds the one clash among 10,000 PFOs", () => {
   });
   const pair = findListenClashes([...settings.pfos, late]);
   assert.deepEqual(pair?.map((p) => p.name), ["p9990", "late"], `took ${ms} ms`);
+});
+
+// The plain-list reader (_plain.ts) must read exactly what the YAML library reads.
+
+/** Every way a plain list may be written, each read by the line reader. */
+const PLAIN_TEXTS = [
+  `pfos:\n  - name: web\n    listen: "127.0.0.1:8080"\n    target: "10.0.0.5:80"\n`,
+  // Keys before and after, comments and blank lines anywhere, quoting styles, every key.
+  [
+    "# head",
+    "session: 7471",
+    "autoAccept: true",
+    "pfos:",
+    "",
+    "    # first",
+    "    - name: a.b-c_1",
+    "      proto: udp",
+    "      listen: 5353  # a port",
+    "# column 0 inside the list",
+    "      target: 'dns.example:53'",
+    "      enabled: false",
+    "",
+    "    - name: 'q'",
+    "      proto: socks",
+    "      listen: '[::1]:1080'",
+    "    - proto: tcp",
+    "      target: localhost:22",
+    '      listen: "0.0.0.0:2200-2202"',
+    "      name: r",
+    "      enabled: True",
+    "    # trailing",
+    "graceMs: 10",
+    "logLevel: debug",
+    "",
+  ].join("\n"),
+  `pfos:\n - name: t\n   listen: 9\n   target: h:9\n   enabled: FALSE\n`,
+  `pfos: \n  - name: x\n    listen: "1"\n    target: "h:1" # why\n  - name: y\n    listen: 2\n    target: h:2\n`,
+];
+
+/** Lists the line reader leaves to the YAML library, valid and not. */
+const NOT_PLAIN_TEXTS = [
+  `pfos:\n  - name: c\n    listen: 1\n    target: h:1\n    clients: ["10.0.0.0/8"]\n`,
+  `pfos:\n  - name: c\n    listen: 1\n    target: h:1\n    clients:\n      - 10.0.0.0/8\n`,
+  `pfos:\n  - {name: f, listen: 1, target: "h:1"}\n`,
+  `pfos:\n- name: z\n  listen: 1\n  target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: h:1`,
+  `pfos:\r\n  - name: z\r\n    listen: 1\r\n    target: h:1\r\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: "h:\\x31"\n`,
+  `pfos:\n  - name: z\n    listen: 1\n\ttarget: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    enabled: yes\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    enabled: "true"\n    target: h:1\n`,
+  `pfos:\n  - name: null\n    listen: 1\n    target: h:1\n`,
+  `pfos:\n  - name: 123\n    listen: 1\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: h:1\n  - name: z\n    listen: 2\n    target: h:1\n`,
+  `pfos:\n  - name: y\n    listen: 1\n    target: h:1\n  - name: z\n    listen: 1\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    listen: 2\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    colour: blue\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: "99999"\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n   target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: h:1\n   - name: y\n     listen: 2\n     target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target:\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: ~\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: h:1\n    - x: y\n`,
+  `trusted: &t []\npfos:\n  - name: z\n    listen: 1\n    target: h:1\n`,
+  `colour: blue\npfos:\n  - name: z\n    listen: 1\n    target: h:1\n`,
+  `pfos:\n  - name: z\n    listen: 1\n    target: h:1\npfos:\n  - name: y\n    listen: 2\n    target: h:1\n`,
+  `tokenFile: "a\npfos:\n  - name: z\n    listen: 1\n    target: h:1\n  b"\n`,
+  `pfos:\n  # nothing yet\nsession: 7471\n`,
+];
+
+Deno.test("_parsePlain() reads a plain pfos list exactly as the YAML library reads the file", () => {
+  for (const text of PLAIN_TEXTS) {
+    const plain = _parsePlain(text, "/etc/pf/c.yaml");
+    assert.ok(plain !== null, `not read as plain:\n${text}`);
+    const full = _parseFull(text, "/etc/pf/c.yaml");
+    assert.deepEqual(plain.settings, full.settings, text);
+    assert.deepEqual(plain.layout, full.layout, text);
+    assert.ok(plain.settings.pfos.length > 0 && Object.isFrozen(plain.settings.pfos));
+  }
+});
+
+Deno.test("_parsePlain() leaves every other list to the YAML library, which gives the same result or error", () => {
+  for (const text of NOT_PLAIN_TEXTS) {
+    assert.deepEqual(_parsePlain(text, "/etc/pf/c.yaml"), null, `read as plain:\n${text}`);
+    let full: unknown;
+    try {
+      full = _parseFull(text, "/etc/pf/c.yaml").settings;
+    } catch (err) {
+      full = (err as Error).message;
+    }
+    let viaConsole: unknown;
+    try {
+      viaConsole = parseConsoleSettings(text, "/etc/pf/c.yaml");
+    } catch (err) {
+      viaConsole = (err as Error).message;
+    }
+    assert.deepEqual(viaConsole, full, text);
+  }
+});
+
+Deno.test("_parsePlain() reads every valid Console fixture as the YAML library does, or leaves it", async () => {
+  for (const [path, text] of await readFixtures("valid")) {
+    if (!path.split("/").pop()!.startsWith("console-")) continue;
+    const plain = _parsePlain(text, path);
+    if (plain === null) continue;
+    const full = _parseFull(text, path);
+    assert.deepEqual(plain.settings, full.settings, path);
+    assert.deepEqual(plain.layout, full.layout, path);
+  }
+});
+
+Deno.test("parseConsoleSettings() reads 10,000 plain PFOs by lines, the same as the YAML library", () => {
+  const lines = ["pfos:"];
+  for (let i = 0; i < 10_000; i++) {
+    lines.push(`  - name: p${i}`, `    listen: "127.0.0.1:${20_000 + i}"`, `    target: "h:9"`);
+  }
+  const text = lines.join("\n") + "\n";
+  const plain = _parsePlain(text, "/x/c.yaml");
+  assert.ok(plain !== null);
+  assert.deepEqual(plain, _parseFull(text, "/x/c.yaml"));
+  assert.deepEqual(parseConsoleSettings(text, "/x/c2.yaml"), plain.settings);
 });
