@@ -208,7 +208,7 @@ function layerRule(from: string, to: string): string | null {
 
 Deno.test("the Daemon's module graph (deno info daemon.ts) holds no lib/console/ file", async () => {
   const graph = await moduleGraph("daemon.ts");
-  assert.ok(graph.has("lib/daemon/client.ts"), [...graph.keys()].join("\n"));
+  assert.ok(graph.has("lib/daemon/daemon.ts"), [...graph.keys()].join("\n"));
   assert.deepEqual([...graph.keys()].filter((f) => f.startsWith("lib/console/")), []);
 });
 
@@ -254,7 +254,7 @@ Deno.test("cycles() and layerRule() find what they look for", () => {
     ["lib/app/cli.ts", "lib/settings/settings.ts", true],
     ["lib/app/cli.ts", "lib/console/server.ts", false],
     ["lib/ui/prompt.ts", "lib/settings/settings.ts", false],
-    ["lib/daemon/client.ts", "lib/console/server.ts", false],
+    ["lib/daemon/daemon.ts", "lib/console/server.ts", false],
     ["lib/console/server.ts", "lib/daemon/udp.ts", false],
     ["lib/console/server.ts", "lib/app/control.ts", true],
     ["lib/core/log.ts", "tests/_harness.ts", false],
