@@ -69,5 +69,31 @@ export {
   loadOrCreateIdentity,
   TrustStore,
 } from "./lib/core/identity.ts";
-export { type ConsoleOptions, type ConsoleStatus, runConsole } from "./lib/console/server.ts";
+export {
+  Console,
+  type ConsoleCloseOptions,
+  type ConsoleOptions,
+  type Decision,
+} from "./lib/console/console.ts";
+export { runConsole, type RunConsoleOptions } from "./lib/console/server.ts";
+export type {
+  ChatLine,
+  ConsoleEvent,
+  ConsoleSnapshot,
+  ConsoleStatus,
+  PeerInfo,
+  PfoSnapshot,
+  SessionSnapshot,
+  SessionState,
+  TrustEntry,
+} from "./lib/console/state.ts";
+export {
+  CommandError,
+  type CommandErrorCode,
+  type CommandRequest,
+  type CommandResult,
+  type ConsoleCommandName,
+  type ConsoleCommands,
+  type ConsoleCommandSet,
+} from "./lib/console/commands.ts";
 export { type DaemonOptions, type DaemonStatus, runDaemon } from "./lib/daemon/client.ts";
