@@ -163,46 +163,7 @@ function addPfoCommands(program: Program, cli: Cli): void {
   const pfo = program.command("pfo").description(
     "create, edit, enable, disable, list and delete PFOs",
   );
-  pfo.command("add")
-    .description("add a PFO (saved to the settings file)")
-    .argument("<name>", "1-64 characters of A-Za-z0-9._-")
-    .requiredOption(
-      "--listen <[host:]port[-port]>",
-      "Console-side address or port range (host defaults to 127.0.0.1)",
-    )
-    .option(
-      "--target <host:port[-port]>",
-      "Daemon-side target, resolved on the Daemon's side (not with --socks)",
-    )
-    .option("--udp", "forward UDP datagrams instead of TCP connections")
-    .option("--socks", "a SOCKS5 proxy: each connection names its own target")
-    .option("--disabled", "save it disabled")
-    .option(
-      "--allow-client <cidr>",
-      "only let this client address or network use it (repeatable; default: anyone)",
-      (rule: string, rules: string[]) => [...rules, rule],
-      [] as string[],
-    )
-    .action(async (name, opts) => {
-      if (opts.udp && opts.socks) throw new UsageError("pfo add takes --udp or --socks, not both");
-      if (opts.socks && opts.target !== undefined) {
-        throw new UsageError("a --socks PFO takes no --target");
-      }
-      if (!opts.socks && opts.target === undefined) {
-        throw new UsageError("required option '--target <host:port>' not specified");
-      }
-      const request = usage(() =>
-        readRequest("pfo/add", {
-          name,
-          proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
-          listen: opts.listen,
-          target: opts.target ?? null,
-          enabled: opts.disabled !== true,
-          clients: opts.allowClient,
-        })
-      );
-      printPfo(await changePfo(cli, { command: "pfo/add", request }));
-    });
+  addPfoAdd(pfo, cli);
   pfo.command("edit")
     .description("change a PFO's listen address or target")
     .argument("<name>")
@@ -248,6 +209,49 @@ function addPfoCommands(program: Program, cli: Cli): void {
       }
       if (opts.json) printOut(JSON.stringify(list, null, 2));
       else printLines(pfoTableLines(list));
+    });
+}
+
+function addPfoAdd(pfo: ReturnType<Program["command"]>, cli: Cli): void {
+  pfo.command("add")
+    .description("add a PFO (saved to the settings file)")
+    .argument("<name>", "1-64 characters of A-Za-z0-9._-")
+    .requiredOption(
+      "--listen <[host:]port[-port]>",
+      "Console-side address or port range (host defaults to 127.0.0.1)",
+    )
+    .option(
+      "--target <host:port[-port]>",
+      "Daemon-side target, resolved on the Daemon's side (not with --socks)",
+    )
+    .option("--udp", "forward UDP datagrams instead of TCP connections")
+    .option("--socks", "a SOCKS5 proxy: each connection names its own target")
+    .option("--disabled", "save it disabled")
+    .option(
+      "--allow-client <cidr>",
+      "only let this client address or network use it (repeatable; default: anyone)",
+      (rule: string, rules: string[]) => [...rules, rule],
+      [] as string[],
+    )
+    .action(async (name, opts) => {
+      if (opts.udp && opts.socks) throw new UsageError("pfo add takes --udp or --socks, not both");
+      if (opts.socks && opts.target !== undefined) {
+        throw new UsageError("a --socks PFO takes no --target");
+      }
+      if (!opts.socks && opts.target === undefined) {
+        throw new UsageError("required option '--target <host:port>' not specified");
+      }
+      const request = usage(() =>
+        readRequest("pfo/add", {
+          name,
+          proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
+          listen: opts.listen,
+          target: opts.target ?? null,
+          enabled: opts.disabled !== true,
+          clients: opts.allowClient,
+        })
+      );
+      printPfo(await changePfo(cli, { command: "pfo/add", request }));
     });
 }
 
