@@ -2,7 +2,9 @@
  * portferry Console: `deno task console [subcommand]`.
  *
  * With no subcommand it runs the Console. The subcommands talk to the running
- * Console found through its settings file (`--config`, any position).
+ * Console found through its settings file (`--config`, any position); they
+ * run the Console's command set (lib/console/commands.ts) there, or here on
+ * the settings file when a PFO command finds no Console running.
  *
  * @module
  */
@@ -10,10 +12,7 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/app/scrub_env.ts";
 import {
-  callInProcess,
   commandNames,
-  type ConnectionRow,
-  type ControlCall,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -34,27 +33,33 @@ import {
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { programCommand } from "./lib/app/invocation.ts";
-import { callControl, ControlCallError } from "./lib/app/control.ts";
+import { ControlCallError } from "./lib/app/control.ts";
+import { type Decision, type PeerInfo, runConsole } from "./lib/console/server.ts";
 import {
-  type ConsoleStatus,
-  type Decision,
-  type PeerInfo,
-  runConsole,
-} from "./lib/console/server.ts";
+  asCalled,
+  CommandError,
+  type ConsoleClient,
+  controlClient,
+  inProcessClient,
+  OfflineCommands,
+  readRequest,
+} from "./lib/console/commands.ts";
+import type { PfoRequest } from "./lib/console/pfo_changes.ts";
 import type { PfoStatus } from "./lib/console/pfos.ts";
-import { loadOrCreateIdentity, TrustStore } from "./lib/core/identity.ts";
-import { ConfigError, errorMessage } from "./lib/core/errors.ts";
-import { type PfoCommand, planPfoChange } from "./lib/console/pfo_changes.ts";
-import { formatHostPort, parseHostPort, parseListen, parseTarget } from "./lib/net/hostport.ts";
-import { type PfoSpec, resolvePfo, validatePfoName } from "./lib/settings/pfo.ts";
+import type { TrustEntry } from "./lib/console/state.ts";
+import { type PfoRow, pfoTableLines, statusLines, trustLines } from "./lib/console/views.ts";
+import { loadOrCreateIdentity } from "./lib/core/identity.ts";
+import { errorMessage } from "./lib/core/errors.ts";
+import { parseHostPort } from "./lib/net/hostport.ts";
 import { defaultSettingsFile, settingsPaths } from "./lib/settings/paths.ts";
 import { loadConsoleSettings } from "./lib/settings/schema.ts";
-import { updateConsoleSettings } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { consoleCommands } from "./lib/console/prompt.ts";
 
-function buildProgram(settingsPath: string, call?: ControlCall) {
+type Program = ReturnType<typeof rootCommand>;
+
+function buildProgram(settingsPath: string, client?: ConsoleClient) {
   const program = rootCommand({
     name: "console",
     usage: "[options] [command]",
@@ -68,70 +73,143 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
     .option("--token-file <file>", "accept Daemons that present this shared token, reject the rest")
     .option("--headless", "never prompt; accept pending sessions with `session accept`")
     .allowExcessArguments(false);
+  const cli: Cli = {
+    settingsPath,
+    run: client ?? controlClient(settingsPath),
+    offline: new OfflineCommands(settingsPath),
+  };
+  addStatusCommands(program, cli);
+  addSessionCommands(program, cli);
+  addPfoCommands(program, cli);
+  addTalkCommands(program, cli);
+  addTrustCommands(program, cli);
+  return program;
+}
 
-  const control = (command: string, body: Record<string, unknown> = {}) =>
-    call
-      ? callInProcess(call, command, body)
-      : callControl(settingsPaths(settingsPath).control, command, body, "Console");
+/** What the subcommands act through. */
+interface Cli {
+  readonly settingsPath: string;
+  /** The running Console's commands. */
+  readonly run: ConsoleClient;
+  /** The settings files, when no Console runs. */
+  readonly offline: OfflineCommands;
+}
 
+function printLines(lines: readonly string[]): void {
+  for (const line of lines) printOut(line);
+}
+
+function addStatusCommands(program: Program, cli: Cli): void {
   program.command("fingerprint")
     .description("print this Console's identity fingerprint (creates the identity on first use)")
     .action(async () => {
-      const paths = settingsPaths(settingsPath);
+      const paths = settingsPaths(cli.settingsPath);
       const identity = await loadOrCreateIdentity({ key: paths.key, cert: paths.cert }, {
         role: "console",
       });
       printOut(identity.fingerprint);
     });
-
   program.command("status")
     .description("show the session and every PFO")
     .option("--json", "print JSON only")
     .action(async (opts) => {
-      const status = await control("status") as ConsoleStatus;
-      if (opts.json) return printOut(JSON.stringify(status, null, 2));
-      const s = status.session;
-      printOut(`fingerprint: ${status.fingerprint}`);
-      printOut(`session port: ${status.listen}`);
-      if (status.settingsError !== null) {
-        printOut(
-          `settings error: ${status.settingsError} (the Console keeps its running settings until the file is fixed)`,
-        );
-      }
-      printOut(
-        `session: ${s.state}` +
-          (s.peer
-            ? `  ${
-              escapeControls(`${s.peer.user}@${s.peer.host} from ${s.peer.address}`)
-            }  ${s.peer.fingerprint}`
-            : "") +
-          (s.state === "established" ? `  streams: ${s.streams}` : ""),
-      );
-      printPfos(status.pfos);
+      const status = await cli.run("status", {});
+      if (opts.json) printOut(JSON.stringify(status, null, 2));
+      else printLines(statusLines(status));
     });
+  const connections = program.command("connections").description(
+    "list or cut forwarded connections",
+  );
+  connections.command("list").description("list open connections").option(
+    "--json",
+    "print JSON only",
+  ).action(async (opts) => {
+    printConnections(await cli.run("connections/list", {}), opts.json === true);
+  });
+  connections.command("kill").description("cut one connection").argument("<id>").action(
+    async (text) => {
+      const id = parseConnectionId(text);
+      await cli.run("connections/kill", { id });
+      printOut(`connection ${id} killed`);
+    },
+  );
+}
 
+function addSessionCommands(program: Program, cli: Cli): void {
   const session = program.command("session").description("accept, reject or close the session");
   session.command("accept")
     .description("accept the pending session")
     .option("--remember", "trust this Daemon's fingerprint from now on")
     .action(async (opts) => {
-      await control("session/accept", { remember: opts.remember === true });
+      await cli.run("session/accept", { remember: opts.remember === true });
       printOut("session accepted");
     });
   session.command("reject").description("reject the pending session").action(async () => {
-    await control("session/reject");
+    await cli.run("session/reject", {});
     printOut("session rejected");
   });
   session.command("close").description("close the session (the Daemon will not reconnect)").action(
     async () => {
-      await control("session/close");
+      await cli.run("session/close", {});
       printOut("session closed");
     },
   );
+}
 
+function addPfoCommands(program: Program, cli: Cli): void {
   const pfo = program.command("pfo").description(
     "create, edit, enable, disable, list and delete PFOs",
   );
+  addPfoAdd(pfo, cli);
+  pfo.command("edit")
+    .description("change a PFO's listen address or target")
+    .argument("<name>")
+    .option("--listen <[host:]port>", "new Console-side address")
+    .option("--target <host:port>", "new Daemon-side target")
+    .action(async (name, opts) => {
+      if (opts.listen === undefined && opts.target === undefined) {
+        throw new UsageError("pfo edit needs --listen and/or --target");
+      }
+      const request = usage(() =>
+        readRequest("pfo/edit", { name, listen: opts.listen, target: opts.target })
+      );
+      printPfo(await changePfo(cli, { command: "pfo/edit", request }));
+    });
+  for (
+    const [verb, what] of [["enable", "start listening"], ["disable", "stop listening"]] as const
+  ) {
+    pfo.command(verb).description(`${what} (saved to the settings file)`).argument("<name>").action(
+      async (name) => {
+        const request = usage(() => readRequest(`pfo/${verb}`, { name }));
+        printPfo(await changePfo(cli, { command: `pfo/${verb}`, request }));
+      },
+    );
+  }
+  pfo.command("rm").description("delete a PFO (saved to the settings file)").argument("<name>")
+    .action(async (name) => {
+      const request = usage(() => readRequest("pfo/rm", { name }));
+      if (await changePfo(cli, { command: "pfo/rm", request })) {
+        printOut(`PFO "${name}" removed`);
+      }
+    });
+  pfo.command("list")
+    .description("list PFOs (with no Console running: as saved in the settings file)")
+    .option("--json", "print JSON only")
+    .action(async (opts) => {
+      let list: readonly PfoRow[];
+      try {
+        list = await cli.run("pfo/list", {});
+      } catch (err) {
+        if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
+        list = await cli.offline.listPfos();
+        if (!opts.json) printOut(`Console not running: PFOs as saved in ${cli.settingsPath}`);
+      }
+      if (opts.json) printOut(JSON.stringify(list, null, 2));
+      else printLines(pfoTableLines(list));
+    });
+}
+
+function addPfoAdd(pfo: ReturnType<Program["command"]>, cli: Cli): void {
   pfo.command("add")
     .description("add a PFO (saved to the settings file)")
     .argument("<name>", "1-64 characters of A-Za-z0-9._-")
@@ -160,97 +238,81 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
       if (!opts.socks && opts.target === undefined) {
         throw new UsageError("required option '--target <host:port>' not specified");
       }
-      const result = await pfoCall(control, "pfo/add", settingsPath, {
-        name,
-        proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
-        listen: opts.listen,
-        target: opts.target ?? null,
-        enabled: opts.disabled !== true,
-        clients: opts.allowClient,
-      });
-      if (result) printPfos([result]);
+      const request = usage(() =>
+        readRequest("pfo/add", {
+          name,
+          proto: opts.socks ? "socks" : opts.udp ? "udp" : "tcp",
+          listen: opts.listen,
+          target: opts.target ?? null,
+          enabled: opts.disabled !== true,
+          clients: opts.allowClient,
+        })
+      );
+      printPfo(await changePfo(cli, { command: "pfo/add", request }));
     });
-  pfo.command("edit")
-    .description("change a PFO's listen address or target")
-    .argument("<name>")
-    .option("--listen <[host:]port>", "new Console-side address")
-    .option("--target <host:port>", "new Daemon-side target")
-    .action(async (name, opts) => {
-      if (opts.listen === undefined && opts.target === undefined) {
-        throw new UsageError("pfo edit needs --listen and/or --target");
-      }
-      const result = await pfoCall(control, "pfo/edit", settingsPath, {
-        name,
-        listen: opts.listen,
-        target: opts.target,
-      });
-      if (result) printPfos([result]);
-    });
-  for (
-    const [verb, what] of [["enable", "start listening"], ["disable", "stop listening"]] as const
-  ) {
-    pfo.command(verb).description(`${what} (saved to the settings file)`).argument("<name>").action(
-      async (name) => {
-        const result = await pfoCall(control, `pfo/${verb}`, settingsPath, { name });
-        if (result) printPfos([result]);
-      },
-    );
+}
+
+/** A bad NAME, address or port is bad usage (exit 2), whether or not a Console runs. */
+function usage<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof CommandError) throw new UsageError(errorMessage(err));
+    throw err;
   }
-  pfo.command("rm").description("delete a PFO (saved to the settings file)").argument("<name>")
-    .action(async (name) => {
-      if (await pfoCall(control, "pfo/rm", settingsPath, { name })) {
-        printOut(`PFO "${name}" removed`);
-      }
-    });
-  pfo.command("list")
-    .description("list PFOs (with no Console running: as saved in the settings file)")
-    .option("--json", "print JSON only")
-    .action(async (opts) => {
-      let list: PfoRow[];
-      try {
-        list = await control("pfo/list") as PfoStatus[];
-      } catch (err) {
-        if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
-        list = await savedPfos(settingsPath);
-        if (!opts.json) printOut(`Console not running: PFOs as saved in ${settingsPath}`);
-      }
-      if (opts.json) printOut(JSON.stringify(list, null, 2));
-      else printPfos(list);
-    });
+}
 
-  const connections = program.command("connections").description(
-    "list or cut forwarded connections",
-  );
-  connections.command("list").description("list open connections").option(
-    "--json",
-    "print JSON only",
-  ).action(
-    async (opts) => {
-      printConnections(await control("connections/list") as ConnectionRow[], opts.json === true);
-    },
-  );
-  connections.command("kill").description("cut one connection").argument("<id>").action(
-    async (text) => {
-      const id = parseConnectionId(text);
-      await control("connections/kill", { id });
-      printOut(`connection ${id} killed`);
-    },
-  );
+function printPfo(result: PfoStatus | { removed: string } | null): void {
+  if (result !== null && "name" in result) printLines(pfoTableLines([result]));
+}
 
+/**
+ * Run a PFO change on the running Console. With none running for these
+ * settings, make it in the settings file, with the same checks, say so, and
+ * return null.
+ */
+async function changePfo(
+  cli: Cli,
+  change: PfoRequest,
+): Promise<PfoStatus | { removed: string } | null> {
+  try {
+    return await runPfoCommand(cli.run, change);
+  } catch (err) {
+    if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
+  }
+  await asCalled(() => cli.offline.changePfo(change));
+  printOut(`Console not running: changed ${cli.settingsPath}; it applies at the next start`);
+  return null;
+}
+
+function runPfoCommand(
+  run: ConsoleClient,
+  change: PfoRequest,
+): Promise<PfoStatus | { removed: string }> {
+  switch (change.command) {
+    case "pfo/add":
+      return run("pfo/add", change.request);
+    case "pfo/edit":
+      return run("pfo/edit", change.request);
+    default:
+      return run(change.command, change.request);
+  }
+}
+
+function addTalkCommands(program: Program, cli: Cli): void {
   program.command("chat")
     .description("send a chat message to the Daemon's user")
     .argument("<text...>")
     .action(async (words) => {
-      await control("chat", { text: words.join(" ") });
+      await cli.run("chat", { text: words.join(" ") });
     });
-
   program.command("resolve")
     .description("resolve a host name on the Daemon's side")
     .argument("<host>")
     .option("--json", "print JSON only")
     .action(async (host, opts) => {
       try {
-        const result = await control("resolve", { host }) as { host: string; addresses: string[] };
+        const result = await cli.run("resolve", { host });
         if (opts.json) printOut(JSON.stringify({ ...result, error: null }));
         else printOut(`${host}: ${escapeControls(result.addresses.join(" "))}`);
       } catch (err) {
@@ -260,150 +322,26 @@ function buildProgram(settingsPath: string, call?: ControlCall) {
         throw err;
       }
     });
+}
 
+function addTrustCommands(program: Program, cli: Cli): void {
   const trust = program.command("trust").description("list or remove trusted Daemon fingerprints");
   trust.command("list").option("--json", "print JSON only").action(async (opts) => {
-    let list: { fingerprint: string; source: string; host?: string; user?: string }[];
+    let list: readonly TrustEntry[];
     try {
-      list = await control("trust/list") as typeof list;
+      list = await cli.run("trust/list", {});
     } catch (err) {
       if (!(err instanceof ControlCallError) || !/not running/.test(err.message)) throw err;
       // Not running: read the files directly.
-      const store = await TrustStore.load(settingsPaths(settingsPath).trust);
-      const { settings } = await loadConsoleSettings(settingsPath);
-      list = [
-        ...store.list().map((t) => ({ ...t, source: "trust store" })),
-        ...settings.trusted.map((fingerprint) => ({ fingerprint, source: "settings" })),
-      ];
+      list = await cli.offline.listTrust();
     }
-    if (opts.json) return printOut(JSON.stringify(list, null, 2));
-    if (list.length === 0) return printOut("no trusted Daemons");
-    for (const t of list) {
-      const who = escapeControls(`${t.user ?? ""}${t.host ? "@" + t.host : ""}`);
-      printOut(`${escapeControls(t.fingerprint)}  ${who}  (${t.source})`);
-    }
+    if (opts.json) printOut(JSON.stringify(list, null, 2));
+    else printLines(trustLines(list));
   });
   trust.command("rm").argument("<fingerprint>").action(async (fingerprint) => {
-    await control("trust/rm", { fingerprint });
+    await cli.run("trust/rm", { fingerprint });
     printOut(`${fingerprint} is no longer trusted`);
   });
-
-  return program;
-}
-
-/**
- * Run a PFO change on the running Console. With none running for these
- * settings, make it in the settings file, with the same checks, say so, and
- * return null.
- */
-async function pfoCall(
-  control: (command: string, body: Record<string, unknown>) => Promise<unknown>,
-  command: PfoCommand,
-  settingsPath: string,
-  body: Record<string, unknown>,
-): Promise<PfoStatus | null> {
-  checkPfoArguments(body);
-  try {
-    return await control(command, body) as PfoStatus;
-  } catch (err) {
-    if (!(err instanceof ControlCallError) || !err.notRunning) throw err;
-  }
-  const { settings } = await loadValidSettings(settingsPath);
-  await updateConsoleSettings(settingsPath, planPfoChange(command, body, settings.pfos).edit);
-  printOut(`Console not running: changed ${settingsPath}; it applies at the next start`);
-  return null;
-}
-
-/** The settings, or why PFO commands refuse to write over the file. */
-async function loadValidSettings(settingsPath: string) {
-  try {
-    return await loadConsoleSettings(settingsPath);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    throw new ConfigError(
-      `Cannot change PFOs: the settings file is invalid (${err.message}); fix it first`,
-      { cause: err },
-    );
-  }
-}
-
-/** A row of `pfo list`: live from the Console, or as saved in the settings file. */
-type PfoRow =
-  | PfoStatus
-  | Omit<PfoStatus, "state" | "session"> & { state: "saved" | "disabled"; source: "settings" };
-
-/** The PFOs as the settings file holds them, for `pfo list` with no Console running. */
-async function savedPfos(settingsPath: string): Promise<PfoRow[]> {
-  const { settings } = await loadConsoleSettings(settingsPath);
-  return settings.pfos.map((p) => ({
-    name: p.name,
-    proto: p.proto,
-    listen: p.listen,
-    target: p.target,
-    enabled: p.enabled,
-    state: p.enabled ? "saved" : "disabled",
-    source: "settings",
-    error: null,
-    bound: [],
-    listeners: 0,
-    connections: 0,
-    connectionsTotal: 0,
-    connectionsRefused: 0,
-    connectionsFailed: 0,
-    connectionsDenied: 0,
-    clients: p.clients,
-    bytesIn: 0,
-    bytesOut: 0,
-  }));
-}
-
-/**
- * A bad NAME, address or port is bad usage (exit 2), whether or not a
- * Console runs: check the arguments before asking it.
- */
-function checkPfoArguments(body: Record<string, unknown>): void {
-  try {
-    validatePfoName(String(body.name));
-    if (body.proto !== undefined) {
-      resolvePfo(body as unknown as PfoSpec); // pfo add: the whole PFO
-    } else {
-      if (body.listen !== undefined) parseListen(String(body.listen));
-      if (body.target !== undefined) parseTarget(String(body.target));
-    }
-  } catch (err) {
-    throw new UsageError(errorMessage(err));
-  }
-}
-
-/** Where a PFO listens: the bound address, or else the full address it would bind. */
-function listenText(p: Pick<PfoStatus, "bound" | "listen">): string {
-  if (p.bound.length === 1) return p.bound[0];
-  try {
-    const a = parseListen(p.listen);
-    return formatHostPort(a.host, a.port) + (a.portEnd === a.port ? "" : `-${a.portEnd}`);
-  } catch {
-    return p.listen;
-  }
-}
-
-function printPfos(list: readonly PfoRow[]): void {
-  if (list.length === 0) return printOut("no PFOs");
-  const rows = list.map((p) => [
-    p.name,
-    p.proto,
-    listenText(p),
-    p.target ?? "-",
-    p.state + (p.listeners > 1 ? `(${p.listeners})` : "") +
-    ("session" in p && !p.session && p.state === "listening" ? " (no session)" : ""),
-    String(p.connections),
-    `${p.bytesOut}/${p.bytesIn}`,
-    p.error ?? "",
-  ]);
-  const head = ["NAME", "PROTO", "LISTEN", "TARGET", "STATE", "CONNS", "OUT/IN BYTES", "ERROR"];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  for (const row of [head, ...rows]) {
-    printOut(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
-  }
 }
 
 async function run(
@@ -436,31 +374,7 @@ async function run(
   const controlCommand = (args: readonly string[]) =>
     programCommand("console", args, { config: configGiven });
 
-  let answer: ((line: string) => void) | null = null;
-  const ask = isInteractive
-    ? (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
-      display(
-        `Accept the session from ${
-          escapeControls(`${peer.user}@${peer.host}`)
-        }? [y]es / [n]o / [t]rust always: `,
-      );
-      return new Promise((resolve, reject) => {
-        answer = (line) => {
-          const a = line.trim().toLowerCase();
-          if (a === "y" || a === "yes") resolve("accept");
-          else if (a === "n" || a === "no") resolve("reject");
-          else if (a === "t" || a === "trust") resolve("trust");
-          else return display("Answer y, n or t (or a /command): ");
-          answer = null;
-        };
-        signal.addEventListener("abort", () => {
-          answer = null;
-          reject(signal.reason);
-        }, { once: true });
-      });
-    }
-    : undefined;
-
+  const question = isInteractive ? operatorQuestion(display) : null;
   try {
     await runConsole({
       settingsPath,
@@ -471,38 +385,88 @@ async function run(
       out: display,
       daemonCommand,
       controlCommand,
-      ask,
+      ask: question?.ask,
       signal: signals.exit.signal,
       forceSignal: signals.force.signal,
-      onReady: (_address, command) => {
-        if (!isInteractive) return;
-        display("Type a line to chat with the Daemon's user; /help lists the commands.");
-        const commands = consoleCommands({
-          cli: (words) => runPromptSubcommand(buildProgram(settingsPath, command), words),
-          chat: (text) => command("chat", { text }),
+      onReady: (_address, con) => {
+        if (!question) return;
+        readInputLines(settingsPath, inProcessClient(con.commands), {
+          question,
           quit: () => signals.exit.abort(),
           print: display,
         });
-        (async () => {
-          for await (const line of stdinLines()) {
-            // A pending y/n/t question takes plain answers; a /command still runs.
-            if (answer && !line.trim().startsWith("/")) {
-              answer(line);
-              continue;
-            }
-            await handlePromptLine(line, {
-              commands,
-              chat: (text) => command("chat", { text }),
-              print: display,
-            });
-          }
-        })();
       },
     });
   } finally {
     signals.dispose();
   }
   return EXIT.ok;
+}
+
+/** The operator's y/n/t question about a pending session, answered on the input line. */
+interface OperatorQuestion {
+  readonly ask: (peer: PeerInfo, signal: AbortSignal) => Promise<Decision>;
+  /** Give `line` to the open question; false when none is open. */
+  answer(line: string): boolean;
+}
+
+function operatorQuestion(display: (text: string) => void): OperatorQuestion {
+  let answer: ((line: string) => void) | null = null;
+  const ask = (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
+    display(
+      `Accept the session from ${
+        escapeControls(`${peer.user}@${peer.host}`)
+      }? [y]es / [n]o / [t]rust always: `,
+    );
+    return new Promise((resolve, reject) => {
+      answer = (line) => {
+        const a = line.trim().toLowerCase();
+        if (a === "y" || a === "yes") resolve("accept");
+        else if (a === "n" || a === "no") resolve("reject");
+        else if (a === "t" || a === "trust") resolve("trust");
+        else return display("Answer y, n or t (or a /command): ");
+        answer = null;
+      };
+      signal.addEventListener("abort", () => {
+        answer = null;
+        reject(signal.reason);
+      }, { once: true });
+    });
+  };
+  return {
+    ask,
+    answer: (line) => {
+      if (!answer) return false;
+      answer(line);
+      return true;
+    },
+  };
+}
+
+/** The interactive input line: answers, chat and /commands, run in this process. */
+async function readInputLines(
+  settingsPath: string,
+  client: ConsoleClient,
+  options: {
+    question: OperatorQuestion;
+    quit: () => void;
+    print: (text: string) => void;
+  },
+): Promise<void> {
+  const { print, question } = options;
+  print("Type a line to chat with the Daemon's user; /help lists the commands.");
+  const chat = (text: string) => client("chat", { text });
+  const commands = consoleCommands({
+    cli: (words) => runPromptSubcommand(buildProgram(settingsPath, client), words),
+    chat,
+    quit: options.quit,
+    print,
+  });
+  for await (const line of stdinLines()) {
+    // A pending y/n/t question takes plain answers; a /command still runs.
+    if (!line.trim().startsWith("/") && question.answer(line)) continue;
+    await handlePromptLine(line, { commands, chat, print });
+  }
 }
 
 if (import.meta.main) {

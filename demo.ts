@@ -10,7 +10,7 @@
 // First, before anything parses YAML: LOG_TOKENS would make it print the settings.
 import "./lib/app/scrub_env.ts";
 import { exitSignals, printErr, printOut } from "./lib/app/cli.ts";
-import { runConsole } from "./lib/console/server.ts";
+import { type Console, runConsole } from "./lib/console/server.ts";
 import { runDaemon } from "./lib/daemon/daemon.ts";
 import { errorMessage } from "./lib/core/errors.ts";
 import { programCommand } from "./lib/app/invocation.ts";
@@ -65,8 +65,8 @@ const consoleDone = runConsole({
   controlCommand: (args) => programCommand("console", args, { config: settingsPath }),
   signal: signals.exit.signal,
   forceSignal: signals.force.signal,
-  onReady: async (address, command) => {
-    const { fingerprint } = await command("status") as { fingerprint: string };
+  onReady: async (address, con) => {
+    const { fingerprint } = con.status();
     const daemonDone = runDaemon({
       settingsPath: `${dir}/portferry-daemon.yaml`,
       console: address,
@@ -84,7 +84,7 @@ const consoleDone = runConsole({
       printErr(`demo: the Daemon failed: ${errorMessage(err)}`);
       signals.exit.abort();
     });
-    const url = await waitForForwarding(command);
+    const url = await waitForForwarding(con);
     printOut("");
     printOut(`Demo ready. Open ${url} — the page comes from the Daemon's side through the tunnel.`);
     printOut(`Try: ${programCommand("console", ["status"], { config: settingsPath })}`);
@@ -107,13 +107,10 @@ const consoleDone = runConsole({
 });
 
 async function waitForForwarding(
-  command: (name: string, body?: Record<string, unknown>) => Promise<unknown>,
+  con: Console,
 ): Promise<string> {
   for (let i = 0; i < 200; i++) {
-    const s = await command("status") as {
-      session: { state: string };
-      pfos: { bound: string[] }[];
-    };
+    const s = con.status();
     if (s.session.state === "established" && s.pfos[0]?.bound[0]) {
       return `http://${s.pfos[0].bound[0]}/`;
     }

@@ -69,7 +69,33 @@ export {
   loadOrCreateIdentity,
   TrustStore,
 } from "./lib/core/identity.ts";
-export { type ConsoleOptions, type ConsoleStatus, runConsole } from "./lib/console/server.ts";
+export {
+  Console,
+  type ConsoleCloseOptions,
+  type ConsoleOptions,
+  type Decision,
+} from "./lib/console/console.ts";
+export { runConsole, type RunConsoleOptions } from "./lib/console/server.ts";
+export type {
+  ChatLine,
+  ConsoleEvent,
+  ConsoleSnapshot,
+  ConsoleStatus,
+  PeerInfo,
+  PfoSnapshot,
+  SessionSnapshot,
+  SessionState,
+  TrustEntry,
+} from "./lib/console/state.ts";
+export {
+  CommandError,
+  type CommandErrorCode,
+  type CommandRequest,
+  type CommandResult,
+  type ConsoleCommandName,
+  type ConsoleCommands,
+  type ConsoleCommandSet,
+} from "./lib/console/commands.ts";
 export { Daemon, type DaemonOptions, runDaemon } from "./lib/daemon/daemon.ts";
 export type {
   ChatEntry,
@@ -88,4 +114,3 @@ export {
   DaemonCommands,
   type DaemonStatus,
 } from "./lib/daemon/commands.ts";
-export { CommandError } from "./lib/app/commands.ts";

@@ -303,12 +303,12 @@ function _refused(err: unknown): boolean {
  * const status = await callControl("portferry-console.control.json", "status", {}, "Console");
  * ```
  */
-export async function callControl(
+export async function callControl<T = unknown>(
   path: string,
   command: string,
-  body: Record<string, unknown>,
+  body: object,
   program: "Console" | "Daemon",
-): Promise<unknown> {
+): Promise<T> {
   let file: ControlFile;
   try {
     file = JSON.parse(await readOwnTextFile(path));
@@ -337,7 +337,8 @@ export async function callControl(
       { cause, notRunning: _refused(cause) },
     );
   }
-  const reply = await res.json() as { result?: unknown; error?: string };
+  // The program's own answer: its command set types the result.
+  const reply: { result: T; error?: string } = await res.json();
   if (!res.ok) {
     throw new ControlCallError(reply.error ?? `${program} answered ${res.status}`, {
       result: reply.result,

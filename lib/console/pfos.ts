@@ -125,6 +125,16 @@ export interface PfoManagerOptions {
   readonly udpIdleMs: () => number;
   /** Credentials SOCKS PFOs require, or null. */
   readonly socksAuth: () => { readonly username: string; readonly password: string } | null;
+  /** Told when a forwarded connection opens (its stream runs) and when it closes. */
+  readonly onConnection?: (change: "opened" | "closed", connection: ConnectionInfo) => void;
+}
+
+/** A PFO's running totals, cheap to read for every PFO at once (rates). */
+export interface PfoCounters {
+  readonly name: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly connectionsTotal: number;
 }
 
 /** PFOs {@linkcode PfoManager.apply} starts at once. */
@@ -323,6 +333,20 @@ export class PfoManager {
         }
         : {}),
     };
+  }
+
+  /** Every PFO's totals, without building its whole status. */
+  counters(): PfoCounters[] {
+    return [...this.#pfos.values()].map((rt) => {
+      const u = rt.udpCounters;
+      const udp = rt.pfo.proto === "udp";
+      return {
+        name: rt.pfo.name,
+        bytesIn: udp ? u.bytesIn : rt.bytesIn,
+        bytesOut: udp ? u.bytesOut : rt.bytesOut,
+        connectionsTotal: udp ? u.flowsTotal : rt.connectionsTotal,
+      };
+    });
   }
 
   /** Status of every PFO. */
@@ -529,6 +553,7 @@ export class PfoManager {
         this.#untrack(rt, conn);
         rt.bytesOut += s.bytesSent;
         rt.bytesIn += s.bytesReceived;
+        if (record?.stream) this.#options.onConnection?.("closed", connectionInfo(record));
         log.info("connection closed", {
           stream: s.id,
           client,
@@ -553,6 +578,7 @@ export class PfoManager {
         }
         if (record) record.stream = stream;
         stream.start();
+        if (record) this.#options.onConnection?.("opened", connectionInfo(record));
         log.info("connection opened", {
           stream: stream.id,
           client,
@@ -588,17 +614,9 @@ export class PfoManager {
    * id, the one the Daemon shows for the same connection.
    */
   connections(): ConnectionInfo[] {
-    const tcp = [...this.#connections.values()].filter((r) => r.stream !== null).map((r) => ({
-      id: r.stream!.id,
-      pfo: r.pfo,
-      proto: r.proto,
-      client: r.client,
-      target: r.target,
-      since: r.since.toISOString(),
-      stream: r.stream!.id,
-      bytesOut: r.stream!.bytesSent,
-      bytesIn: r.stream!.bytesReceived,
-    }));
+    const tcp = [...this.#connections.values()].filter((r) => r.stream !== null).map(
+      connectionInfo,
+    );
     const udp = this.#udpFlows().map((f) => ({
       id: f.id,
       pfo: f.pfo,
@@ -643,6 +661,21 @@ export class PfoManager {
     rt.tcp.clear();
     rt.udp.clear();
   }
+}
+
+/** A connection whose stream runs, as `connections list` shows it. */
+function connectionInfo(r: ConnectionRecord): ConnectionInfo {
+  return {
+    id: r.stream!.id,
+    pfo: r.pfo,
+    proto: r.proto,
+    client: r.client,
+    target: r.target,
+    since: r.since.toISOString(),
+    stream: r.stream!.id,
+    bytesOut: r.stream!.bytesSent,
+    bytesIn: r.stream!.bytesReceived,
+  };
 }
 
 /** Listeners bound for a PFO, before they serve. */

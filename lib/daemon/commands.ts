@@ -7,7 +7,7 @@
  * @module
  */
 
-import { CommandError } from "../app/commands.ts";
+import { CommandError } from "../app/command_error.ts";
 import { ControlError, type ControlHandler } from "../app/control.ts";
 import { MAX_CHAT_CHARS } from "../core/protocol.ts";
 import type { DaemonConnection, DaemonPhase, DaemonSnapshot } from "./state.ts";
@@ -108,7 +108,7 @@ type Handlers = {
  *
  * @example
  * ```ts
- * import { CommandError } from "../app/commands.ts";
+ * import { CommandError } from "../app/command_error.ts";
  * import { DaemonCommands } from "./commands.ts";
  * import { DaemonState } from "./state.ts";
  * const state = new DaemonState({ console: "office:7470", fingerprint: "SHA256:x", allow: "everything" });
@@ -149,7 +149,6 @@ function handlersFor(target: DaemonCommandTarget): Handlers {
     return new CommandError(
       "no-session",
       `Cannot ${what}: no session is established (now: ${phase})`,
-      { status: 409 },
     );
   };
   return {
@@ -174,7 +173,6 @@ function handlersFor(target: DaemonCommandTarget): Handlers {
         throw new CommandError(
           "not-found",
           `Cannot kill connection ${id}: no such connection (see \`connections list\`)`,
-          { status: 404 },
         );
       }
       return { killed: id };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CommandError } from "../app/commands.ts";
+import { CommandError } from "../app/command_error.ts";
 import { ControlError } from "../app/control.ts";
 import { MAX_CHAT_CHARS } from "../core/protocol.ts";
 import {

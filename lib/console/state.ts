@@ -1,0 +1,167 @@
+/**
+ * The Console's state model: the one read-only snapshot every view reads
+ * (`status --json`, `connections list`, the screen lines), and the events a
+ * view subscribes to for changes.
+ *
+ * @module
+ */
+
+import type { ConnectionInfo, PfoStatus } from "./pfos.ts";
+
+/** Session states as `status` shows them. */
+export type SessionState = "none" | "pending" | "established" | "closing";
+
+/** Who is on the other end. */
+export interface PeerInfo {
+  readonly address: string;
+  readonly host: string;
+  readonly user: string;
+  readonly os: string;
+  readonly fingerprint: string;
+}
+
+/** The session as `status` shows it. */
+export interface SessionSnapshot {
+  readonly state: SessionState;
+  readonly id: string | null;
+  /** ISO 8601: when the session entered its state. */
+  readonly since: string | null;
+  readonly peer: PeerInfo | null;
+  /** Streams (connections, flows) the session carries now. */
+  readonly streams: number;
+}
+
+/** Rates over the last few seconds, per second. */
+export interface Rates {
+  readonly bytesInPerSecond: number;
+  readonly bytesOutPerSecond: number;
+  readonly connectionsPerSecond: number;
+}
+
+/** One PFO: its status and counters, and its rates over the last few seconds. */
+export interface PfoSnapshot extends PfoStatus {
+  readonly rates: Rates;
+}
+
+/** One trusted Daemon fingerprint, and where the trust comes from. */
+export interface TrustEntry {
+  readonly fingerprint: string;
+  readonly source: "trust store" | "settings";
+  readonly host?: string;
+  readonly user?: string;
+  readonly addedAt?: string;
+}
+
+/** One chat line, either way. */
+export interface ChatLine {
+  /** ISO 8601 time. */
+  readonly at: string;
+  readonly from: "console" | "daemon";
+  /** As sent: escape it before it reaches a terminal. */
+  readonly text: string;
+}
+
+/** A PFO's client allow-list in force. The Daemon's own allow-list is the Daemon's. */
+export interface ClientList {
+  readonly pfo: string;
+  readonly clients: readonly string[];
+}
+
+/** What `status --json` prints. */
+export interface ConsoleStatus {
+  readonly session: SessionSnapshot;
+  readonly fingerprint: string;
+  /** The bound session address. */
+  readonly listen: string;
+  /** The settings file. */
+  readonly settings: string;
+  /**
+   * Why the settings file on disk was refused (`file:line:column: message`),
+   * while the Console keeps its running settings; null when the file is fine.
+   */
+  readonly settingsError: string | null;
+  readonly pfos: readonly PfoSnapshot[];
+}
+
+/** Everything an operator can see of the Console, at one moment. */
+export interface ConsoleSnapshot extends ConsoleStatus {
+  /** Open connections and UDP flows, each with its counters. */
+  readonly connections: readonly ConnectionInfo[];
+  readonly trust: readonly TrustEntry[];
+  /** The client allow-lists of the PFOs that restrict their clients. */
+  readonly allowList: readonly ClientList[];
+  /** The last chat lines, oldest first. */
+  readonly chat: readonly ChatLine[];
+}
+
+/** What changed on the Console, for a view. */
+export type ConsoleEvent =
+  | { readonly type: "session"; readonly session: SessionSnapshot }
+  | { readonly type: "pfo"; readonly name: string; readonly pfo: PfoSnapshot | null }
+  | { readonly type: "pfo-progress"; readonly pfo: PfoSnapshot }
+  | { readonly type: "connection-opened"; readonly connection: ConnectionInfo }
+  | { readonly type: "connection-progress"; readonly connection: ConnectionInfo }
+  | { readonly type: "connection-closed"; readonly connection: ConnectionInfo }
+  | { readonly type: "chat"; readonly line: ChatLine }
+  | { readonly type: "warning"; readonly message: string }
+  | { readonly type: "settings"; readonly settingsError: string | null };
+
+/** Counters a {@linkcode RateMeter} turns into rates. */
+export interface Counters {
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly connectionsTotal: number;
+}
+
+const ZERO_RATES: Rates = { bytesInPerSecond: 0, bytesOutPerSecond: 0, connectionsPerSecond: 0 };
+
+/**
+ * Rates per key over a sliding window: feed it counters on each sample, read
+ * the rate between the oldest sample in the window and the newest.
+ *
+ * @example
+ * ```ts
+ * import { RateMeter } from "./state.ts";
+ * const meter = new RateMeter({ windowMs: 5000 });
+ * meter.sample("web", { bytesIn: 0, bytesOut: 0, connectionsTotal: 0 }, 0);
+ * meter.sample("web", { bytesIn: 2000, bytesOut: 500, connectionsTotal: 4 }, 2000);
+ * if (meter.rates("web").bytesInPerSecond !== 1000) throw new Error("bad rate");
+ * ```
+ */
+export class RateMeter {
+  #windowMs: number;
+  #samples = new Map<string, { at: number; counters: Counters }[]>();
+
+  constructor(options: { readonly windowMs?: number } = {}) {
+    this.#windowMs = options.windowMs ?? 5000;
+  }
+
+  /** Record `counters` for `key` at time `at` (ms). */
+  sample(key: string, counters: Counters, at: number = Date.now()): void {
+    const list = this.#samples.get(key) ?? [];
+    list.push({ at, counters });
+    while (list.length > 2 && at - list[1].at >= this.#windowMs) list.shift();
+    this.#samples.set(key, list);
+  }
+
+  /** The rates of `key` over the window; zero before two samples. */
+  rates(key: string): Rates {
+    const list = this.#samples.get(key);
+    if (!list || list.length < 2) return ZERO_RATES;
+    const first = list[0];
+    const last = list[list.length - 1];
+    const seconds = (last.at - first.at) / 1000;
+    if (seconds <= 0) return ZERO_RATES;
+    const per = (f: keyof Counters) => Math.max(0, last.counters[f] - first.counters[f]) / seconds;
+    return {
+      bytesInPerSecond: per("bytesIn"),
+      bytesOutPerSecond: per("bytesOut"),
+      connectionsPerSecond: per("connectionsTotal"),
+    };
+  }
+
+  /** Forget keys not in `keep`. */
+  retain(keep: ReadonlySet<string>): void {
+    for (const key of this.#samples.keys()) if (!keep.has(key)) this.#samples.delete(key);
+  }
+}
