@@ -55,7 +55,7 @@ export interface WatchSettingsOptions<T> {
  * ```
  */
 export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>): Promise<void> {
-  const { parse, onChange, onError, signal } = options;
+  const { signal } = options;
   const debounceMs = options.debounceMs ?? 100;
   if (signal.aborted) return Promise.resolve();
   const abs = resolve(path);
@@ -71,7 +71,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
       }),
     );
   }
-  let lastSeen = options.knownText;
+  const seen = { text: options.knownText };
   let timer: ReturnType<typeof setTimeout> | undefined;
   let pending: Promise<void> = Promise.resolve();
   let failure: { err: unknown } | undefined;
@@ -88,63 +88,7 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     }
   };
 
-  const check = async (): Promise<void> => {
-    if (signal.aborted || failure) return;
-    let text: string;
-    try {
-      text = await readOwnTextFile(abs);
-    } catch (err) {
-      if (signal.aborted) return;
-      if (err instanceof UnsafeFileError) {
-        // Not reloaded; once fixed, the next change event reads it again.
-        onError(
-          new ConfigError(
-            `Cannot reload settings: ${err.message}; keeping the current settings`,
-            { cause: err },
-          ),
-        );
-        return;
-      }
-      if (err instanceof Deno.errors.NotFound) {
-        if (lastSeen === null) return;
-        lastSeen = null;
-        onError(
-          new ConfigError(
-            "Cannot reload settings: the file is gone; keeping the current settings",
-            {
-              path,
-              cause: err,
-            },
-          ),
-        );
-        return;
-      }
-      onError(
-        new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
-      );
-      return;
-    }
-    if (signal.aborted || text === lastSeen) return;
-    lastSeen = text;
-    const ours = _written.get(abs);
-    if (ours !== undefined) {
-      if (ours === text) return;
-      // Someone else has written since; our text no longer marks our own write.
-      _written.delete(abs);
-    }
-    let settings: T;
-    try {
-      settings = parse(text, path);
-    } catch (err) {
-      onError(
-        err instanceof ConfigError
-          ? err
-          : new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
-      );
-      return;
-    }
-    onChange(settings, text);
-  };
+  const check = () => _checkOnce(abs, path, options, seen, () => !!failure);
 
   signal.addEventListener("abort", close, { once: true });
   return (async () => {
@@ -166,4 +110,68 @@ export function watchSettings<T>(path: string, options: WatchSettingsOptions<T>)
     }
     if (failure) throw failure.err;
   })();
+}
+
+/** Why reading the changed file failed, as the error to report; null when there is nothing new. */
+function _readError(
+  err: unknown,
+  path: string,
+  seen: { text?: string | null },
+): ConfigError | null {
+  if (err instanceof UnsafeFileError) {
+    // Not reloaded; once fixed, the next change event reads it again.
+    return new ConfigError(
+      `Cannot reload settings: ${err.message}; keeping the current settings`,
+      { cause: err },
+    );
+  }
+  if (err instanceof Deno.errors.NotFound) {
+    if (seen.text === null) return null;
+    seen.text = null;
+    return new ConfigError(
+      "Cannot reload settings: the file is gone; keeping the current settings",
+      { path, cause: err },
+    );
+  }
+  return new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err });
+}
+
+/** Read the watched file once it settled, and report a change that is not our own write. */
+async function _checkOnce<T>(
+  abs: string,
+  path: string,
+  options: WatchSettingsOptions<T>,
+  seen: { text?: string | null },
+  failed: () => boolean,
+): Promise<void> {
+  const { signal } = options;
+  if (signal.aborted || failed()) return;
+  let text: string;
+  try {
+    text = await readOwnTextFile(abs);
+  } catch (err) {
+    const error = signal.aborted ? null : _readError(err, path, seen);
+    if (error) options.onError(error);
+    return;
+  }
+  if (signal.aborted || text === seen.text) return;
+  seen.text = text;
+  const ours = _written.get(abs);
+  if (ours !== undefined) {
+    if (ours === text) return;
+    // Someone else has written since; our text no longer marks our own write.
+    _written.delete(abs);
+  }
+  let settings: T;
+  try {
+    settings = options.parse(text, path);
+  } catch (err) {
+    options.onError(
+      err instanceof ConfigError
+        ? err
+        : new ConfigError(`Cannot reload settings: ${errorMessage(err)}`, { path, cause: err }),
+    );
+    return;
+  }
+  options.onChange(settings, text);
 }
