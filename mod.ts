@@ -30,6 +30,13 @@ export {
 } from "./lib/core/codec.ts";
 export * from "./lib/core/errors.ts";
 export {
+  EventHub,
+  type EventHubOptions,
+  type EventLike,
+  type SubscribeOptions,
+  type Subscription,
+} from "./lib/core/events.ts";
+export {
   createLogger,
   isLogLevel,
   type LogFormat,
