@@ -39,21 +39,26 @@ export {
 export {
   createLogger,
   isLogLevel,
+  type LogFields,
   type LogFormat,
   type Logger,
   type LoggerOptions,
   type LogLevel,
+  type LogSink,
 } from "./lib/core/log.ts";
 export {
   formatHostPort,
+  type HostPort,
   type ListenAddress,
   parseHostPort,
+  type ParseHostPortOptions,
   parseListen,
   parseTarget,
   type TargetAddress,
 } from "./lib/net/hostport.ts";
 export {
   type PfoSpec,
+  type Proto,
   type ResolvedPfo,
   resolvePfo,
   targetPortFor,
@@ -64,16 +69,20 @@ export {
   type DaemonSettings,
   loadConsoleSettings,
   loadDaemonSettings,
+  type LoadedSettings,
   parseConsoleSettings,
   parseDaemonSettings,
 } from "./lib/settings/schema.ts";
-export { settingsPaths } from "./lib/settings/paths.ts";
-export { updateConsoleSettings } from "./lib/settings/edit.ts";
+export { type SettingsPaths, settingsPaths } from "./lib/settings/paths.ts";
+export { type ConsoleEdit, updateConsoleSettings } from "./lib/settings/edit.ts";
 export {
   fingerprintOf,
   type Identity,
+  type IdentityOptions,
+  type IdentityPaths,
   isFingerprint,
   loadOrCreateIdentity,
+  type TrustedDaemon,
   TrustStore,
 } from "./lib/core/identity.ts";
 export {
@@ -83,25 +92,36 @@ export {
   type Decision,
 } from "./lib/console/console.ts";
 export { runConsole, type RunConsoleOptions } from "./lib/console/server.ts";
+export type { ConnectionInfo, PfoState, PfoStatus } from "./lib/console/pfos.ts";
 export type {
   ChatLine,
+  ClientList,
   ConsoleEvent,
   ConsoleSnapshot,
   ConsoleStatus,
   PeerInfo,
   PfoSnapshot,
+  Rates,
   SessionSnapshot,
   SessionState,
   TrustEntry,
 } from "./lib/console/state.ts";
+export { ControlError } from "./lib/app/control.ts";
+export type { CommandErrorOptions } from "./lib/app/command_error.ts";
 export {
   CommandError,
   type CommandErrorCode,
   type CommandRequest,
   type CommandResult,
+  type ConsoleClient,
   type ConsoleCommandName,
   type ConsoleCommands,
   type ConsoleCommandSet,
+  type EmptyRequest,
+  type PfoAddRequest,
+  type PfoEditRequest,
+  type PfoNameRequest,
+  type ResolveResult,
 } from "./lib/console/commands.ts";
 export { Daemon, type DaemonOptions, runDaemon } from "./lib/daemon/daemon.ts";
 export type {
@@ -111,6 +131,7 @@ export type {
   DaemonPhase,
   DaemonSession,
   DaemonSnapshot,
+  SessionEndInfo,
 } from "./lib/daemon/state.ts";
 export {
   type DaemonCommandArgs,
@@ -120,4 +141,5 @@ export {
   type DaemonCommandRunner,
   DaemonCommands,
   type DaemonStatus,
+  type NoArgs,
 } from "./lib/daemon/commands.ts";

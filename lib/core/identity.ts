@@ -14,6 +14,7 @@ import type * as X509 from "@peculiar/x509";
 import { writeFileAtomic } from "./io.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { readOwnTextFile } from "./file_safety.ts";
+import type { Role } from "./protocol.ts";
 
 let x509Loading: Promise<typeof X509> | null = null;
 
@@ -39,8 +40,7 @@ const VALIDITY_MS = 20 * 365.25 * 24 * 60 * 60 * 1000;
 const MAX_CERT_B64_CHARS = 8 * 1024;
 const FINGERPRINT_PATTERN = /^SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$/;
 
-/** Which program an identity belongs to. */
-export type Role = "console" | "daemon";
+export type { Role } from "./protocol.ts";
 
 /** The DNS name in each role's certificate. `.invalid` never resolves, so no public CA can vouch for it. */
 export const CERT_HOSTNAMES: Readonly<Record<Role, string>> = {
