@@ -8,7 +8,12 @@
  * Daemon's network.
  *
  * Most users run the programs (`deno task console`, `deno task daemon`);
- * this module exposes the library they are built from.
+ * this module exposes the library they are built from: the {@linkcode Console}
+ * and {@linkcode Daemon} program classes with their options, their snapshot
+ * and event types, and their command sets.
+ *
+ * Importing it has no side effects: it sets no global, reads no environment
+ * and starts nothing until a program is started.
  *
  * @example
  * ```ts
