@@ -8,7 +8,12 @@
  * Daemon's network.
  *
  * Most users run the programs (`deno task console`, `deno task daemon`);
- * this module exposes the library they are built from.
+ * this module exposes the library they are built from: the {@linkcode Console}
+ * and {@linkcode Daemon} program classes with their options, their snapshot
+ * and event types, and their command sets.
+ *
+ * Importing it has no side effects: it sets no global, reads no environment
+ * and starts nothing until a program is started.
  *
  * @example
  * ```ts
@@ -30,23 +35,35 @@ export {
 } from "./lib/core/codec.ts";
 export * from "./lib/core/errors.ts";
 export {
+  EventHub,
+  type EventHubOptions,
+  type EventLike,
+  type SubscribeOptions,
+  type Subscription,
+} from "./lib/core/events.ts";
+export {
   createLogger,
   isLogLevel,
+  type LogFields,
   type LogFormat,
   type Logger,
   type LoggerOptions,
   type LogLevel,
+  type LogSink,
 } from "./lib/core/log.ts";
 export {
   formatHostPort,
+  type HostPort,
   type ListenAddress,
   parseHostPort,
+  type ParseHostPortOptions,
   parseListen,
   parseTarget,
   type TargetAddress,
 } from "./lib/net/hostport.ts";
 export {
   type PfoSpec,
+  type Proto,
   type ResolvedPfo,
   resolvePfo,
   targetPortFor,
@@ -57,16 +74,20 @@ export {
   type DaemonSettings,
   loadConsoleSettings,
   loadDaemonSettings,
+  type LoadedSettings,
   parseConsoleSettings,
   parseDaemonSettings,
 } from "./lib/settings/schema.ts";
-export { settingsPaths } from "./lib/settings/paths.ts";
-export { updateConsoleSettings } from "./lib/settings/edit.ts";
+export { type SettingsPaths, settingsPaths } from "./lib/settings/paths.ts";
+export { type ConsoleEdit, updateConsoleSettings } from "./lib/settings/edit.ts";
 export {
   fingerprintOf,
   type Identity,
+  type IdentityOptions,
+  type IdentityPaths,
   isFingerprint,
   loadOrCreateIdentity,
+  type TrustedDaemon,
   TrustStore,
 } from "./lib/core/identity.ts";
 export {
@@ -76,25 +97,36 @@ export {
   type Decision,
 } from "./lib/console/console.ts";
 export { runConsole, type RunConsoleOptions } from "./lib/console/server.ts";
+export type { ConnectionInfo, PfoState, PfoStatus } from "./lib/console/pfos.ts";
 export type {
   ChatLine,
+  ClientList,
   ConsoleEvent,
   ConsoleSnapshot,
   ConsoleStatus,
   PeerInfo,
   PfoSnapshot,
+  Rates,
   SessionSnapshot,
   SessionState,
   TrustEntry,
 } from "./lib/console/state.ts";
+export { ControlError } from "./lib/app/control.ts";
+export type { CommandErrorOptions } from "./lib/app/command_error.ts";
 export {
   CommandError,
   type CommandErrorCode,
   type CommandRequest,
   type CommandResult,
+  type ConsoleClient,
   type ConsoleCommandName,
   type ConsoleCommands,
   type ConsoleCommandSet,
+  type EmptyRequest,
+  type PfoAddRequest,
+  type PfoEditRequest,
+  type PfoNameRequest,
+  type ResolveResult,
 } from "./lib/console/commands.ts";
 export { Daemon, type DaemonOptions, runDaemon } from "./lib/daemon/daemon.ts";
 export type {
@@ -104,6 +136,7 @@ export type {
   DaemonPhase,
   DaemonSession,
   DaemonSnapshot,
+  SessionEndInfo,
 } from "./lib/daemon/state.ts";
 export {
   type DaemonCommandArgs,
@@ -113,4 +146,5 @@ export {
   type DaemonCommandRunner,
   DaemonCommands,
   type DaemonStatus,
+  type NoArgs,
 } from "./lib/daemon/commands.ts";

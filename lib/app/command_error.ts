@@ -28,6 +28,7 @@ export const COMMAND_ERROR_STATUS: Readonly<Record<CommandErrorCode, number>> = 
 export interface CommandErrorOptions {
   /** What the command did before it failed, for the caller (e.g. a failed resolve). */
   readonly result?: unknown;
+  /** The error that caused it. */
   readonly cause?: unknown;
 }
 
@@ -45,6 +46,7 @@ export class CommandError extends ControlError {
   /** Why it failed. */
   readonly code: CommandErrorCode;
 
+  /** An error with `code`, answered with that code's HTTP status. */
   constructor(code: CommandErrorCode, message: string, options: CommandErrorOptions = {}) {
     super(message, { status: COMMAND_ERROR_STATUS[code], ...options });
     this.name = "CommandError";

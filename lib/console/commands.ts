@@ -33,27 +33,45 @@ export type EmptyRequest = Record<string, never>;
 
 /** What `resolve` answers. */
 export interface ResolveResult {
+  /** The name as asked. */
   readonly host: string;
+  /** Its IP addresses as the Daemon's resolver answered them. */
   readonly addresses: readonly string[];
 }
 
 /** Every Console command: its name (the control API path), request and result. */
 export interface ConsoleCommands {
+  /** The session, the fingerprint, the settings file and every PFO. */
   "status": { request: EmptyRequest; result: ConsoleStatus };
+  /** Accept the pending session; `remember` also trusts the Daemon from now on. */
   "session/accept": { request: { readonly remember: boolean }; result: SessionSnapshot };
+  /** Refuse the pending session. */
   "session/reject": { request: EmptyRequest; result: { readonly state: "none" } };
+  /** End the session and tell the Daemon not to reconnect. */
   "session/close": { request: EmptyRequest; result: { readonly state: "none" } };
+  /** Add a PFO to the settings file and start it. */
   "pfo/add": { request: PfoAddRequest; result: PfoSnapshot };
+  /** Change a PFO's listen address or target. */
   "pfo/edit": { request: PfoEditRequest; result: PfoSnapshot };
+  /** Enable a PFO: it listens again. */
   "pfo/enable": { request: PfoNameRequest; result: PfoSnapshot };
+  /** Disable a PFO: it stops listening but stays in the settings. */
   "pfo/disable": { request: PfoNameRequest; result: PfoSnapshot };
+  /** Remove a PFO from the settings and close its listeners. */
   "pfo/rm": { request: PfoNameRequest; result: { readonly removed: string } };
+  /** Every PFO with its counters and rates. */
   "pfo/list": { request: EmptyRequest; result: readonly PfoSnapshot[] };
+  /** The open connections and UDP flows. */
   "connections/list": { request: EmptyRequest; result: readonly ConnectionInfo[] };
+  /** Close one connection, by the `id` that `connections/list` shows. */
   "connections/kill": { request: { readonly id: number }; result: { readonly killed: number } };
+  /** Send a chat line to the Daemon's user (at most {@linkcode MAX_CHAT_CHARS} characters). */
   "chat": { request: { readonly text: string }; result: { readonly sent: string } };
+  /** Resolve a host name on the Daemon's side. */
   "resolve": { request: { readonly host: string }; result: ResolveResult };
+  /** The trusted Daemons, from the trust store and the settings. */
   "trust/list": { request: EmptyRequest; result: readonly TrustEntry[] };
+  /** Stop trusting a Daemon fingerprint, wherever it is listed. */
   "trust/rm": { request: { readonly fingerprint: string }; result: { readonly removed: string } };
 }
 

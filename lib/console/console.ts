@@ -51,6 +51,10 @@ export type { Decision } from "./sessions.ts";
 
 /** Options for {@linkcode Console}. */
 export interface ConsoleOptions {
+  /**
+   * The settings file (PFOs, trusted Daemons...); the identity key,
+   * certificate, trust store and control file live beside it.
+   */
   readonly settingsPath: string;
   /** `--session [HOST:]PORT`, overriding the settings. */
   readonly session?: string;
@@ -58,6 +62,7 @@ export interface ConsoleOptions {
   readonly autoAccept?: boolean;
   /** `--token-file F`, overriding the settings. */
   readonly tokenFile?: string;
+  /** Where log records go. */
   readonly log: Logger;
   /** Operator display: banner, chat, prompts (stdout). */
   readonly out: (text: string) => void;
@@ -126,6 +131,7 @@ export class Console implements AsyncDisposable {
   /** Bytes each open connection had at the last tick, for progress events. */
   #lastBytes = new Map<number, number>();
 
+  /** A Console not yet started: {@linkcode Console.start} reads the settings and binds. */
   constructor(options: ConsoleOptions) {
     this.#o = options;
     this.commands = this.#commandSet();

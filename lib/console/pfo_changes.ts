@@ -23,23 +23,33 @@ export type PfoCommand = "pfo/add" | "pfo/edit" | "pfo/enable" | "pfo/disable" |
 
 /** `pfo add`: the whole new PFO. */
 export interface PfoAddRequest {
+  /** Unique name, 1–64 chars of `A-Za-z0-9._-`. */
   readonly name: string;
+  /** `tcp`, `udp` or `socks`. */
   readonly proto: Proto;
+  /** `[HOST:]PORT` or `[HOST:]PORT-PORT` on the Console. */
   readonly listen: string;
+  /** `HOST:PORT` or `HOST:PORT-PORT` on the Daemon's network; null for `socks`. */
   readonly target: string | null;
+  /** Whether the Console listens for it at once. */
   readonly enabled: boolean;
+  /** Client addresses allowed (IPs or CIDRs); empty allows everyone. */
   readonly clients: readonly string[];
 }
 
 /** `pfo edit`: a new listen address, a new target, or both. */
 export interface PfoEditRequest {
+  /** The PFO to change. */
   readonly name: string;
+  /** The new `[HOST:]PORT[-PORT]`; absent keeps the old one. */
   readonly listen?: string;
+  /** The new `HOST:PORT[-PORT]`; absent keeps the old one. */
   readonly target?: string;
 }
 
 /** `pfo enable|disable|rm`: the PFO's name. */
 export interface PfoNameRequest {
+  /** The PFO's name. */
   readonly name: string;
 }
 

@@ -31,20 +31,28 @@ export type PfoState = "listening" | "disabled" | "error" | "partial";
 
 /** One PFO as `status` and `pfo list` show it. */
 export interface PfoStatus {
+  /** The PFO's name, unique on this Console. */
   readonly name: string;
+  /** `tcp`, `udp` or `socks`. */
   readonly proto: string;
+  /** The listen address as written in the settings (`[HOST:]PORT[-PORT]`). */
   readonly listen: string;
+  /** The target as written (`HOST:PORT[-PORT]`); null for a SOCKS5 PFO. */
   readonly target: string | null;
+  /** Whether the settings enable it; a disabled PFO does not listen. */
   readonly enabled: boolean;
+  /** `listening`, `disabled`, `error` (no port bound) or `partial` (some bound). */
   readonly state: PfoState;
   /**
    * Whether a session is established: without one, connections to a
    * listening PFO are accepted and closed at once.
    */
   readonly session: boolean;
+  /** Why some or all of its ports could not be bound; null when all are. */
   readonly error: string | null;
   /** Addresses actually bound (first 16; a port 0 shows the port the system chose). */
   readonly bound: readonly string[];
+  /** Sockets listening now (one per port, TCP or UDP). */
   readonly listeners: number;
   /** Connections (TCP, SOCKS) or flows (UDP) open now. */
   readonly connections: number;
@@ -64,24 +72,38 @@ export interface PfoStatus {
   readonly bytesOut: number;
   /** UDP PFOs: flows, datagrams each way, drops. */
   readonly udp?: {
+    /** Flows (client address and port pairs) open now. */
     readonly flows: number;
+    /** Flows opened since the PFO started. */
     readonly flowsTotal: number;
+    /** Datagrams from the targets to the clients. */
     readonly datagramsIn: number;
+    /** Datagrams from the clients to the targets. */
     readonly datagramsOut: number;
+    /** Datagrams dropped: a full queue, a busy session, or a flow over its limit. */
     readonly drops: number;
   };
 }
 
 /** One forwarded connection, as `connections list` shows it. */
 export interface ConnectionInfo {
+  /** The Console's number for it, for `connections kill`. */
   readonly id: number;
+  /** The PFO it came in on. */
   readonly pfo: string;
+  /** `tcp`, `udp` or `socks`. */
   readonly proto: string;
+  /** The client's `host:port`. */
   readonly client: string;
+  /** The target's `host:port`; null until known (a SOCKS5 request not yet read). */
   readonly target: string | null;
+  /** ISO 8601: when the client connected. */
   readonly since: string;
+  /** The session stream that carries it; null before the Daemon is asked to open one. */
   readonly stream: number | null;
+  /** Bytes from the client to the target. */
   readonly bytesOut: number;
+  /** Bytes from the target to the client. */
   readonly bytesIn: number;
 }
 

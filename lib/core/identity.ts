@@ -10,13 +10,28 @@
  * @module
  */
 
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { writeFileAtomic } from "./io.ts";
 import { ConfigError, errorMessage } from "./errors.ts";
 import { readOwnTextFile } from "./file_safety.ts";
+import type { Role } from "./protocol.ts";
 
-x509.cryptoProvider.set(crypto);
+let x509Loading: Promise<typeof X509> | null = null;
+
+/**
+ * The X.509 library, loaded on first use rather than at import: it needs the
+ * `reflect-metadata` polyfill, which adds functions to the global `Reflect`,
+ * and importing this module (or `mod.ts`) must set no global.
+ */
+function _x509(): Promise<typeof X509> {
+  x509Loading ??= (async () => {
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(crypto);
+    return x509;
+  })();
+  return x509Loading;
+}
 
 const EC_ALGORITHM = { name: "ECDSA", namedCurve: "P-256" } as const;
 const SIGN_ALGORITHM = { name: "ECDSA", hash: "SHA-256" } as const;
@@ -25,8 +40,7 @@ const VALIDITY_MS = 20 * 365.25 * 24 * 60 * 60 * 1000;
 const MAX_CERT_B64_CHARS = 8 * 1024;
 const FINGERPRINT_PATTERN = /^SHA256:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$/;
 
-/** Which program an identity belongs to. */
-export type Role = "console" | "daemon";
+export type { Role } from "./protocol.ts";
 
 /** The DNS name in each role's certificate. `.invalid` never resolves, so no public CA can vouch for it. */
 export const CERT_HOSTNAMES: Readonly<Record<Role, string>> = {
@@ -226,6 +240,7 @@ export async function verifyChallenge(
   } catch (err) {
     throw fail("certificate or signature is not base64", err);
   }
+  const x509 = await _x509();
   let publicKey: CryptoKey;
   try {
     const cert = new x509.X509Certificate(certDer as Uint8Array<ArrayBuffer>);
@@ -377,6 +392,7 @@ function _checkTrusted(entry: unknown, where: string, path: string): TrustedDaem
 }
 
 async function _createIdentity(paths: IdentityPaths, role: Role): Promise<Identity> {
+  const x509 = await _x509();
   const keys = await crypto.subtle.generateKey(EC_ALGORITHM, true, ["sign", "verify"]);
   const now = Date.now();
   const serial = crypto.getRandomValues(new Uint8Array(16));
@@ -414,7 +430,8 @@ async function _parseIdentity(
   keyPem: string,
   certPem: string,
 ): Promise<Omit<Identity, "created" | "warnings">> {
-  let cert: x509.X509Certificate;
+  const x509 = await _x509();
+  let cert: X509.X509Certificate;
   try {
     cert = new x509.X509Certificate(certPem);
   } catch (err) {

@@ -530,7 +530,7 @@ export type Message =
   | CloseMessage
   | DatagramMessage;
 
-/** Which side sends a message. */
+/** Which program: the side that sends a message, or whose identity it is. */
 export type Role = "console" | "daemon";
 
 /**

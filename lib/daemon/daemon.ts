@@ -33,17 +33,23 @@ import { DaemonView } from "./view.ts";
 
 /** Options for {@linkcode Daemon}. */
 export interface DaemonOptions {
+  /** The settings file; the identity key, certificate and control file live beside it. */
   readonly settingsPath: string;
   /** The Console's `HOST[:PORT]`. */
   readonly console: string;
   /** The pinned Console fingerprint. */
   readonly fingerprint: string;
+  /** File holding the shared token the Console asks for; null sends none. */
   readonly tokenFile: string | null;
+  /** Reconnect with back-off (and jitter) when the session ends or a dial fails. */
   readonly reconnect: boolean;
+  /** Longest wait between reconnect attempts, in ms. */
   readonly backoffMaxMs: number;
+  /** Deadline to connect and finish the handshake, in ms. */
   readonly connectTimeoutMs: number;
   /** Allow-list rules (`--allow`, `allow:`); empty allows everything. */
   readonly allow: readonly string[];
+  /** Where log records go. */
   readonly log: Logger;
   /** The Daemon user's display (stdout). */
   readonly out: (text: string) => void;
@@ -62,7 +68,7 @@ export interface DaemonOptions {
   readonly signal?: AbortSignal;
   /** Exit at once when it aborts. */
   readonly forceSignal?: AbortSignal;
-  /** Drain time on exit. */
+  /** Drain time on exit, in ms. */
   readonly graceMs?: number;
   /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
   readonly maxHeldBytes?: number;
