@@ -403,7 +403,16 @@ export class Console implements AsyncDisposable {
   }
 
   #pfoSnapshots(): PfoSnapshot[] {
-    return this.#running().pfos.list().map((p) => ({ ...p, rates: this.#rates.rates(p.name) }));
+    const now = Date.now();
+    return this.#running().pfos.list().map((p) => ({
+      ...p,
+      rates: this.#rates.rates(p.name, now),
+    }));
+  }
+
+  #pfoSnapshot(name: string): PfoSnapshot | null {
+    const status = this.#running().pfos.status(name);
+    return status ? { ...status, rates: this.#rates.rates(name) } : null;
   }
 
   /** Sample counters for rates; tell subscribers what moved (coalesced per key). */
@@ -428,14 +437,14 @@ export class Console implements AsyncDisposable {
         connection,
       });
     }
-    for (const pfo of this.#pfoSnapshots()) {
-      if (pfo.rates.bytesInPerSecond + pfo.rates.bytesOutPerSecond === 0) continue;
-      this.events.progress(`pfo:${pfo.name}`, { type: "pfo-progress", pfo });
+    for (const name of this.#rates.moving(now)) {
+      const pfo = this.#pfoSnapshot(name);
+      if (pfo) this.events.progress(`pfo:${name}`, { type: "pfo-progress", pfo });
     }
   }
 
   #pfoChanged(name: string): PfoSnapshot | null {
-    const pfo = this.#pfoSnapshots().find((p) => p.name === name) ?? null;
+    const pfo = this.#pfoSnapshot(name);
     this.events.emit({ type: "pfo", name, pfo }, `pfo:${name}`);
     return pfo;
   }
