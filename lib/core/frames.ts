@@ -42,6 +42,7 @@ export class MessageReader {
   #buf = new Uint8Array(256 * 1024);
   #held = 0;
   #bytesRead = 0;
+  #released = false;
 
   /** A reader of `link`, with the handshake's frame cap until {@linkcode MessageReader.trust}. */
   constructor(link: ByteConn) {
@@ -53,6 +54,29 @@ export class MessageReader {
     return this.#bytesRead;
   }
 
+  /** Bytes the read buffer takes: 256 KiB, or 0 once {@linkcode MessageReader.release}d. */
+  get bufferBytes(): number {
+    return this.#buf.byteLength;
+  }
+
+  /**
+   * Free the read buffer now: the link ended, nothing more is read (a read
+   * in flight and every later one find the end of the link). Without it,
+   * an ended session's 256 KiB would stay in memory until a full garbage
+   * collection finds it, and a Console or Daemon that reconnects often
+   * would grow by that much per session in between.
+   */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    const buffer = this.#buf.buffer;
+    this.#buf = new Uint8Array(0);
+    this.#held = 0;
+    this.#queue = [];
+    // Detaching the buffer frees its memory at once; a read in flight keeps its own reference.
+    buffer.transfer(0);
+  }
+
   /** Raise the frame cap once the peer is authenticated. */
   trust(): void {
     this.#maxFrameBytes = MAX_FRAME_BYTES;
@@ -62,8 +86,9 @@ export class MessageReader {
   /** Every message now available, reading the link once if none is queued; null at end of link. */
   async batch(): Promise<Message[] | null> {
     while (this.#queue.length === 0) {
+      if (this.#released) return null;
       const n = await this.#link.read(this.#buf.subarray(this.#held));
-      if (n === null) return null;
+      if (n === null || this.#released) return null;
       this.#bytesRead += n;
       this.#queue = this.#decode(this.#held + n);
     }

@@ -916,6 +916,7 @@ export class Session implements StreamHost {
     this.#ended = { code, reason, remote, final };
     clearInterval(this.#heartbeat);
     closeQuietly(this.#link);
+    this.#reader.release();
     for (const id of [...this.#pendingOpens.keys()]) {
       this.#settleOpen(
         id,

@@ -471,6 +471,38 @@ Deno.test("Session closes with a protocol error when the peer sends what its rol
   assert.match(end!.reason, /a daemon may not send it/);
 });
 
+Deno.test("Session frees its reader's read buffer as soon as it ends, whichever side ends it", async () => {
+  for (const ender of ["peer", "local close", "never run"] as const) {
+    const [link, peer] = memoryConnPair();
+    const reader = new MessageReader(link);
+    const session = new Session(link, reader, {
+      role: "console",
+      id: "t",
+      log,
+      handlers: { onChat: () => {}, onEnd: () => {} },
+    });
+    if (ender !== "never run") session.run();
+    assert.equal(reader.bufferBytes, 256 * 1024, ender);
+    if (ender === "peer") peer.close();
+    else await session.close("exit", "test over");
+    await session.done();
+    // Not left for a full garbage collection: a Console whose Daemon reconnects often grew by it.
+    assert.equal(reader.bufferBytes, 0, ender);
+    assert.equal(await reader.batch(), null, ender);
+  }
+});
+
+Deno.test("MessageReader.release() during a read: the read finds the end of the link", async () => {
+  const [link, peer] = memoryConnPair();
+  const reader = new MessageReader(link);
+  const reading = reader.batch();
+  reader.release();
+  await peer.write(encodeMessage({ tag: Tag.CHAT, text: "late" }));
+  assert.equal(await reading, null);
+  assert.equal(reader.bufferBytes, 0);
+  peer.close();
+});
+
 Deno.test("Session notices a silent peer", async () => {
   const [consoleLink] = memoryConnPair();
   let end: SessionEnd | undefined;
