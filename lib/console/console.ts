@@ -16,13 +16,9 @@ import { type Identity, loadOrCreateIdentity, TrustStore } from "../core/identit
 import type { Logger } from "../core/log.ts";
 import { escapeControls } from "../core/text.ts";
 import { parseHostPort } from "../net/hostport.ts";
-import {
-  type ConsoleSettings,
-  loadConsoleSettings,
-  readTokenFile,
-  settingsPaths,
-  updateConsoleSettings,
-} from "../settings/settings.ts";
+import { type ConsoleSettings, loadConsoleSettings } from "../settings/schema.ts";
+import { readTokenFile, settingsPaths } from "../settings/paths.ts";
+import { updateConsoleSettings } from "../settings/edit.ts";
 import { bannerLines, listenFront } from "./banner.ts";
 import {
   type ConsoleCommandSet,

@@ -9,7 +9,8 @@ import { CommandError } from "../app/command_error.ts";
 import { errorMessage } from "../core/errors.ts";
 import { formatAddress } from "../net/hostport.ts";
 import type { ResolvedPfo } from "../settings/pfo.ts";
-import { type ConsoleSettings, updateConsoleSettings } from "../settings/settings.ts";
+import { type ConsoleSettings } from "../settings/schema.ts";
+import { updateConsoleSettings } from "../settings/edit.ts";
 import { type PfoChange, type PfoRequest, planPfoChange } from "./pfo_changes.ts";
 import { PfoBindError, type PfoManager, type PfoStatus } from "./pfos.ts";
 

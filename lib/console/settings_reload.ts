@@ -9,7 +9,8 @@
 import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import type { ResolvedPfo } from "../settings/pfo.ts";
-import { type ConsoleSettings, parseConsoleSettings, watchSettings } from "../settings/settings.ts";
+import { type ConsoleSettings, parseConsoleSettings } from "../settings/schema.ts";
+import { watchSettings } from "../settings/watch.ts";
 
 /** Options for {@linkcode watchConsoleSettings}. */
 export interface ConsoleSettingsWatchOptions {

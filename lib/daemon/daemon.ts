@@ -20,7 +20,7 @@ import { Session } from "../core/session.ts";
 import type { SubscribeOptions, Subscription } from "../core/events.ts";
 import { AllowList } from "../net/allowlist.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../net/hostport.ts";
-import { readTokenFile, settingsPaths } from "../settings/settings.ts";
+import { readTokenFile, settingsPaths } from "../settings/paths.ts";
 import { controlHandlers, DaemonCommands } from "./commands.ts";
 import { connectTarget, resolveHost } from "./connector.ts";
 import { dialConsole } from "./dialer.ts";
