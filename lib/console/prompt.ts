@@ -6,19 +6,16 @@
  * @module
  */
 
-import { type PromptCommand, withArgs } from "../ui/prompt.ts";
+import {
+  chatCommand,
+  endCommands,
+  type ProgramPromptOptions,
+  type PromptCommand,
+  withArgs,
+} from "../ui/prompt.ts";
 
 /** What the Console's commands act through. */
-export interface ConsolePromptOptions {
-  /** Run a CLI subcommand in this process, e.g. `["pfo", "list"]`. */
-  readonly cli: (words: readonly string[]) => Promise<void>;
-  /** Send a chat line to the Daemon's user. */
-  readonly chat: (text: string) => Promise<unknown>;
-  /** Exit the Console (drain, then stop). */
-  readonly quit: () => void;
-  /** Write one line to the operator. */
-  readonly print: (text: string) => void;
-}
+export type ConsolePromptOptions = ProgramPromptOptions;
 
 /**
  * The Console's `/commands`, for `handlePromptLine` (lib/prompt.ts).
@@ -80,16 +77,7 @@ export function consoleCommands(options: ConsolePromptOptions): PromptCommand[] 
       help: "cut one connection",
       run: (words) => cli(["connections", "kill", words[0]]),
     }, 1),
-    {
-      name: "chat",
-      args: "TEXT",
-      help: "send TEXT to the Daemon's user (a line without / does the same)",
-      run: async (_words, rest) => {
-        if (rest === "") return print("usage: /chat TEXT");
-        await options.chat(rest);
-        print(`you> ${rest}`);
-      },
-    },
+    chatCommand(options, "the Daemon's user"),
     fixed({
       name: "resolve",
       args: "HOST",
@@ -102,13 +90,6 @@ export function consoleCommands(options: ConsolePromptOptions): PromptCommand[] 
       help: "end the session (the Daemon does not reconnect)",
       run: () => cli(["session", "close"]),
     }, 0),
-    fixed({
-      name: "clear",
-      args: "",
-      help: "clear the screen",
-      run: () => print("\x1b[2J\x1b[H"),
-    }, 0),
-    fixed({ name: "quit", args: "", help: "exit the Console", run: () => options.quit() }, 0),
-    fixed({ name: "exit", args: "", help: "the same as /quit", run: () => options.quit() }, 0),
+    ...endCommands(options, "the Console"),
   ];
 }

@@ -5,19 +5,16 @@
  * @module
  */
 
-import { type PromptCommand, withArgs } from "../ui/prompt.ts";
+import {
+  chatCommand,
+  endCommands,
+  type ProgramPromptOptions,
+  type PromptCommand,
+  withArgs,
+} from "../ui/prompt.ts";
 
 /** What the Daemon's commands act through. */
-export interface DaemonPromptOptions {
-  /** Run a CLI subcommand in this process, e.g. `["connections", "list"]`. */
-  readonly cli: (words: readonly string[]) => Promise<void>;
-  /** Send a chat line to the Console's operator. */
-  readonly chat: (text: string) => Promise<unknown>;
-  /** Exit the Daemon (drain, then stop). */
-  readonly quit: () => void;
-  /** Write one line to the user. */
-  readonly print: (text: string) => void;
-}
+export type DaemonPromptOptions = ProgramPromptOptions;
 
 /**
  * The Daemon's `/commands`, for `handlePromptLine` (lib/prompt.ts).
@@ -58,29 +55,13 @@ export function daemonCommands(options: DaemonPromptOptions): PromptCommand[] {
       help: "cut one connection",
       run: (words) => cli(["connections", "kill", words[0]]),
     }, 1),
-    {
-      name: "chat",
-      args: "TEXT",
-      help: "send TEXT to the Console's operator (a line without / does the same)",
-      run: async (_words, rest) => {
-        if (rest === "") return print("usage: /chat TEXT");
-        await options.chat(rest);
-        print(`you> ${rest}`);
-      },
-    },
+    chatCommand(options, "the Console's operator"),
     fixed({
       name: "close",
       args: "",
       help: "close the session and stop the Daemon",
       run: () => cli(["close"]),
     }, 0),
-    fixed({
-      name: "clear",
-      args: "",
-      help: "clear the screen",
-      run: () => print("\x1b[2J\x1b[H"),
-    }, 0),
-    fixed({ name: "quit", args: "", help: "exit the Daemon", run: () => options.quit() }, 0),
-    fixed({ name: "exit", args: "", help: "the same as /quit", run: () => options.quit() }, 0),
+    ...endCommands(options, "the Daemon"),
   ];
 }

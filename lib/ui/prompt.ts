@@ -153,3 +153,67 @@ export function withArgs(
     },
   };
 }
+
+/** What a program's `/commands` act through. */
+export interface ProgramPromptOptions {
+  /** Run a CLI subcommand in this process, e.g. `["connections", "list"]`. */
+  readonly cli: (words: readonly string[]) => Promise<void>;
+  /** Send a chat line to the peer. */
+  readonly chat: (text: string) => Promise<unknown>;
+  /** Exit the program (drain, then stop). */
+  readonly quit: () => void;
+  /** Write one line to the user. */
+  readonly print: (text: string) => void;
+}
+
+/**
+ * `/chat TEXT` to `peer` (e.g. "the Daemon's user"), echoed as `you> TEXT` once sent.
+ *
+ * @example
+ * ```ts
+ * import { chatCommand } from "./prompt.ts";
+ * const printed: string[] = [];
+ * const chat = chatCommand({ cli: async () => {}, chat: async () => {}, quit() {}, print: (t) => printed.push(t) }, "the peer");
+ * await chat.run(["hi"], "hi");
+ * if (printed[0] !== "you> hi") throw new Error(printed[0]);
+ * ```
+ */
+export function chatCommand(options: ProgramPromptOptions, peer: string): PromptCommand {
+  return {
+    name: "chat",
+    args: "TEXT",
+    help: `send TEXT to ${peer} (a line without / does the same)`,
+    run: async (_words, rest) => {
+      if (rest === "") return options.print("usage: /chat TEXT");
+      await options.chat(rest);
+      options.print(`you> ${rest}`);
+    },
+  };
+}
+
+/** `/clear`, `/quit` and `/exit`, which both programs end their list with. */
+export function endCommands(options: ProgramPromptOptions, program: string): PromptCommand[] {
+  const { print } = options;
+  return [
+    withArgs(
+      {
+        name: "clear",
+        args: "",
+        help: "clear the screen",
+        run: () => print("\x1b[2J\x1b[H"),
+      },
+      0,
+      print,
+    ),
+    withArgs(
+      { name: "quit", args: "", help: `exit ${program}`, run: () => options.quit() },
+      0,
+      print,
+    ),
+    withArgs(
+      { name: "exit", args: "", help: "the same as /quit", run: () => options.quit() },
+      0,
+      print,
+    ),
+  ];
+}
