@@ -757,3 +757,21 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     clearTimeout(timer);
   }
 }
+
+/**
+ * A loopback TCP port that is free now and outside Linux's ephemeral range
+ * (32768-60999), so no process binding port 0 (every other test) can be given
+ * it meanwhile: for a port a test binds later, or one where nothing must listen.
+ */
+export function spareTcpPort(): number {
+  for (let i = 0; i < 500; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // Taken: try another.
+    }
+  }
+  throw new Error("Cannot find a free TCP port in 20000-31999 on 127.0.0.1");
+}

@@ -18,6 +18,7 @@ import {
   Output,
   type PfoJson,
   runCli,
+  spareTcpPort,
   startConsole,
   startDaemon,
   startPair,
@@ -333,10 +334,7 @@ Deno.test("`pfo edit --listen` onto a busy port keeps the old listener serving, 
   assert.equal(await echoRoundTrip(first, "two"), "two");
 
   // A free port: the Console's screen says where it listens now, and the old port is let go.
-  const freePort = (() => {
-    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    return (l.addr as Deno.NetAddr).port;
-  })();
+  const freePort = spareTcpPort();
   const mark = con.out.mark;
   const ok = await con.cli("pfo", "edit", "web", "--listen", `127.0.0.1:${freePort}`);
   assert.equal(ok.code, 0, show(ok));
@@ -353,10 +351,7 @@ Deno.test("`pfo edit --listen` onto a busy port keeps the old listener serving, 
 
 Deno.test("two PFOs of one protocol cannot share a listen address; a TCP and a UDP PFO can", async () => {
   await using con = await startConsole();
-  const port = (() => {
-    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    return (l.addr as Deno.NetAddr).port;
-  })();
+  const port = spareTcpPort();
   const add = (name: string, listen: string, ...more: string[]) =>
     con.cli("pfo", "add", name, "--listen", listen, "--target", "h:53", ...more);
   let r = await add("dns-tcp", `127.0.0.1:${port}`);
@@ -447,10 +442,7 @@ Deno.test("`pfo` commands work on the settings file while no Console runs, and s
   ]);
 
   // A stale control file (its program is gone) means not running too.
-  const port = (() => {
-    using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    return (l.addr as Deno.NetAddr).port;
-  })();
+  const port = spareTcpPort();
   await Deno.writeTextFile(
     settingsPaths(path).control,
     JSON.stringify({ pid: 1, port, secret: "x" }),

@@ -15,6 +15,7 @@ import {
   type ConsoleProc,
   hostPort,
   runCli,
+  spareTcpPort,
   startConsole,
   startDaemon,
   startPair,
@@ -125,13 +126,8 @@ function echoTarget(): { port: number } & AsyncDisposable {
   };
 }
 
-/** A port on 127.0.0.1 that nothing listens on (bound, noted, released). */
-function deadPort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
+/** A port on 127.0.0.1 that nothing listens on, and no other test can be given meanwhile. */
+const deadPort = spareTcpPort;
 
 /**
  * `count` contiguous TCP ports on 127.0.0.1 that were free a moment ago, from

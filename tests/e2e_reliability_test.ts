@@ -21,6 +21,7 @@ import {
   type Proc,
   type ProcStats,
   procStats,
+  spareTcpPort,
   startConsole,
   startDaemon,
   startPair,
@@ -59,13 +60,8 @@ async function timeUntil(proc: Proc, re: RegExp, from: number, ms: number): Prom
   return performance.now() - t0;
 }
 
-/** A free loopback port (bound, noted, released). */
-function freePort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
+/** A free loopback port no other test can be given meanwhile. */
+const freePort = spareTcpPort;
 
 /** Connects to a PFO and resolves with how long the Console took to close it (never hangs). */
 async function closedWithin(listen: string, ms: number): Promise<number> {

@@ -12,6 +12,7 @@ import {
   closeQuietly,
   type ConsoleProc,
   hostPort,
+  spareTcpPort,
   startConsole,
   startDaemon,
   startPair,
@@ -369,10 +370,8 @@ Deno.test("a client that goes away mid-transfer ends the target's connection too
 });
 
 Deno.test("a PFO whose target refuses closes the client promptly and both sides log why", async () => {
-  // A port nothing listens on: bind one, note it, release it.
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const deadPort = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+  // A port nothing listens on, which no other test can be given meanwhile.
+  const deadPort = spareTcpPort();
   await using pair = await startPair();
   const listen = await addPfo(pair.console, "nobody", `127.0.0.1:${deadPort}`);
 

@@ -11,6 +11,7 @@ import {
   Output,
   type Proc,
   runCli,
+  spareTcpPort,
   startConsole,
   startDaemon,
   taskFlags,
@@ -151,9 +152,7 @@ Deno.test("the Daemon's input line chats with the Console and runs /status, /hel
 });
 
 Deno.test("a Daemon that cannot reach the Console prints one line per attempt and folds repeats", async () => {
-  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const address = `127.0.0.1:${(closed.addr as Deno.NetAddr).port}`;
-  closed.close();
+  const address = `127.0.0.1:${spareTcpPort()}`;
   const fingerprint = `SHA256:${"A".repeat(43)}`;
   await using daemon = await startDaemon({ address, fingerprint }, {
     settings: "backoffMaxMs: 200\n",

@@ -166,9 +166,17 @@ Deno.test('connectPinned() fails with code "fingerprint" when a cached certifica
 });
 
 Deno.test('connectPinned() fails with code "refused" on a closed port', async () => {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = probe.addr.port;
-  probe.close();
+  // A port outside the ephemeral range: no other test binding port 0 can be given it.
+  let port = 0;
+  for (let i = 0; i < 500 && port === 0; i++) {
+    const candidate = 20_000 + Math.floor(Math.random() * 12_000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port: candidate }).close();
+      port = candidate;
+    } catch {
+      // Taken: try another.
+    }
+  }
   const err = await connectPinned({
     hostname: "127.0.0.1",
     port,
