@@ -373,8 +373,40 @@ function _reparse(doc: Document, path: string): ConsoleSettings {
   }
 }
 
-/** Texts this process last wrote, by absolute path, so watchers can skip them. */
-export const _written = new Map<string, string>();
+/**
+ * Texts this process wrote lately, by absolute path, newest last, so a watcher
+ * skips them: two quick edits can land before the watcher reads the first.
+ */
+const _written = new Map<string, string[]>();
+
+/** How many of our own recent writes per file a watcher recognises. */
+const OWN_WRITES_KEPT = 8;
+
+function _markWritten(key: string, text: string): void {
+  const list = _written.get(key) ?? [];
+  list.push(text);
+  if (list.length > OWN_WRITES_KEPT) list.shift();
+  _written.set(key, list);
+}
+
+function _unmarkWritten(key: string, text: string): void {
+  const list = _written.get(key);
+  const at = list?.lastIndexOf(text) ?? -1;
+  if (list && at >= 0) list.splice(at, 1);
+}
+
+/**
+ * Whether `text`, just read from `key`, is one of this process's own recent
+ * writes. Text that is not means someone else wrote the file: our older marks
+ * no longer tell our writes apart, so they are dropped.
+ */
+export function _isOwnWrite(key: string, text: string): boolean {
+  const list = _written.get(key);
+  if (list === undefined) return false;
+  if (list.includes(text)) return true;
+  _written.delete(key);
+  return false;
+}
 
 /** In-process updates of one file run one after another. */
 const _queues = new Map<string, Promise<unknown>>();
@@ -422,11 +454,11 @@ export function updateConsoleSettings(
     const text = await readSettingsText(path);
     const out = applyConsoleEdits(text, edits, { path });
     if (!out.changed) return out.settings;
-    _written.set(key, out.text);
+    _markWritten(key, out.text);
     try {
       await writeFileAtomic(path, out.text);
     } catch (err) {
-      _written.delete(key);
+      _unmarkWritten(key, out.text);
       throw new ConfigError(`Cannot save settings: ${errorMessage(err)}`, { path, cause: err });
     }
     return out.settings;
@@ -467,11 +499,11 @@ export function rememberConsole(
     doc.set("fingerprint", where.fingerprint);
     const next = doc.toString({ lineWidth: 0 });
     const settings = parseDaemonSettings(next, path);
-    _written.set(key, next);
+    _markWritten(key, next);
     try {
       await writeFileAtomic(path, next);
     } catch (err) {
-      _written.delete(key);
+      _unmarkWritten(key, next);
       throw new ConfigError(`Cannot save settings: ${errorMessage(err)}`, { path, cause: err });
     }
     return settings;

@@ -8,7 +8,7 @@
 import { basename, dirname, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../core/errors.ts";
 import { readOwnTextFile, UnsafeFileError } from "../core/file_safety.ts";
-import { _written } from "./edit.ts";
+import { _isOwnWrite } from "./edit.ts";
 
 /** Options for {@linkcode watchSettings}. */
 export interface WatchSettingsOptions<T> {
@@ -156,12 +156,7 @@ async function _checkOnce<T>(
   }
   if (signal.aborted || text === seen.text) return;
   seen.text = text;
-  const ours = _written.get(abs);
-  if (ours !== undefined) {
-    if (ours === text) return;
-    // Someone else has written since; our text no longer marks our own write.
-    _written.delete(abs);
-  }
+  if (_isOwnWrite(abs, text)) return;
   let settings: T;
   try {
     settings = options.parse(text, path);
