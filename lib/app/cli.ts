@@ -7,7 +7,7 @@
 
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { CommanderError } from "commander";
-import { ControlCallError, ControlError } from "./control.ts";
+import { ControlCallError } from "./control.ts";
 import { ConfigError, errorMessage, HandshakeError } from "../core/errors.ts";
 import {
   createLogger,
@@ -365,27 +365,6 @@ export async function runPromptSubcommand(
     if (err instanceof CommanderError) return;
     if (err instanceof UsageError) throw new Error(err.message);
     throw err;
-  }
-}
-
-/** A control command run inside the running program itself (its input line). */
-export type ControlCall = (command: string, body?: Record<string, unknown>) => Promise<unknown>;
-
-/**
- * Run control `command` through `call`, failing as a call over the control
- * socket would (a {@linkcode ControlCallError} with the result so far), so
- * the subcommands print the same either way.
- */
-export async function callInProcess(
-  call: ControlCall,
-  command: string,
-  body: Record<string, unknown>,
-): Promise<unknown> {
-  try {
-    return await call(command, body);
-  } catch (err) {
-    if (!(err instanceof ControlError)) throw err;
-    throw new ControlCallError(err.message, { result: err.result, cause: err });
   }
 }
 

@@ -19,7 +19,7 @@
 import { isIP } from "node:net";
 import { closeQuietly, errorMessage, permissionHint } from "../core/errors.ts";
 import { writeAll } from "../core/io.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, LogThrottle } from "../core/log.ts";
 import type { ByteConn } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { MAX_PENDING_HANDSHAKES_PER_SOURCE } from "../core/protocol.ts";
@@ -131,10 +131,10 @@ export class SessionFront {
   /** Connections still proving themselves, by source. */
   readonly #pendingBySource = new Map<string, number>();
   #shed = 0;
-  #shedLoggedAt = 0;
+  readonly #shedLog = new LogThrottle();
   #shedPerSource = 0;
-  #shedPerSourceLoggedAt = 0;
-  #acceptLoggedAt = 0;
+  readonly #shedPerSourceLog = new LogThrottle();
+  readonly #acceptLog = new LogThrottle();
   #closed = false;
   readonly #loops: Promise<unknown>;
 
@@ -231,9 +231,7 @@ export class SessionFront {
         // Out of file descriptors: give the process a moment rather than spin.
         // Anything else (a peer that reset before we took it) costs nothing.
         const starved = /too many open files|os error 2[34]\b/i.test(errorMessage(err));
-        const now = Date.now();
-        if (starved && now - this.#acceptLoggedAt > 10_000) {
-          this.#acceptLoggedAt = now;
+        if (starved && this.#acceptLog.hit()) {
           this.#options.log.warn(`${which} cannot accept: out of file descriptors`, {
             error: errorMessage(err),
           });
@@ -257,9 +255,7 @@ export class SessionFront {
       if (fromSource >= perSource) {
         this.#shedPerSource++;
         closeQuietly(outer);
-        const now = Date.now();
-        if (now - this.#shedPerSourceLoggedAt > 10_000) {
-          this.#shedPerSourceLoggedAt = now;
+        if (this.#shedPerSourceLog.hit()) {
           log.warn(
             "pending handshake limit per source reached; its new connections closed at once",
             {
@@ -274,9 +270,7 @@ export class SessionFront {
       if (this.#pending >= maxPending) {
         this.#shed++;
         closeQuietly(outer);
-        const now = Date.now();
-        if (now - this.#shedLoggedAt > 10_000) {
-          this.#shedLoggedAt = now;
+        if (this.#shedLog.hit()) {
           log.warn("pending handshake cap reached; new connections closed at once", {
             limit: maxPending,
             closedSoFar: this.#shed,

@@ -215,10 +215,7 @@ export class SessionDesk {
 
   /** A new session for an admitted Daemon, not yet running. */
   #open(daemon: AuthenticatedLink, peer: PeerInfo): Current {
-    const id = Array.from(
-      crypto.getRandomValues(new Uint8Array(4)),
-      (b) => b.toString(16).padStart(2, "0"),
-    ).join("");
+    const id = crypto.getRandomValues(new Uint8Array(4)).toHex();
     const slog = this.#o.log.child({ session: id });
     const chat = new ChatView({ label: `${peer.user}@${peer.host}`, out: this.#o.out, log: slog });
     const dropped = droppedChatCounter(slog, peer);

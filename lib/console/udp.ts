@@ -6,7 +6,7 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, LogThrottle } from "../core/log.ts";
 import type { Channel } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { MAX_UDP_FLOWS_PER_PFO, Tag } from "../core/protocol.ts";
@@ -44,7 +44,7 @@ export class UdpListener {
   #sender: DatagramSender;
   #flows = new Map<string, ConsoleFlow>();
   #sweep: ReturnType<typeof setInterval>;
-  #limitLoggedAt = 0;
+  readonly #limitLog = new LogThrottle();
   #closed = false;
 
   private constructor(options: UdpListenerOptions, socket: Deno.DatagramConn) {
@@ -135,8 +135,7 @@ export class UdpListener {
     if (!flow) {
       if (this.#flows.size >= MAX_UDP_FLOWS_PER_PFO) {
         c.drops++;
-        if (Date.now() - this.#limitLoggedAt > 10_000) {
-          this.#limitLoggedAt = Date.now();
+        if (this.#limitLog.hit()) {
           this.options.log.warn("UDP flow limit reached, dropping datagrams from new clients", {
             limit: MAX_UDP_FLOWS_PER_PFO,
             client: key,

@@ -137,3 +137,39 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     enabled: (level) => LEVELS[level] >= min,
   };
 }
+
+/** How often a repeating warning is written again, in milliseconds. */
+export const REPEAT_LOG_EVERY_MS = 10_000;
+
+/**
+ * A gate for a warning that may repeat fast (a limit hit by every new
+ * connection): open at the first hit, then at most once every
+ * {@linkcode REPEAT_LOG_EVERY_MS}, counting the hits in between.
+ *
+ * @example
+ * ```ts
+ * import { LogThrottle } from "./log.ts";
+ * const gate = new LogThrottle();
+ * const counts = [gate.hit(), gate.hit(), gate.hit()];
+ * if (counts.join() !== "1,0,0") throw new Error(counts.join());
+ * ```
+ */
+export class LogThrottle {
+  #count = 0;
+  #loggedAt = -Infinity;
+
+  /**
+   * Count one hit. Returns 0 while the gate is shut, else how many hits there
+   * were since it last opened, this one included (so at least 1): write the
+   * line now.
+   */
+  hit(): number {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#loggedAt < REPEAT_LOG_EVERY_MS) return 0;
+    const count = this.#count;
+    this.#loggedAt = now;
+    this.#count = 0;
+    return count;
+  }
+}

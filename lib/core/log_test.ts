@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createLogger, type LogFormat } from "./log.ts";
+import { createLogger, type LogFormat, LogThrottle } from "./log.ts";
 
 const HOSTILE = "\x1b[2J\r\n2026-01-01T00:00:00.000Z INFO  fake\u202e\x9b31m\u2028\u2029\x7f";
 // deno-lint-ignore no-control-regex
@@ -44,4 +44,11 @@ Deno.test("createLogger() JSON format escapes DEL, C1, bidi and separators that 
   const parsed = JSON.parse(line);
   assert.equal(parsed.reason, HOSTILE);
   assert.equal(parsed.msg, `msg ${HOSTILE}`);
+});
+
+Deno.test("LogThrottle.hit() opens at the first hit, then stays shut within the interval; each gate is its own", () => {
+  const gate = new LogThrottle();
+  assert.equal(gate.hit(), 1);
+  assert.deepEqual([gate.hit(), gate.hit(), gate.hit()], [0, 0, 0]);
+  assert.equal(new LogThrottle().hit(), 1);
 });

@@ -18,7 +18,7 @@ import {
   SessionClosedError,
 } from "./errors.ts";
 import { FrameWriter, type MessageReader, SEND_QUEUE_CAP } from "./frames.ts";
-import type { Logger } from "./log.ts";
+import { type Logger, LogThrottle } from "./log.ts";
 import { type Channel, Stream, type StreamHost, type StreamOptions } from "./mux.ts";
 import type { ByteConn } from "./mux.ts";
 import {
@@ -235,10 +235,10 @@ export class Session implements StreamHost {
   /** Liveness ticks a half-closed stream may stay quiet. */
   #halfClosedTicks: number;
   #halfClosedIdleMs: number;
-  /** Per limit: refusals since it was last logged, and when that was. */
-  #limits: Record<Limit, { refused: number; loggedAt: number }> = {
-    streams: { refused: 0, loggedAt: -Infinity },
-    held: { refused: 0, loggedAt: -Infinity },
+  /** Per limit: when it was last logged, and refusals since. */
+  #limits: Record<Limit, LogThrottle> = {
+    streams: new LogThrottle(),
+    held: new LogThrottle(),
   };
   #ended: SessionEnd | null = null;
   #endWaiters: (() => void)[] = [];
@@ -454,24 +454,20 @@ export class Session implements StreamHost {
 
   /** Log a limit when it is hit: at once, then at most every 10 s with a count. */
   #limitHit(limit: Limit): void {
-    const state = this.#limits[limit];
-    state.refused++;
-    const now = performance.now();
-    if (now - state.loggedAt < 10_000) return;
+    const refused = this.#limits[limit].hit();
+    if (!refused) return;
     if (limit === "streams") {
       this.#log.warn("stream limit reached, refusing open", {
         limit: this.#maxStreams,
-        refused: state.refused,
+        refused,
       });
     } else {
       this.#log.warn("held-bytes limit reached, refusing open", {
         limit: this.#maxHeldBytes,
         held: this.#held,
-        refused: state.refused,
+        refused,
       });
     }
-    state.loggedAt = now;
-    state.refused = 0;
   }
 
   /** "64 MiB" for a byte count of whole MiB, else the bytes. */

@@ -10,7 +10,7 @@
 
 import type { AllowList } from "../net/allowlist.ts";
 import { errorMessage } from "../core/errors.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, LogThrottle } from "../core/log.ts";
 import { type ResolveMessage, Tag } from "../core/protocol.ts";
 import type { Session } from "../core/session.ts";
 
@@ -19,9 +19,6 @@ export const MAX_RESOLVES_IN_FLIGHT = 64;
 
 /** Most lookups waiting for a slot; more are refused. */
 export const MAX_RESOLVES_QUEUED = 256;
-
-/** How often a limit being hit is logged again (with a count). */
-const LIMIT_LOG_EVERY_MS = 10_000;
 
 /** Options for {@linkcode Lookups}. */
 export interface LookupsOptions {
@@ -50,20 +47,15 @@ export class LookupRefused extends Error {
 
 /** Logs one limit at once, then at most every 10 s with how often it was hit meanwhile. */
 class LimitLog {
-  #count = 0;
-  #loggedAt = -Infinity;
+  readonly #gate = new LogThrottle();
   constructor(
     readonly warn: (msg: string, fields: { limit: number; count: number }) => void,
     readonly msg: string,
     readonly limit: number,
   ) {}
   hit(): void {
-    this.#count++;
-    const now = performance.now();
-    if (now - this.#loggedAt < LIMIT_LOG_EVERY_MS) return;
-    this.warn(this.msg, { limit: this.limit, count: this.#count });
-    this.#loggedAt = now;
-    this.#count = 0;
+    const count = this.#gate.hit();
+    if (count) this.warn(this.msg, { limit: this.limit, count });
   }
 }
 

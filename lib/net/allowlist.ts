@@ -20,7 +20,7 @@
 
 import { formatIp, type IpBits, parseIp, parseTarget, unmapIp } from "./address.ts";
 import { ConfigError } from "../core/errors.ts";
-import { isValidHost } from "./hostport.ts";
+import { formatHostPort, isValidHost } from "./hostport.ts";
 
 /** One parsed rule. */
 export interface AllowRule {
@@ -262,24 +262,25 @@ export class AllowList {
     }
     const text = target.kind === "address" ? target.text : target.name;
     if (this.open) return { allowed: true, connectHost: text };
-    const denied = this.#denied(`${text.includes(":") ? `[${text}]` : text}:${port}`);
+    // Built only for a refusal: an allowed open (every connection) skips the rule text.
+    const denied = () => this.#denied(formatHostPort(text, port));
     const rules = this.rules.filter((r) => port >= r.portMin && port <= r.portMax);
     if (target.kind === "address") {
       return rules.some((r) => ipMatches(r, target))
         ? { allowed: true, connectHost: text }
-        : denied;
+        : denied();
     }
     if (rules.some((r) => nameMatches(r, text))) return { allowed: true, connectHost: text };
     const ipRules = rules.filter((r) => r.kind === "ip");
-    if (ipRules.length === 0) return denied;
+    if (ipRules.length === 0) return denied();
     let addresses: IpBits[];
     try {
       addresses = canonical(await resolve(text));
     } catch {
-      return denied;
+      return denied();
     }
     const ip = addresses.find((a) => ipRules.some((r) => ipMatches(r, a)));
-    return ip ? { allowed: true, connectHost: formatIp(ip) } : denied;
+    return ip ? { allowed: true, connectHost: formatIp(ip) } : denied();
   }
 
   /**
