@@ -12,7 +12,7 @@ import type { ResolvedPfo } from "../settings/pfo.ts";
 import { type ConsoleSettings } from "../settings/schema.ts";
 import { updateConsoleSettings } from "../settings/edit.ts";
 import { type PfoChange, type PfoRequest, planPfoChange } from "./pfo_changes.ts";
-import { PfoBindError, type PfoManager, type PfoStatus } from "./pfos.ts";
+import { PfoBindError, type PfoManager, type PfoStatus, samePfo } from "./pfos.ts";
 
 /** Options for {@linkcode PfoEditor}. */
 export interface PfoEditorOptions {
@@ -63,7 +63,8 @@ export class PfoEditor {
         `Cannot change PFOs: the settings file is invalid (${settingsError}); fix it first, the Console keeps its running settings`,
       );
     }
-    const change = planPfoChange(request, this.#o.settings().pfos);
+    const running = this.#o.settings().pfos;
+    const change = planPfoChange(request, running);
     const save = async () => {
       try {
         this.#o.saved(await updateConsoleSettings(settingsPath, change.edit));
@@ -82,8 +83,10 @@ export class PfoEditor {
       if (!(err instanceof PfoBindError)) throw err;
       throw this.#bindRefusal(request, change, err);
     }
-    // The file may hold hand edits not yet reloaded: run what it says now.
-    await pfos.apply(this.#o.settings().pfos);
+    // The file may hold hand edits not yet reloaded: run what it says now. When it holds the
+    // running PFOs and this change alone, all is running already: skip a pass over every PFO.
+    const saved = this.#o.settings().pfos;
+    if (!onlyChanged(running, saved, change)) await pfos.apply(saved);
     this.#o.out(this.#describe(change));
     return change.next === null ? null : pfos.status(change.name) ?? null;
   }
@@ -125,4 +128,33 @@ export class PfoEditor {
     if (before?.target !== next.target) parts.push(`forwards to ${next.target}`);
     return `PFO "${name}" now ${parts.length > 0 ? parts.join(" and ") : "is unchanged"}`;
   }
+}
+
+/**
+ * Whether `after` holds the very PFO objects of `before` (a settings file
+ * saved from the parse the running settings came from) with only `change`
+ * made: the changed PFO in place, appended, or gone. Identity, not value: a
+ * hand edit read from the file gives new objects, and so a full apply.
+ */
+function onlyChanged(
+  before: readonly ResolvedPfo[],
+  after: readonly ResolvedPfo[],
+  change: PfoChange,
+): boolean {
+  const { name, next } = change;
+  const expected = before.length + (next === null ? -1 : change.before === null ? 1 : 0);
+  if (after.length !== expected) return false;
+  let j = 0; // Index in `before` of the PFO `after[i]` must be.
+  let seen = false;
+  for (const pfo of after) {
+    if (before[j]?.name === name && next === null) j++; // The removed PFO.
+    if (pfo.name === name) {
+      if (next === null || seen || !samePfo(pfo, next)) return false;
+      seen = true;
+      if (change.before !== null) j++;
+      continue;
+    }
+    if (pfo !== before[j++]) return false;
+  }
+  return next === null || seen;
 }

@@ -816,7 +816,7 @@ function sameListen(a: ResolvedPfo, b: ResolvedPfo): boolean {
 }
 
 /** Whether two PFOs of one name mean the same: same protocol, addresses, state and clients. */
-function samePfo(a: ResolvedPfo, b: ResolvedPfo): boolean {
+export function samePfo(a: ResolvedPfo, b: ResolvedPfo): boolean {
   return a === b || (a.proto === b.proto && a.listen === b.listen && a.target === b.target &&
     a.enabled === b.enabled && a.clients.length === b.clients.length &&
     a.clients.every((c, i) => c === b.clients[i]));
