@@ -280,9 +280,11 @@ export class DaemonState {
 
   /** Sample every connection's counters; publish progress for those that moved. */
   sample(): void {
+    const watched = this.#hub.subscribers > 0;
     for (const tracked of this.#connections.values()) {
       const last = tracked.samples.at(-1);
       this.#sample(tracked);
+      if (!watched) continue; // the samples feed the snapshot's rates; progress needs a view
       const now = tracked.samples.at(-1)!;
       if (last && last.bytesIn === now.bytesIn && last.bytesOut === now.bytesOut) continue;
       const { bytesIn, bytesOut, rateIn, rateOut } = this.#row(tracked);
