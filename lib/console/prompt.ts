@@ -18,7 +18,7 @@ import {
 export type ConsolePromptOptions = ProgramPromptOptions;
 
 /**
- * The Console's `/commands`, for `handlePromptLine` (lib/prompt.ts).
+ * The Console's `/commands`, for `handlePromptLine` (lib/ui/prompt.ts).
  *
  * @example
  * ```ts

@@ -17,7 +17,7 @@ import {
 export type DaemonPromptOptions = ProgramPromptOptions;
 
 /**
- * The Daemon's `/commands`, for `handlePromptLine` (lib/prompt.ts).
+ * The Daemon's `/commands`, for `handlePromptLine` (lib/ui/prompt.ts).
  *
  * @example
  * ```ts
