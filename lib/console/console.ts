@@ -39,9 +39,11 @@ import {
   type ConsoleSnapshot,
   type ConsoleStatus,
   type PeerInfo,
+  type PfoCounterName,
+  pfoRates,
   type PfoSnapshot,
-  RateMeter,
 } from "./state.ts";
+import { RateMeter } from "../core/rates.ts";
 
 export type { Decision } from "./sessions.ts";
 
@@ -122,7 +124,7 @@ export class Console implements AsyncDisposable {
   #run: Running | null = null;
   #closing: Promise<void> | null = null;
   readonly #force = new AbortController();
-  readonly #rates = new RateMeter();
+  readonly #rates = new RateMeter<PfoCounterName>();
   readonly #chat: ChatLine[] = [];
   /** Bytes each open connection had at the last tick, for progress events. */
   #lastBytes = new Map<number, number>();
@@ -402,13 +404,13 @@ export class Console implements AsyncDisposable {
     const now = Date.now();
     return this.#running().pfos.list().map((p) => ({
       ...p,
-      rates: this.#rates.rates(p.name, now),
+      rates: pfoRates(this.#rates.rates(p.name, now)),
     }));
   }
 
   #pfoSnapshot(name: string): PfoSnapshot | null {
     const status = this.#running().pfos.status(name);
-    return status ? { ...status, rates: this.#rates.rates(name) } : null;
+    return status ? { ...status, rates: pfoRates(this.#rates.rates(name)) } : null;
   }
 
   /** Sample counters for rates; tell subscribers what moved (coalesced per key). */
@@ -416,9 +418,9 @@ export class Console implements AsyncDisposable {
     const run = this.#running();
     const now = Date.now();
     const names = new Set<string>();
-    for (const c of run.pfos.counters()) {
-      names.add(c.name);
-      this.#rates.sample(c.name, c, now);
+    for (const { name, bytesIn, bytesOut, connectionsTotal } of run.pfos.counters()) {
+      names.add(name);
+      this.#rates.sample(name, { bytesIn, bytesOut, connectionsTotal }, now);
     }
     this.#rates.retain(names);
     if (this.events.subscribers === 0) return;

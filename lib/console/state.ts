@@ -130,89 +130,21 @@ export type ConsoleEvent =
   | { readonly type: "warning"; readonly message: string }
   | { readonly type: "settings"; readonly settingsError: string | null };
 
-/** Counters a {@linkcode RateMeter} turns into rates. */
-export interface Counters {
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-  readonly connectionsTotal: number;
-}
+/** The PFO counters the Console's rates are measured on. */
+export type PfoCounterName = "bytesIn" | "bytesOut" | "connectionsTotal";
 
-const ZERO_RATES: Rates = { bytesInPerSecond: 0, bytesOutPerSecond: 0, connectionsPerSecond: 0 };
+/** No movement within the window. */
+export const ZERO_RATES: Rates = Object.freeze({
+  bytesInPerSecond: 0,
+  bytesOutPerSecond: 0,
+  connectionsPerSecond: 0,
+});
 
-/**
- * Rates per key over a sliding window: feed it counters on each sample, read
- * the rate between the oldest sample in the window and the newest.
- *
- * @example
- * ```ts
- * import { RateMeter } from "./state.ts";
- * const meter = new RateMeter({ windowMs: 5000 });
- * meter.sample("web", { bytesIn: 0, bytesOut: 0, connectionsTotal: 0 }, 0);
- * meter.sample("web", { bytesIn: 2000, bytesOut: 500, connectionsTotal: 4 }, 2000);
- * if (meter.rates("web", 2000).bytesInPerSecond !== 1000) throw new Error("bad rate");
- * ```
- */
-export class RateMeter {
-  #windowMs: number;
-  /** Per key: samples whose counters differ from the one before, oldest first. */
-  #samples = new Map<string, { at: number; counters: Counters }[]>();
-
-  /** `windowMs`: how far back rates look (default 5 s). */
-  constructor(options: { readonly windowMs?: number } = {}) {
-    this.#windowMs = options.windowMs ?? 5000;
-  }
-
-  /**
-   * Record `counters` for `key` at time `at` (ms). Counters equal to the last
-   * ones recorded are not stored: an idle key costs nothing per sample.
-   */
-  sample(key: string, counters: Counters, at: number = Date.now()): void {
-    let list = this.#samples.get(key);
-    if (list === undefined) {
-      list = [];
-      this.#samples.set(key, list);
-    }
-    const last = list[list.length - 1];
-    if (last && sameCounters(last.counters, counters)) return;
-    list.push({ at, counters });
-    // Keep one sample at or before the window's start, to measure from.
-    while (list.length > 2 && at - list[1].at >= this.#windowMs) list.shift();
-  }
-
-  /** The rates of `key` over the window ending `now`; zero before two different samples. */
-  rates(key: string, now: number = Date.now()): Rates {
-    const list = this.#samples.get(key);
-    if (!list || list.length < 2) return ZERO_RATES;
-    const last = list[list.length - 1];
-    if (now - last.at >= this.#windowMs) return ZERO_RATES; // nothing moved within the window
-    const first = list[0];
-    const from = Math.max(first.at, now - this.#windowMs);
-    const seconds = (now - from) / 1000;
-    if (seconds <= 0) return ZERO_RATES;
-    const per = (f: keyof Counters) => Math.max(0, last.counters[f] - first.counters[f]) / seconds;
-    return {
-      bytesInPerSecond: per("bytesIn"),
-      bytesOutPerSecond: per("bytesOut"),
-      connectionsPerSecond: per("connectionsTotal"),
-    };
-  }
-
-  /** The keys whose counters moved within the window ending `now`. */
-  moving(now: number = Date.now()): string[] {
-    const keys: string[] = [];
-    for (const [key, list] of this.#samples) {
-      if (list.length >= 2 && now - list[list.length - 1].at < this.#windowMs) keys.push(key);
-    }
-    return keys;
-  }
-
-  /** Forget keys not in `keep`. */
-  retain(keep: ReadonlySet<string>): void {
-    for (const key of this.#samples.keys()) if (!keep.has(key)) this.#samples.delete(key);
-  }
-}
-
-function sameCounters(a: Counters, b: Counters): boolean {
-  return a.bytesIn === b.bytesIn && a.bytesOut === b.bytesOut &&
-    a.connectionsTotal === b.connectionsTotal;
+/** A PFO's rates as `status` shows them, from a meter's per-counter rates (null: none). */
+export function pfoRates(rates: Record<PfoCounterName, number> | null): Rates {
+  return rates === null ? ZERO_RATES : {
+    bytesInPerSecond: rates.bytesIn,
+    bytesOutPerSecond: rates.bytesOut,
+    connectionsPerSecond: rates.connectionsTotal,
+  };
 }

@@ -9,6 +9,7 @@
 
 import { EventHub, type SubscribeOptions, type Subscription } from "../core/events.ts";
 import type { LogFields } from "../core/log.ts";
+import { RateMeter } from "../core/rates.ts";
 
 /** What the Daemon is doing now. */
 export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
@@ -157,8 +158,6 @@ interface Tracked {
   readonly info: ConnectionInfo;
   readonly session: string;
   readonly counters: Counters;
-  /** Samples (time, in, out), oldest first, within the rate window. */
-  readonly samples: { at: number; bytesIn: number; bytesOut: number }[];
 }
 
 /** Options for {@linkcode DaemonState}. */
@@ -193,6 +192,7 @@ export class DaemonState {
   readonly #hub = new EventHub<DaemonEvent>();
   readonly #listeners: ((event: DaemonEvent) => void)[] = [];
   readonly #connections = new Map<number, Tracked>();
+  readonly #rates = new RateMeter<"bytesIn" | "bytesOut">({ windowMs: RATE_WINDOW_MS });
   readonly #chat: ChatEntry[] = [];
   readonly #now: () => number;
   #session: DaemonSession;
@@ -236,13 +236,16 @@ export class DaemonState {
   /** Record a session step and publish it. */
   change(event: DaemonEvent): void {
     this.#session = nextSession(this.#session, event, new Date().toISOString());
-    if (event.type === "ended" || event.type === "stopped") this.#connections.clear();
+    if (event.type === "ended" || event.type === "stopped") {
+      this.#connections.clear();
+      this.#rates.retain(new Set());
+    }
     this.#publish(event);
   }
 
   /** A connection or UDP flow was opened. */
   opened(session: string, info: ConnectionInfo, counters: Counters): void {
-    const tracked: Tracked = { info, session, counters, samples: [] };
+    const tracked: Tracked = { info, session, counters };
     this.#connections.set(info.stream, tracked);
     this.#sample(tracked);
     this.#publish({ type: "opened", session, connection: this.#row(tracked) });
@@ -258,6 +261,7 @@ export class DaemonState {
     if (tracked?.info === info) this.#connections.delete(info.stream);
     const { bytesIn, bytesOut, durationMs, reason } = final;
     const rates = tracked ? this.#row(tracked) : { rateIn: 0, rateOut: 0 };
+    this.#rates.forget(rateKey(info.stream));
     const connection = { ...info, bytesIn, bytesOut, rateIn: rates.rateIn, rateOut: rates.rateOut };
     this.#publish(
       { type: "closed", session, connection, durationMs, reason },
@@ -282,11 +286,8 @@ export class DaemonState {
   sample(): void {
     const watched = this.#hub.subscribers > 0;
     for (const tracked of this.#connections.values()) {
-      const last = tracked.samples.at(-1);
-      this.#sample(tracked);
-      if (!watched) continue; // the samples feed the snapshot's rates; progress needs a view
-      const now = tracked.samples.at(-1)!;
-      if (last && last.bytesIn === now.bytesIn && last.bytesOut === now.bytesOut) continue;
+      // The samples feed the snapshot's rates; progress needs a view, and movement.
+      if (!this.#sample(tracked) || !watched) continue;
       const { bytesIn, bytesOut, rateIn, rateOut } = this.#row(tracked);
       const event = { type: "progress" as const, stream: tracked.info.stream, bytesIn, bytesOut };
       this.#hub.progress(`conn:${tracked.info.stream}`, { ...event, rateIn, rateOut });
@@ -314,28 +315,27 @@ export class DaemonState {
     this.#hub.emit(event, key);
   }
 
-  #sample(tracked: Tracked): void {
-    const at = this.#now();
-    tracked.samples.push({ at, ...tracked.counters() });
-    while (tracked.samples.length > 1 && at - tracked.samples[0].at > RATE_WINDOW_MS) {
-      tracked.samples.shift();
-    }
+  /** Sample one connection's counters; true when they moved. */
+  #sample(tracked: Tracked): boolean {
+    const { bytesIn, bytesOut } = tracked.counters();
+    return this.#rates.sample(rateKey(tracked.info.stream), { bytesIn, bytesOut }, this.#now());
   }
 
   #row(tracked: Tracked): DaemonConnection {
     const { bytesIn, bytesOut } = tracked.counters();
-    const first = tracked.samples[0];
-    const seconds = first ? (this.#now() - first.at) / 1000 : 0;
-    const rate = (now: number, then: number) =>
-      seconds > 0 ? Math.round(Math.max(0, now - then) / seconds) : 0;
+    const rates = this.#rates.rates(rateKey(tracked.info.stream), this.#now());
     return {
       ...tracked.info,
       bytesIn,
       bytesOut,
-      rateIn: first ? rate(bytesIn, first.bytesIn) : 0,
-      rateOut: first ? rate(bytesOut, first.bytesOut) : 0,
+      rateIn: Math.round(rates?.bytesIn ?? 0),
+      rateOut: Math.round(rates?.bytesOut ?? 0),
     };
   }
+}
+
+function rateKey(stream: number): string {
+  return `conn:${stream}`;
 }
 
 /** The session after `event`. */
