@@ -32,6 +32,7 @@ import {
   usageTracker,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
+import { addServiceCommands } from "./lib/app/service/command.ts";
 import { programCommand } from "./lib/app/invocation.ts";
 import { ControlCallError } from "./lib/app/control.ts";
 import { type Decision, type PeerInfo, runConsole } from "./lib/console/server.ts";
@@ -83,6 +84,12 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
   addPfoCommands(program, cli);
   addTalkCommands(program, cli);
   addTrustCommands(program, cli);
+  addServiceCommands(program, {
+    program: "console",
+    settingsPath,
+    logFormat: extractGlobalOptions(Deno.args).options.logFormat,
+    print: printOut,
+  });
   return program;
 }
 

@@ -31,6 +31,7 @@ import {
   usageTracker,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
+import { addServiceCommands } from "./lib/app/service/command.ts";
 import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/net/allowlist.ts";
 import { callControl } from "./lib/app/control.ts";
@@ -138,6 +139,12 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       await control.run("close", {});
       printOut("session closed");
     });
+  addServiceCommands(program, {
+    program: "daemon",
+    settingsPath,
+    logFormat: extractGlobalOptions(Deno.args).options.logFormat,
+    print: printOut,
+  });
   return program;
 }
 

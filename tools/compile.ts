@@ -13,6 +13,8 @@
  * @module
  */
 
+import { RUNTIME_FLAGS } from "../lib/app/permissions.ts";
+
 const TARGETS = [
   "x86_64-unknown-linux-gnu",
   "aarch64-unknown-linux-gnu",
@@ -22,15 +24,10 @@ const TARGETS = [
 ] as const;
 
 const root = new URL("../", import.meta.url);
-const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root))) as {
-  tasks: Record<string, string>;
-};
 
-/** The runtime flags of a task: everything between `run` and the entry file. */
+/** The runtime flags of a program: the one definition the tasks and `--version` share. */
 function runtimeFlags(task: "console" | "daemon"): string[] {
-  const words = config.tasks[task].split(/\s+/);
-  return words.slice(words.indexOf("run") + 1, words.findIndex((w) => w.endsWith(".ts")))
-    .filter((w) => w !== "--no-prompt");
+  return RUNTIME_FLAGS[task].filter((w) => w !== "--no-prompt");
 }
 
 const all = Deno.args.includes("--all");

@@ -18,9 +18,25 @@ import {
   type LogLevel,
 } from "../core/log.ts";
 import { escapeControls, printable } from "../core/text.ts";
+import { permissionFlags } from "./permissions.ts";
 
 /** portferry's version, shown by `--version`. */
 export const VERSION = "0.1.0";
+
+/**
+ * What `--version` prints: the version, then the permission flags the
+ * program runs with (compiled or not: the one definition in permissions.ts).
+ *
+ * @example
+ * ```ts
+ * import { versionText } from "./cli.ts";
+ * if (!versionText("daemon").includes("\npermissions: --allow-net")) throw new Error("bad");
+ * ```
+ */
+export function versionText(program: string): string {
+  const flags = program === "console" || program === "daemon" ? permissionFlags(program) : [];
+  return `${VERSION}\npermissions: ${flags.join(" ")}`;
+}
 
 /** Exit codes. */
 export const EXIT = { ok: 0, runtime: 1, usage: 2 } as const;
@@ -423,7 +439,7 @@ export function rootCommand(
     .name(`deno task ${options.name}`)
     .usage(options.usage)
     .description(options.description)
-    .version(VERSION, "-V, --version")
+    .version(versionText(options.name), "-V, --version")
     .exitOverride()
     .showHelpAfterError(true)
     .helpCommand("help [command]", "show the usage of a command")
