@@ -8,12 +8,15 @@
  *   deno task compile console         # one program
  *
  * Output: dist/portferry-console, dist/portferry-daemon (host), or
- * dist/<target>/portferry-{console,daemon}[.exe] (--all).
+ * dist/<target>/portferry-{console,daemon}[.exe] (--all), with --all also
+ * dist/portferry-<target>.tar.gz (.zip for Windows) and dist/SHA256SUMS.
  *
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { RUNTIME_FLAGS } from "../lib/app/permissions.ts";
+import { writeRelease } from "./release.ts";
 
 const TARGETS = [
   "x86_64-unknown-linux-gnu",
@@ -105,6 +108,15 @@ const built = builds.filter((b) => b.failure === null).map((b) => b.output);
 const reasons = new Map<string, string[]>();
 for (const b of builds) {
   if (b.failure !== null) reasons.set(b.failure, [...(reasons.get(b.failure) ?? []), b.output]);
+}
+// --all, every target built: one archive per target and SHA256SUMS (tools/release.ts).
+if (all && reasons.size === 0) {
+  const readme = await Deno.readFile(new URL("README.md", root));
+  const archives = await writeRelease(fileURLToPath(new URL("dist", root)), {
+    targets: TARGETS,
+    readme,
+  });
+  built.push(...archives.map((a) => `dist/${a}`), "dist/SHA256SUMS");
 }
 console.log("");
 console.log(built.length > 0 ? `Built: ${built.join(", ")}.` : "Built: nothing.");
