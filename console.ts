@@ -87,7 +87,7 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
   addServiceCommands(program, {
     program: "console",
     settingsPath,
-    logFormat: extractGlobalOptions(Deno.args).options.logFormat,
+    logFormat: () => extractGlobalOptions(Deno.args).options.logFormat,
     print: printOut,
   });
   return program;

@@ -142,7 +142,7 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   addServiceCommands(program, {
     program: "daemon",
     settingsPath,
-    logFormat: extractGlobalOptions(Deno.args).options.logFormat,
+    logFormat: () => extractGlobalOptions(Deno.args).options.logFormat,
     print: printOut,
   });
   return program;

@@ -35,8 +35,8 @@ export interface ServiceCommandOptions {
   readonly program: ProgramName;
   /** The settings file: `--config` or the default. */
   readonly settingsPath: string;
-  /** `--log-format` given on the command line, or null (the service logs JSON). */
-  readonly logFormat: "json" | "text" | null;
+  /** `--log-format` given on the command line, or null (the service logs JSON); read when run. */
+  readonly logFormat: () => "json" | "text" | null;
   /** Where lines go. */
   readonly print: (line: string) => void;
 }
@@ -93,7 +93,7 @@ function toRequest(flags: ServiceFlags, options: ServiceCommandOptions): Service
     platform,
     settingsFile: options.settingsPath,
     root,
-    logFormat: options.logFormat ?? "json",
+    logFormat: options.logFormat() ?? "json",
     account,
   };
 }
