@@ -103,7 +103,8 @@ Deno.test("systemdUnit() restarts on failure with a back-off and sandboxes the p
   assert.equal(one("RestrictAddressFamilies"), "AF_INET AF_INET6 AF_UNIX");
   assert.equal(one("CapabilityBoundingSet"), "");
   assert.equal(s.AmbientCapabilities, undefined);
-  assert.equal(one("SystemCallFilter"), "@system-service");
+  assert.deepEqual(s.SystemCallFilter, ["@system-service", "@pkey"]);
+  assert.equal(one("SystemCallErrorNumber"), "EPERM");
   assert.equal(one("DynamicUser"), "yes");
   assert.equal(one("StateDirectory"), "portferry-daemon");
   assert.equal(s.User, undefined, "a system service never names root");

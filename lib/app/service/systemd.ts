@@ -99,6 +99,10 @@ export function systemdUnit(spec: ServiceSpec): string {
     "LockPersonality=yes",
     ...caps,
     "SystemCallFilter=@system-service",
+    // V8 asks for memory protection keys (pkey_alloc) and does without when refused.
+    "SystemCallFilter=@pkey",
+    // A call outside the list fails with EPERM rather than killing the program.
+    "SystemCallErrorNumber=EPERM",
     "SystemCallArchitectures=native",
     "UMask=0077",
     "",
