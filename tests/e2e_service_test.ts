@@ -27,6 +27,16 @@ async function tree(dir: string, prefix = ""): Promise<string[]> {
   return out.sort();
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
 /** The dry run's files: path → content, as printed. */
 function dryRunFiles(stdout: string): Map<string, string> {
   const files = new Map<string, string>();
@@ -69,6 +79,7 @@ Deno.test("service install --dry-run prints each platform's definition in full a
     const files = dryRunFiles(stdout);
     assert.equal(files.size, 1, stdout);
     const [[path, content]] = [...files];
+    if (platform === "linux") assert.ok(!await exists(path), `${path} was written`);
     let argv: string[];
     if (platform === "linux") {
       assert.match(path, /\/\.config\/systemd\/user\/portferry-daemon\.service$/);
@@ -136,6 +147,7 @@ Deno.test("service install and uninstall --user --root write and remove exactly 
     const files = (await tree(root)).filter((p) => /\.(service|plist|xml)$/.test(p));
     assert.equal(files.length, 1, files.join("\n"));
     assert.match(files[0], shape);
+    assert.ok(!await exists(files[0]), `${files[0]} was written outside --root`);
     const text = await Deno.readFile(`${root}${files[0]}`);
     if (platform === "windows") assert.deepEqual([...text.slice(0, 2)], [0xff, 0xfe]);
     assert.equal((await Deno.stat(`${root}${files[0]}`)).mode! & 0o777, 0o644);
