@@ -3,7 +3,8 @@
  * only (SystemCallFilter=). This runs a real Console and Daemon under
  * strace through a session and one forwarded connection, and checks that
  * every system call they made is in those sets, as systemd itself lists
- * them (`systemd-analyze syscall-filter`).
+ * them (`systemd-analyze syscall-filter`); and that they write nowhere but
+ * the settings folder (the unit's ReadWritePaths=) and Deno's caches.
  */
 import assert from "node:assert/strict";
 import {
@@ -99,7 +100,21 @@ function callsIn(trace: string): Set<string> {
   return calls;
 }
 
-Deno.test("Console and Daemon make no system call outside the unit's SystemCallFilter", async () => {
+/** Paths opened for writing, created, renamed or removed (absolute, as traced). */
+function writtenPaths(trace: string): string[] {
+  const out: string[] = [];
+  for (const line of trace.split("\n")) {
+    const open = line.match(/^\d+ +open(?:at)?\((?:[A-Z_0-9]+, )?"([^"]*)", ([A-Z_|]+)/);
+    if (open && /O_WRONLY|O_RDWR|O_CREAT/.test(open[2])) out.push(open[1]);
+    const other = line.match(
+      /^\d+ +(?:mkdir(?:at)?|rename(?:at2?)?|unlink(?:at)?)\((?:[A-Z_0-9]+, )?"([^"]*)"/,
+    );
+    if (other) out.push(other[1]);
+  }
+  return out;
+}
+
+Deno.test("Console and Daemon make no system call outside the unit's SystemCallFilter and write only in their settings folder", async () => {
   await tool("strace", ["-V"], "strace");
   const allowed = await allowedCalls(["@system-service", "@pkey"]);
   const dir = await tempDir("pf-syscalls-");
@@ -151,6 +166,18 @@ Deno.test("Console and Daemon make no system call outside the unit's SystemCallF
     ...callsIn(await Deno.readTextFile(`${dir}/daemon.trace`)),
   ]);
   assert.ok(used.has("connect") && used.has("accept4") || used.has("accept"), [...used].join(" "));
+  const writes = [
+    ...writtenPaths(await Deno.readTextFile(`${dir}/console.trace`)),
+    ...writtenPaths(await Deno.readTextFile(`${dir}/daemon.trace`)),
+  ];
+  // ReadWritePaths= the settings folder only: nothing else is written but Deno's own caches
+  // (which Deno uses read-only when it must, as under ProtectHome=read-only).
+  const info = JSON.parse(await tool(Deno.execPath(), ["info", "--json"], "deno"));
+  const strays = writes.filter((p) =>
+    !p.startsWith(`${dir}/`) && !p.startsWith(`${info.denoDir}/`)
+  );
+  assert.ok(writes.some((p) => p.startsWith(`${dir}/`)), writes.join("\n"));
+  assert.deepEqual(strays, [], "written outside the settings folder");
   const outside = [...used].filter((c) => !allowed.has(c)).sort();
   assert.deepEqual(outside, [], `calls outside @system-service @pkey: ${outside.join(" ")}`);
 });
