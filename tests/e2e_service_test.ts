@@ -87,6 +87,7 @@ Deno.test("service install --dry-run prints each platform's definition in full a
       argv = splitExec(unit.Service.ExecStart[0]);
       assert.deepEqual(unit.Service.ReadWritePaths, [dir]);
       assert.match(stdout, /^Would run: \/usr\/bin\/systemctl --user daemon-reload$/m);
+      assert.match(stdout, /^Note: a user service starts at boot, .*loginctl enable-linger \S+$/m);
       assert.match(
         stdout,
         /^Would run: \/usr\/bin\/systemctl --user enable --now portferry-daemon\.service$/m,

@@ -8,8 +8,14 @@
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import { Option } from "commander";
 import { UsageError } from "../cli.ts";
-import type { ProgramName } from "../permissions.ts";
-import { installPlan, serviceLocation, type ServiceRequest, uninstallPlan } from "./plan.ts";
+import { isCompiled, type ProgramName } from "../permissions.ts";
+import {
+  type HostInfo,
+  installPlan,
+  serviceLocation,
+  type ServiceRequest,
+  uninstallPlan,
+} from "./plan.ts";
 import {
   carryOut,
   checkSettingsFile,
@@ -144,6 +150,7 @@ export function addServiceCommands(
     }
     await carryOut(installPlan(request, host, { lowPorts }), printing(request, flags, options));
     if (!flags.dryRun) options.print(`Installed ${request.name}. Logs: ${at.logs}`);
+    for (const note of installNotes(request, host)) options.print(`Note: ${note}`);
   }));
   withFlags(service.command("uninstall").description("stop the service and remove its definition"))
     .action(withOpts(async (flags) => {
@@ -166,6 +173,24 @@ export function addServiceCommands(
       throw new Error(`Cannot find the service "${request.name}": it is not installed`);
     }
   }));
+}
+
+/** What the user should know after an install: what could make the service not last. */
+export function installNotes(request: ServiceRequest, host: HostInfo): string[] {
+  const notes: string[] = [];
+  if (!isCompiled(host.execPath) && /[\\/]_npx[\\/]/.test(host.execPath)) {
+    notes.push(
+      `the service runs Deno from npm's npx cache (${host.execPath}), which npm may clean: ` +
+        `install Deno, or use the compiled binary, for a lasting service`,
+    );
+  }
+  if (request.platform === "linux" && request.scope === "user") {
+    notes.push(
+      `a user service starts at boot, before you log in, only with lingering: ` +
+        `loginctl enable-linger ${host.username}`,
+    );
+  }
+  return notes;
 }
 
 /** An action that reads the command's options as {@linkcode ServiceFlags}. */
