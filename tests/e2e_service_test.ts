@@ -161,6 +161,11 @@ Deno.test("service install and uninstall --user --root write and remove exactly 
     assert.match(status.stdout, /\(installed\)/);
     assert.match(status.stdout, /^logs: /m);
 
+    const dry = await runCli("daemon.ts", ["service", "uninstall", ...flags, "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.ok(dry.stdout.includes(`Would remove ${root}${files[0]}`), dry.stdout);
+    assert.match(dry.stdout, /^Would run: /m);
+    assert.ok(await exists(`${root}${files[0]}`), "a dry run removed the definition");
     const uninstall = await runCli("daemon.ts", ["service", "uninstall", ...flags]);
     assert.equal(uninstall.code, 0, uninstall.stderr);
     assert.deepEqual((await tree(root)).filter((p) => /\.(service|plist|xml)$/.test(p)), []);

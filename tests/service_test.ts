@@ -127,7 +127,7 @@ Deno.test("systemdWord() quotes and escapes what systemd would read otherwise", 
   }
 });
 
-Deno.test("launchdPlist() parses as a property list with the keys launchd needs", () => {
+Deno.test("launchdPlist() parses as a property list with the keys launchd needs", async () => {
   const command = ["/Applications/pf/portferry-daemon", "--config", "/Users/ann/a&b <c>.yaml"];
   const user = plistValue(parseXml(launchdPlist(spec({ command, settingsDir: "/Users/ann" }))));
   assert.deepEqual(user, {
@@ -147,6 +147,21 @@ Deno.test("launchdPlist() parses as a property list with the keys launchd needs"
   assert.equal(system.UserName, "nobody");
   assert.deepEqual(system.EnvironmentVariables, { DENO_DIR: "/opt/deno-cache" });
   assert.throws(() => parseXml("<plist><dict><key>a</key></plist>"));
+  // A second reader, independent of ours: Python's plistlib (the format Apple documents).
+  const py = new Deno.Command("python3", {
+    args: ["-c", "import json,plistlib,sys; print(json.dumps(plistlib.loads(sys.stdin.buffer.read())))"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = py.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(launchdPlist(spec({ command }))));
+  await writer.close();
+  const out = await py.output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const read = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.deepEqual(read.ProgramArguments, command);
+  assert.deepEqual(read.KeepAlive, { SuccessfulExit: false });
 });
 
 Deno.test("taskXml() parses with a boot trigger, a low-rights principal and the command line", () => {
