@@ -149,7 +149,10 @@ Deno.test("launchdPlist() parses as a property list with the keys launchd needs"
   assert.throws(() => parseXml("<plist><dict><key>a</key></plist>"));
   // A second reader, independent of ours: Python's plistlib (the format Apple documents).
   const py = new Deno.Command("python3", {
-    args: ["-c", "import json,plistlib,sys; print(json.dumps(plistlib.loads(sys.stdin.buffer.read())))"],
+    args: [
+      "-c",
+      "import json,plistlib,sys; print(json.dumps(plistlib.loads(sys.stdin.buffer.read())))",
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
