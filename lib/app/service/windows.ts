@@ -3,7 +3,10 @@
  * Deno program cannot answer the Service Control Manager (it would have to
  * call StartServiceCtrlDispatcher and report its state), so the service is a
  * task started at boot (`--system`) or at the user's logon (`--user`),
- * registered with `schtasks /Create /XML`.
+ * registered with `schtasks /Create /XML`. The registries we can reach hold
+ * no documented, maintained service wrapper (the usual ones are separate
+ * native programs to download and trust), and a task needs nothing beyond
+ * what every Windows machine has.
  *
  * @module
  */
@@ -44,6 +47,8 @@ function principal(spec: ServiceSpec): string[] {
       "      <LogonType>InteractiveToken</LogonType>",
     ];
   }
+  // A service account is named by its well-known SID alone: the schema's logonType has no
+  // value for it, and no password is stored.
   return [`      <UserId>${ACCOUNT_SIDS[spec.account]}</UserId>`];
 }
 
