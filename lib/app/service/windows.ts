@@ -3,10 +3,10 @@
  * Deno program cannot answer the Service Control Manager (it would have to
  * call StartServiceCtrlDispatcher and report its state), so the service is a
  * task started at boot (`--system`) or at the user's logon (`--user`),
- * registered with `schtasks /Create /XML`. The registries we can reach hold
- * no documented, maintained service wrapper (the usual ones are separate
- * native programs to download and trust), and a task needs nothing beyond
- * what every Windows machine has.
+ * registered with `schtasks /Create /XML`. The one wrapper on the registries
+ * we reach, npm's `node-windows`, runs a Node.js script under a bundled,
+ * prebuilt `winsw.exe` (Node.js on the machine, a native binary to trust);
+ * a task needs nothing beyond what every Windows machine has.
  *
  * @module
  */
