@@ -46,6 +46,9 @@ import { rememberConsole } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";
+import { proxyDial } from "./lib/daemon/dialer.ts";
+import { chooseProxy } from "./lib/daemon/proxy_choice.ts";
+import type { ProxyConfig } from "./lib/net/proxy.ts";
 
 /**
  * The command line. Subcommands run through `commands`: the running
@@ -69,6 +72,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
     )
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
     .option(
+      "--proxy <url>",
+      "dial through this HTTP proxy: http://[USER:PASS@]HOST:PORT, or none to ignore HTTPS_PROXY/ALL_PROXY",
+    )
+    .option("--proxy-auth-file <file>", "the proxy's USER:PASS, from this owner-only file")
+    .option(
       "--allow <rule>",
       "only let the Console reach this HOST[:PORT[-PORT]], address or CIDR (repeatable; default: everything)",
       (rule: string, rules: string[]) => [...rules, rule],
@@ -89,6 +97,7 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
       printOut(`fingerprint: ${status.fingerprint}`);
       printOut(`console: ${status.console}`);
+      if (status.proxy) printOut(`proxy: ${status.proxy}`);
       const { state, phase } = status.session;
       printOut(
         `session: ${state}${phase === state ? "" : ` (${phase})`}` +
@@ -169,9 +178,11 @@ async function confirmFirstUse(
   settingsPath: string,
   consoleAddr: string,
   timeoutMs: number,
+  proxy: ProxyConfig | null,
 ): Promise<string> {
   const { host, port } = parseHostPort(consoleAddr);
-  const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs });
+  const dial = proxyDial({ proxy, host, port, connectTimeoutMs: timeoutMs });
+  const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs, dial });
   printOut(`The Console at ${formatHostPort(host, port)} presents the fingerprint`);
   printOut(`  ${fingerprint}`);
   printOut("Compare it with the fingerprint the Console's operator sees in its banner.");
@@ -240,6 +251,19 @@ if (import.meta.main) {
           `--fingerprint "${fingerprint}" is not a fingerprint: expected SHA256: and 43 base64 characters`,
         );
       }
+      let proxy: ProxyConfig | null;
+      try {
+        ({ proxy } = await chooseProxy({
+          flag: opts.proxy,
+          authFile: opts.proxyAuthFile,
+          settings,
+          env: (name) => Deno.env.get(name),
+          console: parseHostPort(consoleAddr),
+        }));
+      } catch (err) {
+        if (err instanceof TypeError) throw new UsageError(errorMessage(err));
+        throw err;
+      }
       for (const rule of opts.allow) {
         try {
           parseAllowRule(rule);
@@ -250,7 +274,12 @@ if (import.meta.main) {
       // Before anything is created or written: one Daemon per settings file.
       using _lock = await lockInstance(settingsPath, "Daemon");
       if (!fingerprint) {
-        fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
+        fingerprint = await confirmFirstUse(
+          settingsPath,
+          consoleAddr,
+          settings.connectTimeoutMs,
+          proxy,
+        );
       }
       const logFormat = options.logFormat ?? settings.logFormat;
       const log = runLogger(options.logLevel ?? settings.logLevel, logFormat);
@@ -271,6 +300,7 @@ if (import.meta.main) {
           connectTimeoutMs: settings.connectTimeoutMs,
           maxHeldBytes: settings.maxHeldBytes,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
+          proxy,
           log,
           out: display,
           steps: json ? "log" : "out",

@@ -62,6 +62,13 @@ export {
   type TargetAddress,
 } from "./lib/net/hostport.ts";
 export {
+  connectThroughProxy,
+  type ConnectThroughProxyOptions,
+  describeProxy,
+  parseProxyUrl,
+  type ProxyConfig,
+} from "./lib/net/proxy.ts";
+export {
   type PfoSpec,
   type Proto,
   type ResolvedPfo,

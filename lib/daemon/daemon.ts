@@ -20,6 +20,7 @@ import { Session } from "../core/session.ts";
 import type { SubscribeOptions, Subscription } from "../core/events.ts";
 import { AllowList } from "../net/allowlist.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../net/hostport.ts";
+import { describeProxy, type ProxyConfig } from "../net/proxy.ts";
 import { readTokenFile, settingsPaths } from "../settings/paths.ts";
 import { controlHandlers, DaemonCommands } from "./commands.ts";
 import { connectTarget, resolveHost } from "./connector.ts";
@@ -72,6 +73,8 @@ export interface DaemonOptions {
   readonly graceMs?: number;
   /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
   readonly maxHeldBytes?: number;
+  /** Dial through this HTTP proxy (`CONNECT`), resolved from `--proxy`, settings or environment; null or absent dials directly. */
+  readonly proxy?: ProxyConfig | null;
 }
 
 /**
@@ -120,6 +123,7 @@ export class Daemon {
       console: formatHostPort(this.#console.host, this.#console.port),
       fingerprint: options.fingerprint,
       allow: this.#allow.describe(),
+      proxy: options.proxy ? describeProxy(options.proxy) : null,
     });
     const view = new DaemonView({ log: options.log, out: options.out, steps: options.steps });
     this.#state.listen((event) => view.show(event));
@@ -255,12 +259,14 @@ export class Daemon {
   async #attempt(first: boolean, with_: AttemptContext): Promise<SessionOutcome> {
     const state = this.#state;
     const consoleText = state.session.console;
-    state.change({ type: "connecting", console: consoleText, first });
+    const proxy = state.session.proxy;
+    state.change({ type: "connecting", console: consoleText, first, proxy });
     const { link, reader, id } = await dialConsole({
       host: this.#console.host,
       port: this.#console.port,
       fingerprint: this.#options.fingerprint,
       connectTimeoutMs: this.#options.connectTimeoutMs,
+      proxy: this.#options.proxy ?? null,
       identity: with_.identity,
       token: with_.token,
       onHandshake: () => state.change({ type: "pending", asked: false }),

@@ -8,13 +8,14 @@
  */
 
 import { userInfo } from "node:os";
-import { closeQuietly, ProtocolError } from "../core/errors.ts";
+import { closeQuietly, HandshakeError, ProtocolError } from "../core/errors.ts";
 import { type Identity, signChallenge } from "../core/identity.ts";
 import type { ByteConn } from "../core/mux.ts";
 import { sanitizeDaemonFacts, SESSION_ID_PATTERN } from "../core/protocol.ts";
 import { daemonHandshake, MessageReader } from "../core/session.ts";
 import { escapeControls } from "../core/text.ts";
 import { connectPinned } from "../core/tls.ts";
+import { connectThroughProxy, describeProxy, type ProxyConfig } from "../net/proxy.ts";
 
 /** Options for {@linkcode dialConsole}. */
 export interface DialOptions {
@@ -23,6 +24,8 @@ export interface DialOptions {
   /** The pinned Console fingerprint. */
   readonly fingerprint: string;
   readonly connectTimeoutMs: number;
+  /** Dial through this HTTP proxy (`CONNECT`); null or absent dials directly. */
+  readonly proxy?: ProxyConfig | null;
   readonly identity: Identity;
   readonly token: string | null;
   /** Called when the Console puts this Daemon to its operator. */
@@ -57,6 +60,9 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
     fingerprint: options.fingerprint,
     timeoutMs: options.connectTimeoutMs,
     signal,
+    dial: proxyDial(options),
+  }).catch((err) => {
+    throw inspectingProxyHint(err, options.proxy ?? null);
   });
   const reader = new MessageReader(link);
   const abortLink = () => closeQuietly(link);
@@ -86,6 +92,33 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
   } finally {
     signal.removeEventListener("abort", abortLink);
   }
+}
+
+/** How the pinned TLS reaches the Console through the proxy; undefined dials directly. */
+export function proxyDial(
+  options: Pick<DialOptions, "proxy" | "host" | "port" | "connectTimeoutMs">,
+): ((signal: AbortSignal) => Promise<Deno.TcpConn>) | undefined {
+  const proxy = options.proxy;
+  if (!proxy) return undefined;
+  return (signal) =>
+    connectThroughProxy(proxy, options.host, options.port, {
+      timeoutMs: options.connectTimeoutMs,
+      signal,
+    });
+}
+
+/**
+ * A fingerprint mismatch through a proxy: say that the proxy may be the
+ * one presenting its own certificate. Other errors are returned as they are.
+ */
+export function inspectingProxyHint(err: unknown, proxy: ProxyConfig | null): unknown {
+  if (proxy === null || !(err instanceof HandshakeError) || err.code !== "fingerprint") return err;
+  return new HandshakeError(
+    "fingerprint",
+    `${err.message}; a proxy on the way (${describeProxy(proxy)}) may be inspecting TLS: ` +
+      "ask its administrator to let this connection through untouched",
+    { cause: err },
+  );
 }
 
 /** This machine's name, user and OS, as the Console's operator is shown them. */

@@ -58,6 +58,7 @@ import {
   MAX_DELAY_MS,
 } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
+import { parseProxyUrl, type ProxyConfig } from "../net/proxy.ts";
 import { type PlainValue, readPlainPfos } from "./_plain.ts";
 import {
   _hasAnchors,
@@ -123,6 +124,14 @@ export interface DaemonSettings {
   readonly logFormat: LogFormat;
   /** Target allow-list entries, checked by the allow-list module. Empty allows all. */
   readonly allow: readonly string[];
+  /**
+   * The HTTP proxy to dial through (`proxy: http://[USER:PASS@]HOST:PORT`);
+   * "none" dials directly and ignores the environment; null (the default)
+   * lets `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` decide.
+   */
+  readonly proxy: ProxyConfig | "none" | null;
+  /** File holding the proxy's `USER:PASS`, resolved against the settings file's folder; or null. */
+  readonly proxyAuthFile: string | null;
 }
 
 /** Console settings when the file is missing or empty. */
@@ -152,6 +161,8 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   allow: Object.freeze([]),
+  proxy: null,
+  proxyAuthFile: null,
 });
 
 // ---------------------------------------------------------------------------
@@ -183,6 +194,8 @@ const DAEMON_KEYS = [
   "logLevel",
   "logFormat",
   "allow",
+  "proxy",
+  "proxyAuthFile",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -218,10 +231,14 @@ function _fingerprint(src: _Source, name: string, node: YamlNode, value: string)
 }
 
 function _tokenFile(src: _Source, e: _Entry | undefined): string | null {
-  const file = _nullableString(src, "tokenFile", e);
+  return _file(src, "tokenFile", e);
+}
+
+function _file(src: _Source, name: string, e: _Entry | undefined): string | null {
+  const file = _nullableString(src, name, e);
   if (file === null) return null;
   if (file === "") {
-    _fail(src, _at(e!), `Cannot use "tokenFile": the path is empty; remove the key or name a file`);
+    _fail(src, _at(e!), `Cannot use "${name}": the path is empty; remove the key or name a file`);
   }
   return isAbsolute(file) ? file : join(dirname(src.path), file);
 }
@@ -467,7 +484,19 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
+    proxy: _proxy(src, e.get("proxy")),
+    proxyAuthFile: _file(src, "proxyAuthFile", e.get("proxyAuthFile")),
   });
+}
+
+function _proxy(src: _Source, e: _Entry | undefined): ProxyConfig | "none" | null {
+  const text = _nullableString(src, "proxy", e);
+  if (text === null || text === "none") return text;
+  try {
+    return parseProxyUrl(text);
+  } catch (err) {
+    _fail(src, _at(e!), `Cannot use ${_label("proxy")}: ${errorMessage(err)}, or none`, err);
+  }
 }
 
 /**

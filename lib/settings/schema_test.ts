@@ -122,6 +122,25 @@ Deno.test("parseDaemonSettings() resolves every key and the defaults", async () 
   });
 });
 
+Deno.test("parseDaemonSettings() reads proxy and proxyAuthFile, and proxy: none", async () => {
+  const path = join(FIXTURES, "valid", "daemon-proxy.yaml");
+  const s = parseDaemonSettings(await Deno.readTextFile(path), path);
+  assert.deepEqual(s.proxy, {
+    host: "proxy.corp.example",
+    port: 3128,
+    username: null,
+    password: null,
+  });
+  assert.equal(s.proxyAuthFile, join(FIXTURES, "valid", "proxy-auth"));
+  const none = join(FIXTURES, "valid", "daemon-proxy-none.yaml");
+  assert.equal(parseDaemonSettings(await Deno.readTextFile(none), none).proxy, "none");
+  assert.equal(DEFAULT_DAEMON_SETTINGS.proxy, null);
+  assert.throws(
+    () => parseDaemonSettings("proxy: http://ann:topsecret@h:3128/x\n", "d.yaml"),
+    (err: Error) => /no path/.test(err.message) && !err.message.includes("topsecret"),
+  );
+});
+
 Deno.test("loadConsoleSettings() gives the defaults for a missing file", async () => {
   await using dir = await tempDir();
   const loaded = await loadConsoleSettings(join(dir.path, "portferry-console.yaml"));
