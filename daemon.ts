@@ -199,6 +199,19 @@ async function confirmFirstUse(
   return fingerprint;
 }
 
+/**
+ * One of the proxy variables; one that `--allow-env` does not grant counts as
+ * unset, so a narrowed `--allow-env` simply leaves the environment out.
+ */
+function readProxyVariable(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) return undefined;
+    throw err;
+  }
+}
+
 /** The Daemon's input line: chat to the Console's operator, or a /command. */
 function readPromptLines(
   cli: (words: readonly string[]) => Promise<void>,
@@ -257,7 +270,7 @@ if (import.meta.main) {
           flag: opts.proxy,
           authFile: opts.proxyAuthFile,
           settings,
-          env: (name) => Deno.env.get(name),
+          env: readProxyVariable,
           console: parseHostPort(consoleAddr),
         }));
       } catch (err) {
