@@ -25,13 +25,14 @@
  */
 
 import { Output, taskFlags } from "../_harness.ts";
+import { PROXY_PACKAGES, PROXY_TOOLS, proxyScenarios } from "./proxy.ts";
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const decoder = new TextDecoder();
 
 /** The Debian packages that bring the tools below (see `.ci/run`). */
 const PACKAGES =
-  "iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3";
+  `iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3 ${PROXY_PACKAGES}`;
 const TOOLS = [
   "ip",
   "iptables",
@@ -47,6 +48,7 @@ const TOOLS = [
   "python3",
   "sha256sum",
   "getent",
+  ...PROXY_TOOLS,
 ];
 
 /** Namespace names: `pfns<pid>-office` etc., so leftovers of a dead run can be told apart. */
@@ -965,6 +967,17 @@ async function main(): Promise<number> {
       await outageAndRecovery(ctx);
       await clientChecks(ctx, 2, "after recovery");
     }
+    // The Daemon behind an HTTP proxy (tests/netns/proxy.ts): namespaces of its own.
+    await proxyScenarios({
+      run: RUN,
+      dir,
+      services: ctx.services,
+      exec: run,
+      must,
+      start: (name, ns, cmd) => new Service(name, ns, cmd),
+      check,
+      flags: taskFlags,
+    });
   } catch (err) {
     failedHard = true;
     console.log(`FAILED   the suite stopped: ${err instanceof Error ? err.stack : err}`);
