@@ -413,6 +413,8 @@ export interface TestProxyOptions {
   readonly refusePorts?: readonly number[];
   /** Answer every request with these raw bytes and close (a proxy that answers badly). */
   readonly rawReply?: string;
+  /** Listen on this port (default: one the system picks). */
+  readonly port?: number;
 }
 
 /** A running {@linkcode testProxy}. */
@@ -420,16 +422,27 @@ export interface TestProxy extends AsyncDisposable {
   readonly port: number;
   /** `http://127.0.0.1:PORT`. */
   readonly url: string;
-  /** The `CONNECT` targets asked for, in order, with the status answered. */
-  readonly requests: { target: string; status: number }[];
+  /**
+   * The `CONNECT` targets asked for, in order, with the status answered and,
+   * for a tunnel, the first byte the client sent through it.
+   */
+  readonly requests: ProxyRequest[];
   /** Cut every connection through the proxy now (the proxy keeps listening). */
   cut(): void;
 }
 
+/** One `CONNECT` a {@linkcode testProxy} answered. */
+export interface ProxyRequest {
+  readonly target: string;
+  readonly status: number;
+  /** The first byte the client sent through the tunnel (0x16 opens a TLS handshake). */
+  firstByte?: number;
+}
+
 /** A loopback HTTP proxy that handles `CONNECT` and relays bytes both ways. */
 export function testProxy(options: TestProxyOptions = {}): TestProxy {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const requests: { target: string; status: number }[] = [];
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: options.port ?? 0 });
+  const requests: ProxyRequest[] = [];
   const conns = new Set<Deno.Conn>();
   const serve = (async () => {
     for await (const conn of listener) {
@@ -459,7 +472,7 @@ export function testProxy(options: TestProxyOptions = {}): TestProxy {
 async function proxyOne(
   conn: Deno.Conn,
   options: TestProxyOptions,
-  requests: { target: string; status: number }[],
+  requests: ProxyRequest[],
 ): Promise<void> {
   const head = await readHead(conn);
   if (head === null) return;
@@ -467,7 +480,8 @@ async function proxyOne(
   if (options.rawReply !== undefined) return void await answer(options.rawReply);
   const target = /^CONNECT (\S+) HTTP\/1\.1\r\n/.exec(head)?.[1] ?? "";
   const status = proxyStatus(head, target, options);
-  requests.push({ target, status });
+  const request: ProxyRequest = { target, status };
+  requests.push(request);
   if (status === 407) {
     return void await answer(
       'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="t"\r\nContent-Length: 0\r\n\r\n',
@@ -477,6 +491,10 @@ async function proxyOne(
   const upstream = await Deno.connect(hostPort(target));
   try {
     await answer("HTTP/1.1 200 Connection established\r\n\r\n");
+    const first = new Uint8Array(1);
+    if (await conn.read(first) !== 1) return;
+    request.firstByte = first[0];
+    await upstream.write(first);
     await Promise.all([
       conn.readable.pipeTo(upstream.writable).catch(() => {}),
       upstream.readable.pipeTo(conn.writable).catch(() => {}),

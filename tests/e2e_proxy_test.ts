@@ -60,6 +60,11 @@ Deno.test("daemon --proxy: the session runs through the proxy, a PFO carries dat
     pair.console.address,
     pair.console.address,
   ], "the probe and the session both go through the proxy");
+  assert.deepEqual(
+    proxy.requests.map((r) => r.firstByte),
+    [0x16, 0x16],
+    "the proxy sees a TLS handshake open each tunnel: the TLS runs inside it",
+  );
   using echo = echoServer();
   const listen = await addPfo(pair.console, "echo", `127.0.0.1:${echo.port}`);
   assert.equal(await echoRoundTrip(listen, "through the tunnel"), "through the tunnel");
@@ -86,6 +91,19 @@ Deno.test("daemon --proxy: the session comes back through the proxy after the tu
   await pair.daemon.out.waitFor(/Session established/, { from, ms: 30_000 });
   assert.ok(proxy.requests.length > before, "the new session was dialed through the proxy");
   assert.ok(proxy.requests.every((r) => r.status === 200));
+});
+
+Deno.test("daemon --proxy: a proxy that is down at first is retried with back-off until it is up", async () => {
+  const port = spareTcpPort();
+  await using consoleProc = await startConsole({ args: ["--auto-accept"] });
+  await using daemon = await startDaemon(consoleProc, {
+    args: ["--proxy", `http://127.0.0.1:${port}`],
+    settings: "backoffMaxMs: 1000\n",
+  });
+  await daemon.out.waitFor(/Session failed: .*cannot reach the proxy.*; next try in/);
+  await using proxy = testProxy({ port });
+  await daemon.out.waitFor(/Session established/, { ms: 30_000 });
+  assert.ok(proxy.requests.some((r) => r.target === consoleProc.address && r.status === 200));
 });
 
 Deno.test("daemon --proxy-auth-file: credentials from an owner-only file", async () => {
@@ -158,9 +176,11 @@ Deno.test("daemon --proxy: an unreachable proxy, a silent one and one not speaki
 
 Deno.test("daemon: HTTPS_PROXY from the environment is used, NO_PROXY and --proxy none bypass it", async () => {
   await using proxy = testProxy();
-  // Deno itself reads HTTPS_PROXY too (its update check): count only the Daemon's tunnels.
+  // Deno itself reads HTTPS_PROXY too (e.g. for its update check): count only the Daemon's tunnels.
   const tunnels = () => proxy.requests.filter((r) => !r.target.endsWith(":443")).length;
-  await using viaEnv = await startPair({ daemon: { env: { HTTPS_PROXY: proxy.url } } });
+  await using viaEnv = await startPair({
+    daemon: { env: { HTTPS_PROXY: proxy.url, DENO_NO_UPDATE_CHECK: "1" } },
+  });
   assert.ok(proxy.requests.some((r) => r.target === viaEnv.console.address));
   const seen = tunnels();
   await using exempt = await startPair({
