@@ -101,7 +101,7 @@ export function proxyDial(
   const proxy = options.proxy;
   if (!proxy) return undefined;
   return (signal) =>
-    connectThroughProxy(proxy, options.host, options.port, {
+    connectThroughProxy(proxy, { host: options.host, port: options.port }, {
       timeoutMs: options.connectTimeoutMs,
       signal,
     });

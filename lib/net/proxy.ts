@@ -20,7 +20,7 @@
 import { errorMessage, HandshakeError, permissionHint } from "../core/errors.ts";
 import { escapeControls } from "../core/text.ts";
 import { parseIp, unmapIp } from "./address.ts";
-import { formatHostPort, isValidHost } from "./hostport.ts";
+import { formatHostPort, type HostPort, isValidHost } from "./hostport.ts";
 
 /** A proxy to dial through: where it is and, for Basic authentication, who to be. */
 export interface ProxyConfig {
@@ -337,7 +337,7 @@ export interface ConnectThroughProxyOptions {
 }
 
 /**
- * Connect to `host:port` through `proxy`: a TCP connection to the proxy, a
+ * Connect to `to` (the Console's host and port) through `proxy`: a TCP connection to the proxy, a
  * `CONNECT` (with Basic authentication when the proxy has a user), and a 2xx
  * reply. Resolves to the connection, which is then the tunnel.
  *
@@ -349,15 +349,16 @@ export interface ConnectThroughProxyOptions {
  * @example
  * ```ts ignore
  * const proxy = parseProxyUrl("http://proxy.corp:3128");
- * const conn = await connectThroughProxy(proxy, "console.example", 443, { timeoutMs: 10_000 });
+ * const target = { host: "console.example", port: 443 };
+ * const conn = await connectThroughProxy(proxy, target, { timeoutMs: 10_000 });
  * ```
  */
 export async function connectThroughProxy(
   proxy: ProxyConfig,
-  host: string,
-  port: number,
+  to: HostPort,
   options: ConnectThroughProxyOptions,
 ): Promise<Deno.TcpConn> {
+  const { host, port } = to;
   const target = formatHostPort(host, port);
   const shown = `"${describeProxy(proxy)}"`;
   const prefix = `Cannot connect to ${

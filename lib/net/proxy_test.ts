@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { hasControls } from "../core/text.ts";
+import { HandshakeError } from "../core/errors.ts";
 import {
   connectRequest,
+  connectThroughProxy,
   describeProxy,
   MAX_PROXY_REPLY_BYTES,
   noProxyMatches,
@@ -205,4 +207,68 @@ Deno.test("describeProxy() masks the password and connectRequest() carries Basic
       `Proxy-Authorization: Basic ${encoder.encode("ann:s3cret").toBase64()}\r\n\r\n`,
   );
   assert.ok(!connectRequest(parseProxyUrl("proxy:3128"), "c", 1).includes("Authorization"));
+});
+
+/** A one-shot loopback "proxy" that reads the request head and answers `reply`, `step` bytes per write. */
+function scriptedProxy(reply: Uint8Array, step: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let request = "";
+  const served = (async () => {
+    const conn = await listener.accept();
+    const buf = new Uint8Array(1024);
+    while (!request.endsWith("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      request += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    for (let off = 0; off < reply.length; off += step) {
+      await conn.write(reply.subarray(off, off + step)).catch(() => {});
+    }
+    return conn;
+  })();
+  return {
+    proxy: { host: "127.0.0.1", port: listener.addr.port, username: "ann", password: "pw" },
+    request: () => request,
+    async close() {
+      (await served).close();
+      listener.close();
+    },
+  };
+}
+
+Deno.test("connectThroughProxy() sends CONNECT with credentials and returns the tunnel after a reply in pieces", async () => {
+  const fake = scriptedProxy(encoder.encode("HTTP/1.1 200 Connection established\r\n\r\n"), 3);
+  const conn = await connectThroughProxy(fake.proxy, { host: "console.example", port: 443 }, {
+    timeoutMs: 10_000,
+  });
+  conn.close();
+  assert.match(fake.request(), /^CONNECT console\.example:443 HTTP\/1\.1\r\n/);
+  assert.match(fake.request(), /Proxy-Authorization: Basic YW5uOnB3\r\n/);
+  await fake.close();
+});
+
+Deno.test("connectThroughProxy() refuses an oversized reply and a reply with bytes after it, naming the proxy", async () => {
+  const table: [string, RegExp][] = [
+    [`HTTP/1.1 200 OK\r\n${"X-Pad: y\r\n".repeat(2000)}\r\n`, /reply headers exceed 16384 bytes/],
+    ["HTTP/1.1 200 OK\r\n\r\nSSH-2.0-x\r\n", /sent data before the tunnel was used/],
+    ["HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", /the proxy wants credentials: --proxy/],
+    [
+      "HTTP/1.1 502 Bad\u001b[2J Gateway\r\n\r\n",
+      /refused CONNECT to c:7470 \(502 Bad\\x1b\[2J Gateway\)/,
+    ],
+  ];
+  for (const [reply, why] of table) {
+    const fake = scriptedProxy(encoder.encode(reply), 4096);
+    await assert.rejects(
+      connectThroughProxy(fake.proxy, { host: "c", port: 7470 }, { timeoutMs: 10_000 }),
+      (err: Error) => {
+        assert.ok(err instanceof HandshakeError && err.code === "proxy", String(err));
+        assert.match(err.message, why);
+        assert.match(err.message, /through proxy "http:\/\/ann:\*\*\*@127\.0\.0\.1:\d+"/);
+        assert.ok(!err.message.includes("pw@"));
+        return true;
+      },
+    );
+    await fake.close();
+  }
 });
