@@ -116,6 +116,11 @@ export interface ConnectPinnedOptions {
    * skips the probe and a successful probe is stored. Keep one per Daemon.
    */
   cache?: Map<string, string>;
+  /**
+   * Connect here instead of `hostname:port`, which still name the Console in
+   * messages: a local relay that carries the bytes on (e.g. over WebSocket).
+   */
+  via?: { readonly hostname: string; readonly port: number };
 }
 
 /**
@@ -237,8 +242,8 @@ function _fetchCertificate(
     };
     try {
       socket = nodeTls.connect({
-        host: options.hostname,
-        port: options.port,
+        host: options.via?.hostname ?? options.hostname,
+        port: options.via?.port ?? options.port,
         servername: CERT_HOSTNAMES.console,
         rejectUnauthorized: false,
       });
@@ -290,7 +295,11 @@ async function _startSession(
   const where = `"${options.hostname}:${options.port}"`;
   let tcp: Deno.TcpConn;
   try {
-    tcp = await Deno.connect({ hostname: options.hostname, port: options.port, signal });
+    tcp = await Deno.connect({
+      hostname: options.via?.hostname ?? options.hostname,
+      port: options.via?.port ?? options.port,
+      signal,
+    });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     throw _connectError(err, options);

@@ -8,13 +8,15 @@
  */
 
 import { userInfo } from "node:os";
-import { closeQuietly, ProtocolError } from "../core/errors.ts";
+import { closeQuietly, HandshakeError, ProtocolError } from "../core/errors.ts";
 import { type Identity, signChallenge } from "../core/identity.ts";
 import type { ByteConn } from "../core/mux.ts";
 import { sanitizeDaemonFacts, SESSION_ID_PATTERN } from "../core/protocol.ts";
 import { daemonHandshake, MessageReader } from "../core/session.ts";
 import { escapeControls } from "../core/text.ts";
 import { connectPinned } from "../core/tls.ts";
+import type { WebSocketUrl } from "../net/console_url.ts";
+import { WebSocketRelay, type WebSocketRelayOptions } from "./ws_transport.ts";
 
 /** Options for {@linkcode dialConsole}. */
 export interface DialOptions {
@@ -30,6 +32,8 @@ export interface DialOptions {
   /** Called once connected, when the handshake starts. */
   readonly onHandshake: () => void;
   readonly signal: AbortSignal;
+  /** Reach the Console over WebSocket (a `ws://` or `wss://` address) rather than plain TCP. */
+  readonly websocket?: WebSocketRelayOptions & { readonly url: WebSocketUrl };
 }
 
 /** A link on which the Console accepted this Daemon. */
@@ -51,13 +55,7 @@ export interface Dialed {
  */
 export async function dialConsole(options: DialOptions): Promise<Dialed> {
   const { signal } = options;
-  const link = await connectPinned({
-    hostname: options.host,
-    port: options.port,
-    fingerprint: options.fingerprint,
-    timeoutMs: options.connectTimeoutMs,
-    signal,
-  });
+  const link = await connectLink(options);
   const reader = new MessageReader(link);
   const abortLink = () => closeQuietly(link);
   signal.addEventListener("abort", abortLink, { once: true });
@@ -85,6 +83,29 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
     throw err;
   } finally {
     signal.removeEventListener("abort", abortLink);
+  }
+}
+
+/** The pinned TLS link: straight to the Console, or through a WebSocket relay. */
+async function connectLink(options: DialOptions): Promise<ByteConn> {
+  const ws = options.websocket;
+  const relay = ws ? WebSocketRelay.open(ws.url, ws) : null;
+  try {
+    return await connectPinned({
+      hostname: options.host,
+      port: options.port,
+      fingerprint: options.fingerprint,
+      timeoutMs: options.connectTimeoutMs,
+      signal: options.signal,
+      via: relay?.addr,
+    });
+  } catch (err) {
+    // The relay knows why the WebSocket failed; the TLS over it saw only an end.
+    const pinned = err instanceof HandshakeError && err.code === "fingerprint";
+    if (relay?.error && !pinned && !options.signal.aborted) throw relay.error;
+    throw err;
+  } finally {
+    relay?.close();
   }
 }
 
