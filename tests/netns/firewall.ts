@@ -25,13 +25,20 @@
  */
 
 import { Output, taskFlags } from "../_harness.ts";
+import {
+  prepareWebSocketConsole,
+  WEBSOCKET_PACKAGES,
+  WEBSOCKET_TOOLS,
+  websocketChecks,
+  type WebSocketKit,
+} from "./websocket.ts";
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const decoder = new TextDecoder();
 
 /** The Debian packages that bring the tools below (see `.ci/run`). */
 const PACKAGES =
-  "iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3";
+  `iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3 ${WEBSOCKET_PACKAGES}`;
 const TOOLS = [
   "ip",
   "iptables",
@@ -47,6 +54,7 @@ const TOOLS = [
   "python3",
   "sha256sum",
   "getent",
+  ...WEBSOCKET_TOOLS,
 ];
 
 /** Namespace names: `pfns<pid>-office` etc., so leftovers of a dead run can be told apart. */
@@ -507,6 +515,7 @@ function sshdPath(): string {
 async function startSession(ctx: Context): Promise<string> {
   await Deno.mkdir(`${ctx.dir}/console`);
   await Deno.mkdir(`${ctx.dir}/daemon`);
+  await prepareWebSocketConsole(ctx.consoleSettings);
   const deno = Deno.execPath();
   const consoleProc = new Service("console", NS.office, [
     deno,
@@ -897,6 +906,32 @@ async function outageAndRecovery(ctx: Context): Promise<void> {
   });
 }
 
+/** What the WebSocket scenarios (./websocket.ts) borrow from this suite. */
+async function websocketKit(ctx: Context): Promise<WebSocketKit> {
+  return {
+    dir: ctx.dir,
+    www: `${ctx.dir}/www`,
+    ns: NS,
+    office: ADDR.office,
+    sessionPort: SESSION_PORT,
+    webPort: PFO.web.listen,
+    fingerprint: ctx.fingerprint!,
+    daemonSettings: ctx.daemonSettings,
+    console: ctx.console!,
+    daemon: ctx.daemon!,
+    daemonCommand: [Deno.execPath(), "run", ...await taskFlags("daemon"), "daemon.ts"],
+    check,
+    run,
+    must,
+    service: (name, ns, cmd) => {
+      const service = new Service(name, ns, cmd);
+      ctx.services.push(service);
+      return service;
+    },
+    sha256,
+  };
+}
+
 async function main(): Promise<number> {
   const why = await prerequisites();
   if (why) {
@@ -964,6 +999,7 @@ async function main(): Promise<number> {
       await clientChecks(ctx, 1, "before outage");
       await outageAndRecovery(ctx);
       await clientChecks(ctx, 2, "after recovery");
+      await websocketChecks(await websocketKit(ctx));
     }
   } catch (err) {
     failedHard = true;
