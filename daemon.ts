@@ -39,6 +39,7 @@ import { Daemon } from "./lib/daemon/daemon.ts";
 import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
+import { isWebSocketUrl, parseWebSocketUrl } from "./lib/net/console_url.ts";
 import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
 import { defaultSettingsFile, settingsPaths } from "./lib/settings/paths.ts";
 import { loadDaemonSettings } from "./lib/settings/schema.ts";
@@ -63,7 +64,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       "Shows every connection made through it.",
     settingsPath,
   })
-    .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
+    .argument(
+      "[console]",
+      "the Console's HOST[:PORT] (port 7470 by default), or ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH behind a web server",
+    )
+    .option("--ca <file>", "for wss://: trust the web server's certificate under this CA (PEM)")
     .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
     .option("--token-file <file>", "send the shared token in this file")
     .option(
@@ -169,6 +174,28 @@ async function mistypedCommand(word: string, names: readonly string[]): Promise<
   return !resolves;
 }
 
+/** The `--ca` file's certificates (only with a `wss://` address), or undefined. */
+async function readCaFile(
+  file: string | undefined,
+  consoleAddr: string,
+): Promise<string[] | undefined> {
+  if (file === undefined) return undefined;
+  if (!/^wss:\/\//i.test(consoleAddr)) {
+    throw new UsageError(`--ca applies to a wss:// Console address only, not "${consoleAddr}"`);
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    throw new UsageError(`--ca: Cannot read "${file}": ${errorMessage(err)}`);
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!pems) {
+    throw new UsageError(`--ca: "${file}" holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  return pems.map((pem) => `${pem}\n`);
+}
+
 /**
  * First use without --fingerprint, at a terminal: show the Console's
  * fingerprint, ask the user to compare it with the Console's banner, and
@@ -180,6 +207,11 @@ async function confirmFirstUse(
   timeoutMs: number,
   proxy: ProxyConfig | null,
 ): Promise<string> {
+  if (isWebSocketUrl(consoleAddr)) {
+    throw new UsageError(
+      "missing --fingerprint: with a ws:// or wss:// address, copy it from the Console's banner",
+    );
+  }
   const { host, port } = parseHostPort(consoleAddr);
   const dial = proxyDial({ proxy, host, port, connectTimeoutMs: timeoutMs });
   const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs, dial });
@@ -248,10 +280,12 @@ if (import.meta.main) {
         (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
       if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
       try {
-        parseHostPort(consoleAddr);
+        if (isWebSocketUrl(consoleAddr)) parseWebSocketUrl(consoleAddr);
+        else parseHostPort(consoleAddr);
       } catch (err) {
         throw new UsageError(errorMessage(err));
       }
+      const caCerts = await readCaFile(opts.ca, consoleAddr);
       let fingerprint: string | null = (opts.fingerprint as string | undefined) ??
         settings.fingerprint;
       if (!fingerprint && !interactive(opts.headless === true)) {
@@ -271,7 +305,10 @@ if (import.meta.main) {
           authFile: opts.proxyAuthFile,
           settings,
           env: readProxyVariable,
-          console: parseHostPort(consoleAddr),
+          // NO_PROXY is matched against the host the Daemon connects to: the web server for ws(s)://.
+          console: isWebSocketUrl(consoleAddr)
+            ? parseWebSocketUrl(consoleAddr)
+            : parseHostPort(consoleAddr),
         }));
       } catch (err) {
         if (err instanceof TypeError) throw new UsageError(errorMessage(err));
@@ -312,6 +349,7 @@ if (import.meta.main) {
           backoffMaxMs: settings.backoffMaxMs,
           connectTimeoutMs: settings.connectTimeoutMs,
           maxHeldBytes: settings.maxHeldBytes,
+          caCerts,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           proxy,
           log,

@@ -13,6 +13,7 @@ import {
   type DaemonProc,
   echoRoundTrip,
   echoServer,
+  hostPort,
   type Proc,
   spareTcpPort,
   startConsole,
@@ -212,4 +213,127 @@ Deno.test("daemon --proxy: a bad proxy URL is refused before anything starts, wi
   ]);
   await daemon.out.waitFor(/only http:\/\/ proxies are supported/);
   assertNoPassword(daemon);
+});
+
+/** A CA and a certificate for `localhost` under it, made with openssl; the CA's PEM file. */
+async function testCa(dir: string): Promise<{ caFile: string; cert: string; key: string }> {
+  const openssl = async (...args: string[]) => {
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" })
+        .output();
+    } catch (err) {
+      throw new Error(`Cannot run openssl (Debian package "openssl"): ${err}`);
+    }
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await openssl(
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=proxy test CA",
+  );
+  await openssl(
+    "req",
+    "-new",
+    ...ec,
+    "-keyout",
+    "web.key",
+    "-out",
+    "web.csr",
+    "-subj",
+    "/CN=localhost",
+  );
+  await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost\n");
+  await openssl(
+    "x509",
+    "-req",
+    "-in",
+    "web.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "web.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext",
+  );
+  return {
+    caFile: `${dir}/ca.pem`,
+    cert: await Deno.readTextFile(`${dir}/web.pem`),
+    key: await Deno.readTextFile(`${dir}/web.key`),
+  };
+}
+
+/** A web server's TLS in front of `target`: it terminates TLS and relays the plain bytes on. */
+function tlsTerminator(target: string, pem: { cert: string; key: string }) {
+  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...pem });
+  const served = (async () => {
+    for await (const conn of listener) {
+      void (async () => {
+        const upstream = await Deno.connect(hostPort(target));
+        await Promise.all([
+          conn.readable.pipeTo(upstream.writable).catch(() => {}),
+          upstream.readable.pipeTo(conn.writable).catch(() => {}),
+        ]);
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await served;
+    },
+  };
+}
+
+Deno.test("daemon --proxy with ws:// and wss://: CONNECT first, then the upgrade, the pinned TLS inside", async () => {
+  await using proxy = testProxy({ credentials: { username: "ann", password: PASSWORD } });
+  const proxyUrl = `http://ann:${PASSWORD}@127.0.0.1:${proxy.port}`;
+  await using consoleProc = await startConsole({ args: ["--auto-accept"] });
+  using echo = echoServer();
+  const listen = await addPfo(consoleProc, "echo", `127.0.0.1:${echo.port}`);
+
+  const ws = `ws://${consoleProc.address}/portferry`;
+  await using viaWs = await startDaemon({ address: ws, fingerprint: consoleProc.fingerprint }, {
+    args: ["--proxy", proxyUrl],
+  });
+  await viaWs.out.waitFor(/Session established/, { ms: 30_000 });
+  assert.ok(
+    proxy.requests.some((r) =>
+      r.target === consoleProc.address && r.firstByte === "G".charCodeAt(0)
+    ),
+    "the tunnel carries the WebSocket upgrade (GET ...)",
+  );
+  assert.equal(await echoRoundTrip(listen, "ws through the proxy"), "ws through the proxy");
+  assertNoPassword(viaWs);
+  await viaWs.stop();
+
+  const dir = await tempDir("pf-proxy-wss-");
+  const ca = await testCa(dir);
+  await using web = tlsTerminator(consoleProc.address, ca);
+  const wss = `wss://localhost:${web.port}/portferry`;
+  await using viaWss = await startDaemon({ address: wss, fingerprint: consoleProc.fingerprint }, {
+    args: ["--proxy", proxyUrl, "--ca", ca.caFile],
+  });
+  await viaWss.out.waitFor(/Session established/, { ms: 30_000 });
+  assert.ok(
+    proxy.requests.some((r) => r.target === `localhost:${web.port}` && r.firstByte === 0x16),
+    "the tunnel to the web server opens with its TLS",
+  );
+  assert.equal(await echoRoundTrip(listen, "wss through the proxy"), "wss through the proxy");
+  await Deno.remove(dir, { recursive: true });
 });

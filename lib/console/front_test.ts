@@ -226,7 +226,7 @@ Deno.test({
       const conns: Deno.Conn[] = [];
       try {
         // Eight from 127.0.0.1 (seen as ::ffff:127.0.0.1 on the dual-stack port) hold their slots.
-        for (let i = 0; i < 8; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        for (let i = 0; i < 8; i++) conns.push(await startingTls("127.0.0.1", port));
         await linked(8);
         assert.equal(front.pending, 8);
         const ninth = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -239,14 +239,14 @@ Deno.test({
           /pending handshake limit per source reached.*source=127\.0\.0\.1 limit=8 closedSoFar=1/,
         );
         // Another address is not held back by the first one's share.
-        conns.push(await Deno.connect({ hostname: "::1", port }));
+        conns.push(await startingTls("::1", port));
         await linked(9);
         assert.match(arrived[8].remote, /^\[::1\]:\d+$/);
         assert.equal(front.pending, 9);
         // A freed slot is that address's again.
         arrived[0].settle();
         assert.equal(front.pending, 8);
-        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        conns.push(await startingTls("127.0.0.1", port));
         await linked(10);
         assert.equal(front.shedPerSource, 1);
       } finally {
@@ -255,6 +255,16 @@ Deno.test({
     });
   },
 });
+
+/**
+ * A connection that has begun a TLS record (the front passes a peer to the
+ * TLS side once its first bytes show TLS) and sends no more.
+ */
+async function startingTls(hostname: string, port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname, port });
+  await conn.write(new Uint8Array([0x16, 0x03, 0x01]));
+  return conn;
+}
 
 Deno.test("handshakeSource() names an IPv4 address itself and an IPv6 address by its /64", () => {
   const cases: [string, string][] = [

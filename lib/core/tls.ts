@@ -123,6 +123,11 @@ export interface ConnectPinnedOptions {
    * own errors; the probe and the session each call it once.
    */
   dial?: (signal: AbortSignal) => Promise<Deno.TcpConn>;
+  /**
+   * Connect here instead of `hostname:port`, which still name the Console in
+   * messages: a local relay that carries the bytes on (e.g. over WebSocket).
+   */
+  via?: { readonly hostname: string; readonly port: number };
 }
 
 /**
@@ -257,9 +262,10 @@ function _fetchCertificateOn(
     };
     try {
       socket = nodeTls.connect({
-        ...(tunnel
-          ? { socket: _duplexOf(tunnel) }
-          : { host: options.hostname, port: options.port }),
+        ...(tunnel ? { socket: _duplexOf(tunnel) } : {
+          host: options.via?.hostname ?? options.hostname,
+          port: options.via?.port ?? options.port,
+        }),
         servername: CERT_HOSTNAMES.console,
         rejectUnauthorized: false,
       });
@@ -312,9 +318,11 @@ async function _startSession(
   const where = `"${options.hostname}:${options.port}"`;
   let tcp: Deno.TcpConn;
   try {
-    tcp = options.dial
-      ? await options.dial(signal)
-      : await Deno.connect({ hostname: options.hostname, port: options.port, signal });
+    tcp = options.dial ? await options.dial(signal) : await Deno.connect({
+      hostname: options.via?.hostname ?? options.hostname,
+      port: options.via?.port ?? options.port,
+      signal,
+    });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     if (options.dial) throw err;

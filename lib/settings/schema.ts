@@ -59,6 +59,7 @@ import {
 } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
 import { parseProxyUrl, type ProxyConfig } from "../net/proxy.ts";
+import { TrustedProxies } from "../net/forwarded.ts";
 import { type PlainValue, readPlainPfos } from "./_plain.ts";
 import {
   _hasAnchors,
@@ -96,6 +97,10 @@ export interface ConsoleSettings {
   readonly logFormat: LogFormat;
   /** Port forwarding operations, in file order. */
   readonly pfos: readonly ResolvedPfo[];
+  /** Path of the WebSocket upgrade on the session port, or null for none. Default "/portferry". */
+  readonly websocketPath: string | null;
+  /** Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` the Console believes. */
+  readonly trustedProxies: readonly string[];
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
@@ -147,6 +152,8 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   pfos: Object.freeze([]),
+  websocketPath: "/portferry",
+  trustedProxies: Object.freeze([]),
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -181,6 +188,8 @@ const CONSOLE_KEYS = [
   "logLevel",
   "logFormat",
   "pfos",
+  "websocketPath",
+  "trustedProxies",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -449,7 +458,37 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
+    websocketPath: _websocketPath(src, e.get("websocketPath")),
+    trustedProxies: Object.freeze(_trustedProxies(src, e.get("trustedProxies"))),
   });
+}
+
+function _websocketPath(src: _Source, e: _Entry | undefined): string | null {
+  if (e === undefined) return DEFAULT_CONSOLE_SETTINGS.websocketPath;
+  const path = _nullableString(src, "websocketPath", e);
+  if (path !== null && !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]*$/.test(path)) {
+    _fail(
+      src,
+      _at(e),
+      `Cannot use "websocketPath": ${
+        JSON.stringify(path)
+      } is not a URL path; expected one starting with "/", such as "/portferry", or null for none`,
+    );
+  }
+  return path;
+}
+
+function _trustedProxies(src: _Source, e: _Entry | undefined): string[] {
+  const items = _list(src, "trustedProxies", e);
+  const entries = _stringList(src, "trustedProxies", e);
+  entries.forEach((entry, i) => {
+    try {
+      TrustedProxies.parse([entry]);
+    } catch (err) {
+      _fail(src, items[i], errorMessage(err));
+    }
+  });
+  return entries;
 }
 
 /** Daemon settings from a parsed file. */

@@ -335,3 +335,25 @@ Deno.test("parseConsoleSettings() reads 10,000 plain PFOs by lines, the same as 
   assert.deepEqual(plain, _parseFull(text, "/x/c.yaml"));
   assert.deepEqual(parseConsoleSettings(text, "/x/c2.yaml"), plain.settings);
 });
+
+Deno.test("parseConsoleSettings() reads websocketPath and trustedProxies, with /portferry and none by default", () => {
+  const d = parseConsoleSettings("", "/etc/pf.yaml");
+  assert.equal(d.websocketPath, "/portferry");
+  assert.deepEqual(d.trustedProxies, []);
+  const off = parseConsoleSettings("websocketPath: null\n", "/etc/pf.yaml");
+  assert.equal(off.websocketPath, null);
+  const s = parseConsoleSettings(
+    'websocketPath: "/tunnel/pf"\ntrustedProxies: ["127.0.0.1", "10.0.0.0/8"]\n',
+    "/etc/pf.yaml",
+  );
+  assert.equal(s.websocketPath, "/tunnel/pf");
+  assert.deepEqual(s.trustedProxies, ["127.0.0.1", "10.0.0.0/8"]);
+  assert.throws(
+    () => parseConsoleSettings('websocketPath: "portferry"\n', "/etc/pf.yaml"),
+    /^ConfigError: \/etc\/pf\.yaml:1:\d+: Cannot use "websocketPath": "portferry" is not a URL path/,
+  );
+  assert.throws(
+    () => parseConsoleSettings('trustedProxies: ["10.0.0.0/33"]\n', "/etc/pf.yaml"),
+    /Cannot use trusted proxy "10\.0\.0\.0\/33"/,
+  );
+});
