@@ -14,7 +14,8 @@
  * tinyproxy allows CONNECT to port 443 only. Checks: the session comes up
  * through the proxy and a PFO carries 20 MB intact; wrong credentials give
  * the 407 message; the refusing proxy gives the refusal message;
- * `HTTPS_PROXY` from the environment works.
+ * `HTTPS_PROXY` from the environment works; a `ws://` address goes through
+ * tinyproxy too (the Console's session port takes the upgrade itself).
  *
  * Called from `firewall.ts`, which passes its helpers in ({@linkcode ProxyKit}).
  *
@@ -121,6 +122,10 @@ export async function proxyScenarios(kit: ProxyKit): Promise<void> {
       () => scenario.refused(),
     );
     await check("proxy: HTTPS_PROXY from the environment works", () => scenario.fromEnv());
+    await check(
+      "proxy: ws:// through tinyproxy (CONNECT, then the upgrade)",
+      () => scenario.websocket(),
+    );
   } finally {
     for (const s of mine.reverse()) await s.stop();
     for (const name of Object.values(ns)) {
@@ -312,7 +317,11 @@ class Scenario {
   }
 
   /** A Daemon in pxhome with `args` (and `env` through `env(1)`); its settings file. */
-  async #daemon(args: string[], env: string[] = []): Promise<{ s: ServiceLike; settings: string }> {
+  async #daemon(
+    args: string[],
+    env: string[] = [],
+    consoleAddr = `${ADDR.office}:${SESSION_PORT}`,
+  ): Promise<{ s: ServiceLike; settings: string }> {
     const home = `${this.#dir}/daemon-${++this.#count}`;
     await Deno.mkdir(home);
     const settings = `${home}/portferry-daemon.yaml`;
@@ -324,7 +333,7 @@ class Scenario {
       "run",
       ...await this.#kit.flags("daemon"),
       "daemon.ts",
-      `${ADDR.office}:${SESSION_PORT}`,
+      consoleAddr,
       "--fingerprint",
       fingerprint,
       "--config",
@@ -430,6 +439,34 @@ class Scenario {
     );
     await s.stop();
     return line.replace(/^error: /, "");
+  }
+
+  /** The Console's session port takes WebSocket upgrades itself: ws:// straight to it, through tinyproxy. */
+  async websocket(): Promise<string> {
+    const url = `ws://${ADDR.office}:${SESSION_PORT}/portferry`;
+    const { s } = await this.#daemon(["--proxy", this.#proxyUrl()], [], url);
+    await s.waitFor(/Session established/, { ms: 30_000 });
+    const r = await this.#kit.exec(
+      [
+        "curl",
+        "-sS",
+        "--fail",
+        "-m",
+        "60",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        `http://127.0.0.1:${WEB_PORT}/big.bin`,
+      ],
+      { ns: this.#ns.office, timeoutMs: 70_000 },
+    );
+    assert(
+      r.code === 0 && r.stdout === String(BIG_BYTES),
+      `curl through the PFO: exit ${r.code}: ${r.stdout}${r.stderr}`,
+    );
+    await s.stop();
+    return `${url} through ${ADDR.proxyHome}:${PROXY_PORT}; ${r.stdout} bytes through the PFO`;
   }
 
   async fromEnv(): Promise<string> {
