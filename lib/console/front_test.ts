@@ -399,3 +399,47 @@ Deno.test("SessionFront closes a peer trickling an HTTP head at the deadline, an
     }
   });
 });
+
+Deno.test("SessionFront counts a WebSocket peer behind a trusted proxy against its X-Forwarded-For client's share", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const links: FrontLink[] = [];
+    let arrived = () => {};
+    const front = make({
+      maxPending: 8,
+      maxPendingPerSource: 1,
+      deadlineMs: 30_000,
+      websocketPath: "/portferry",
+      trustedProxies: TrustedProxies.parse(["127.0.0.1"]),
+      onLink: (link) => {
+        links.push(link);
+        arrived();
+      },
+    });
+    const port = front.addr.port;
+    const linked = (n: number) =>
+      new Promise<void>((r) => {
+        arrived = () => links.length >= n && r();
+        arrived();
+      });
+    const conns: Deno.TcpConn[] = [];
+    try {
+      // One pending connection per client, all through the one proxy address.
+      conns.push(await upgraded(port, "X-Forwarded-For: 203.0.113.5\r\n"));
+      await linked(1);
+      conns.push(await upgraded(port, "X-Forwarded-For: 198.51.100.7\r\n"));
+      await linked(2);
+      assert.equal(front.pending, 2);
+      // A second from the first client is over that client's share.
+      const again = await upgraded(port, "X-Forwarded-For: 203.0.113.5\r\n");
+      conns.push(again);
+      await closedAfter(again, 5_000);
+      assert.equal(front.shedPerSource, 1);
+      assert.match(lines.join("\n"), /limit per source reached.*source=203\.0\.113\.5 limit=1/);
+      assert.equal(front.pending, 2);
+      links[0].settle();
+      assert.equal(front.pending, 1);
+    } finally {
+      for (const c of conns) c.close();
+    }
+  });
+});
