@@ -277,7 +277,11 @@ if (import.meta.main) {
     program.action(async (consoleArg, opts) => {
       const { settings } = await loadDaemonSettings(settingsPath);
       const consoleAddr = consoleArg ??
-        (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
+        (settings.console
+          ? "text" in settings.console
+            ? settings.console.text
+            : formatHostPort(settings.console.host, settings.console.port)
+          : null);
       if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
       try {
         if (isWebSocketUrl(consoleAddr)) parseWebSocketUrl(consoleAddr);

@@ -61,6 +61,7 @@ export {
   parseTarget,
   type TargetAddress,
 } from "./lib/net/hostport.ts";
+export { isWebSocketUrl, parseWebSocketUrl, type WebSocketUrl } from "./lib/net/console_url.ts";
 export {
   connectThroughProxy,
   type ConnectThroughProxyOptions,

@@ -11,9 +11,11 @@ import {
   addPfo,
   echoRoundTrip,
   echoServer,
+  Output,
   runCli,
   startConsole,
   startDaemon,
+  taskFlags,
   tempDir,
   within,
 } from "./_harness.ts";
@@ -88,5 +90,41 @@ Deno.test("a Console with websocketPath: null answers an upgrade with 404", asyn
     assert.match(got, /^HTTP\/1\.1 404 Not Found\r\n/);
   } finally {
     conn.close();
+  }
+});
+
+Deno.test("a Daemon whose settings name the Console by a ws:// address needs no address argument", async () => {
+  await using con = await startConsole({ args: ["--auto-accept"] });
+  const dir = await tempDir("pf-daemon-ws-");
+  const settingsPath = `${dir}/portferry-daemon.yaml`;
+  await Deno.writeTextFile(
+    settingsPath,
+    `console: "${wsAddress(con.address)}"\nfingerprint: "${con.fingerprint}"\n`,
+    { mode: 0o600 },
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...await taskFlags("daemon"),
+      "daemon.ts",
+      "--config",
+      settingsPath,
+      "--headless",
+    ],
+    cwd: new URL("../", import.meta.url),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const out = new Output();
+  const pumps = Promise.all([out.pump(child.stdout), out.pump(child.stderr)]);
+  try {
+    await out.waitFor(/Session established/);
+    await con.out.waitFor(/Session established with .* \(WebSocket\)/);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await pumps;
   }
 });

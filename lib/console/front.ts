@@ -110,6 +110,8 @@ interface Opened {
   readonly peer: ByteConn;
   readonly first: Uint8Array;
   readonly remote: string;
+  /** The source its handshake slot counts against, when not the TCP peer's (X-Forwarded-For). */
+  readonly source?: string;
 }
 
 function peerText(conn: Deno.TcpConn): string {
@@ -311,7 +313,8 @@ export class SessionFront {
     }
   }
 
-  async #relay(outer: Deno.TcpConn, source: string): Promise<void> {
+  async #relay(outer: Deno.TcpConn, tcpSource: string): Promise<void> {
+    let source = tcpSource;
     const started = Date.now();
     const { deadlineMs, log } = this.#options;
     // Until the entry's own deadline exists, the public socket closes on this one.
@@ -335,6 +338,11 @@ export class SessionFront {
       this.#free(source);
       closeQuietly(outer);
       return;
+    }
+    if (opened.source !== undefined && opened.source !== source) {
+      // Behind a trusted reverse proxy, the slot counts against the client it names.
+      if (!this.#moveSlot(source, opened.source)) return closeQuietly(outer);
+      source = opened.source;
     }
     const remote = opened.remote;
     let inner: Deno.TcpConn;
@@ -445,6 +453,7 @@ export class SessionFront {
       peer: new WebSocketStream(outer, { role: "server", initial: rest }),
       first: new Uint8Array(0),
       remote,
+      source: client.via === null ? undefined : handshakeSource(client.address),
     };
   }
 
@@ -509,6 +518,31 @@ export class SessionFront {
     entry.settled = true;
     clearTimeout(entry.timer);
     this.#free(entry.source);
+  }
+
+  /**
+   * Count a pending connection against `to` rather than `from`; false (and
+   * the slot freed) when `to` already holds its share.
+   */
+  #moveSlot(from: string, to: string): boolean {
+    const perSource = this.#options.maxPendingPerSource ?? MAX_PENDING_HANDSHAKES_PER_SOURCE;
+    const held = this.#pendingBySource.get(to) ?? 0;
+    if (held >= perSource) {
+      this.#free(from);
+      this.#shedPerSource++;
+      if (this.#shedPerSourceLog.hit()) {
+        this.#options.log.warn(
+          "pending handshake limit per source reached; its new connections closed at once",
+          { source: to, limit: perSource, closedSoFar: this.#shedPerSource },
+        );
+      }
+      return false;
+    }
+    const left = (this.#pendingBySource.get(from) ?? 1) - 1;
+    if (left > 0) this.#pendingBySource.set(from, left);
+    else this.#pendingBySource.delete(from);
+    this.#pendingBySource.set(to, held + 1);
+    return true;
   }
 
   /** A connection from `source` no longer holds a handshake slot. */

@@ -223,10 +223,17 @@ export class WebSocketStream implements ByteConn {
   async read(p: Uint8Array): Promise<number | null> {
     while (!this.#ended) {
       if (this.#left > 0) {
-        if (this.#buf.length === 0 && !(await this.#fill())) return this.#eof();
-        const n = Math.min(p.length, this.#left, this.#buf.length);
-        p.set(this.#buf.subarray(0, n));
-        this.#buf = this.#buf.subarray(n);
+        let n: number;
+        if (this.#buf.length === 0) {
+          // Nothing buffered: read the payload straight into the caller's buffer.
+          const got = await this.#conn.read(p.subarray(0, Math.min(p.length, this.#left)));
+          if (got === null) return this.#eof();
+          n = got;
+        } else {
+          n = Math.min(p.length, this.#left, this.#buf.length);
+          p.set(this.#buf.subarray(0, n));
+          this.#buf = this.#buf.subarray(n);
+        }
         if (this.#mask) {
           applyMask(p.subarray(0, n), this.#mask, this.#maskOffset);
           this.#maskOffset += n;

@@ -60,6 +60,7 @@ import {
 import { readSettingsText } from "./paths.ts";
 import { parseProxyUrl, type ProxyConfig } from "../net/proxy.ts";
 import { TrustedProxies } from "../net/forwarded.ts";
+import { isWebSocketUrl, parseWebSocketUrl, type WebSocketUrl } from "../net/console_url.ts";
 import { type PlainValue, readPlainPfos } from "./_plain.ts";
 import {
   _hasAnchors,
@@ -105,8 +106,11 @@ export interface ConsoleSettings {
 
 /** Resolved Daemon settings. Every field has its default filled in. */
 export interface DaemonSettings {
-  /** The Console's session address, or null when it must come from the command line. */
-  readonly console: HostPort | null;
+  /**
+   * The Console's session address (a `ws://` or `wss://` address reads as a
+   * {@linkcode WebSocketUrl}), or null when it must come from the command line.
+   */
+  readonly console: HostPort | WebSocketUrl | null;
   /** The Console's pinned fingerprint (`SHA256:<base64>`), or null. */
   readonly fingerprint: string | null;
   /** File holding the shared token, resolved against the settings file's folder; or null. */
@@ -263,6 +267,18 @@ function _hostPort(
     return parseHostPort(text, options);
   } catch (err) {
     _fail(src, _at(e), `Cannot use ${_label(name)}: ${errorMessage(err)}`, err);
+  }
+}
+
+function _consoleAddress(src: _Source, e: _Entry): HostPort | WebSocketUrl {
+  const text = _stringOrPort(src, "console", e);
+  if (!isWebSocketUrl(text)) {
+    return _hostPort(src, "console", e, { defaultPort: DEFAULT_SESSION_PORT });
+  }
+  try {
+    return Object.freeze(parseWebSocketUrl(text));
+  } catch (err) {
+    _fail(src, _at(e), `Cannot use ${_label("console")}: ${errorMessage(err)}`, err);
   }
 }
 
@@ -501,7 +517,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
   return Object.freeze({
     console: consoleEntry === undefined || _isNull(consoleEntry.value)
       ? null
-      : _hostPort(src, "console", consoleEntry, { defaultPort: DEFAULT_SESSION_PORT }),
+      : _consoleAddress(src, consoleEntry),
     fingerprint: fp === null ? null : _fingerprint(src, "fingerprint", _at(fpEntry!), fp),
     tokenFile: _tokenFile(src, e.get("tokenFile")),
     reconnect: _bool(src, "reconnect", e.get("reconnect"), d.reconnect),

@@ -357,3 +357,12 @@ Deno.test("parseConsoleSettings() reads websocketPath and trustedProxies, with /
     /Cannot use trusted proxy "10\.0\.0\.0\/33"/,
   );
 });
+
+Deno.test("parseDaemonSettings() reads a ws:// or wss:// console address as a WebSocket URL", () => {
+  const s = parseDaemonSettings('console: "wss://console.example.com/portferry"\n', "/etc/d.yaml");
+  assert.ok(s.console && "text" in s.console);
+  assert.equal(s.console.text, "wss://console.example.com:443/portferry");
+  assert.equal(s.console.port, 443);
+  const plain = parseDaemonSettings('console: "office:7470"\n', "/etc/d.yaml");
+  assert.ok(plain.console && !("text" in plain.console));
+});
