@@ -40,6 +40,7 @@ import { Daemon } from "./lib/daemon/daemon.ts";
 import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
+import { isWebSocketUrl, parseWebSocketUrl } from "./lib/net/console_url.ts";
 import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
 import { defaultSettingsFile, settingsPaths } from "./lib/settings/paths.ts";
 import { loadDaemonSettings } from "./lib/settings/schema.ts";
@@ -47,6 +48,9 @@ import { rememberConsole } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";
+import { proxyDial } from "./lib/daemon/dialer.ts";
+import { chooseProxy } from "./lib/daemon/proxy_choice.ts";
+import type { ProxyConfig } from "./lib/net/proxy.ts";
 
 /**
  * The command line. Subcommands run through `commands`: the running
@@ -61,7 +65,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       "Shows every connection made through it.",
     settingsPath,
   })
-    .argument("[console]", "the Console's HOST[:PORT] (port 7470 by default)")
+    .argument(
+      "[console]",
+      "the Console's HOST[:PORT] (port 7470 by default), or ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH behind a web server",
+    )
+    .option("--ca <file>", "for wss://: trust the web server's certificate under this CA (PEM)")
     .option("--fingerprint <SHA256:...>", "the Console's fingerprint, as its banner shows it")
     .option("--token-file <file>", "send the shared token in this file")
     .option(
@@ -69,6 +77,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)",
     )
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
+    .option(
+      "--proxy <url>",
+      "dial through this HTTP proxy: http://[USER:PASS@]HOST:PORT, or none to ignore HTTPS_PROXY/ALL_PROXY",
+    )
+    .option("--proxy-auth-file <file>", "the proxy's USER:PASS, from this owner-only file")
     .option(
       "--allow <rule>",
       "only let the Console reach this HOST[:PORT[-PORT]], address or CIDR (repeatable; default: everything)",
@@ -90,6 +103,7 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
       printOut(`fingerprint: ${status.fingerprint}`);
       printOut(`console: ${status.console}`);
+      if (status.proxy) printOut(`proxy: ${status.proxy}`);
       const { state, phase } = status.session;
       printOut(
         `session: ${state}${phase === state ? "" : ` (${phase})`}` +
@@ -167,6 +181,28 @@ async function mistypedCommand(word: string, names: readonly string[]): Promise<
   return !resolves;
 }
 
+/** The `--ca` file's certificates (only with a `wss://` address), or undefined. */
+async function readCaFile(
+  file: string | undefined,
+  consoleAddr: string,
+): Promise<string[] | undefined> {
+  if (file === undefined) return undefined;
+  if (!/^wss:\/\//i.test(consoleAddr)) {
+    throw new UsageError(`--ca applies to a wss:// Console address only, not "${consoleAddr}"`);
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    throw new UsageError(`--ca: Cannot read "${file}": ${errorMessage(err)}`);
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!pems) {
+    throw new UsageError(`--ca: "${file}" holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  return pems.map((pem) => `${pem}\n`);
+}
+
 /**
  * First use without --fingerprint, at a terminal: show the Console's
  * fingerprint, ask the user to compare it with the Console's banner, and
@@ -176,9 +212,16 @@ async function confirmFirstUse(
   settingsPath: string,
   consoleAddr: string,
   timeoutMs: number,
+  proxy: ProxyConfig | null,
 ): Promise<string> {
+  if (isWebSocketUrl(consoleAddr)) {
+    throw new UsageError(
+      "missing --fingerprint: with a ws:// or wss:// address, copy it from the Console's banner",
+    );
+  }
   const { host, port } = parseHostPort(consoleAddr);
-  const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs });
+  const dial = proxyDial({ proxy, host, port, connectTimeoutMs: timeoutMs });
+  const fingerprint = await fetchConsoleFingerprint({ hostname: host, port, timeoutMs, dial });
   printOut(`The Console at ${formatHostPort(host, port)} presents the fingerprint`);
   printOut(`  ${fingerprint}`);
   printOut("Compare it with the fingerprint the Console's operator sees in its banner.");
@@ -193,6 +236,19 @@ async function confirmFirstUse(
   await rememberConsole(settingsPath, { console: formatHostPort(host, port), fingerprint });
   printOut(`Remembered in ${settingsPath}; next time no --fingerprint is needed.`);
   return fingerprint;
+}
+
+/**
+ * One of the proxy variables; one that `--allow-env` does not grant counts as
+ * unset, so a narrowed `--allow-env` simply leaves the environment out.
+ */
+function readProxyVariable(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) return undefined;
+    throw err;
+  }
 }
 
 /** The Daemon's input line: chat to the Console's operator, or a /command. */
@@ -228,13 +284,19 @@ if (import.meta.main) {
     program.action(async (consoleArg, opts) => {
       const { settings } = await loadDaemonSettings(settingsPath);
       const consoleAddr = consoleArg ??
-        (settings.console ? formatHostPort(settings.console.host, settings.console.port) : null);
+        (settings.console
+          ? "text" in settings.console
+            ? settings.console.text
+            : formatHostPort(settings.console.host, settings.console.port)
+          : null);
       if (!consoleAddr) throw new UsageError("missing the Console's HOST[:PORT]");
       try {
-        parseHostPort(consoleAddr);
+        if (isWebSocketUrl(consoleAddr)) parseWebSocketUrl(consoleAddr);
+        else parseHostPort(consoleAddr);
       } catch (err) {
         throw new UsageError(errorMessage(err));
       }
+      const caCerts = await readCaFile(opts.ca, consoleAddr);
       let fingerprint: string | null = (opts.fingerprint as string | undefined) ??
         settings.fingerprint;
       if (!fingerprint && !interactive(opts.headless === true)) {
@@ -247,6 +309,22 @@ if (import.meta.main) {
           `--fingerprint "${fingerprint}" is not a fingerprint: expected SHA256: and 43 base64 characters`,
         );
       }
+      let proxy: ProxyConfig | null;
+      try {
+        ({ proxy } = await chooseProxy({
+          flag: opts.proxy,
+          authFile: opts.proxyAuthFile,
+          settings,
+          env: readProxyVariable,
+          // NO_PROXY is matched against the host the Daemon connects to: the web server for ws(s)://.
+          console: isWebSocketUrl(consoleAddr)
+            ? parseWebSocketUrl(consoleAddr)
+            : parseHostPort(consoleAddr),
+        }));
+      } catch (err) {
+        if (err instanceof TypeError) throw new UsageError(errorMessage(err));
+        throw err;
+      }
       for (const rule of opts.allow) {
         try {
           parseAllowRule(rule);
@@ -257,7 +335,12 @@ if (import.meta.main) {
       // Before anything is created or written: one Daemon per settings file.
       using _lock = await lockInstance(settingsPath, "Daemon");
       if (!fingerprint) {
-        fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
+        fingerprint = await confirmFirstUse(
+          settingsPath,
+          consoleAddr,
+          settings.connectTimeoutMs,
+          proxy,
+        );
       }
       const logFormat = options.logFormat ?? settings.logFormat;
       const log = runLogger(options.logLevel ?? settings.logLevel, logFormat);
@@ -277,7 +360,9 @@ if (import.meta.main) {
           backoffMaxMs: settings.backoffMaxMs,
           connectTimeoutMs: settings.connectTimeoutMs,
           maxHeldBytes: settings.maxHeldBytes,
+          caCerts,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
+          proxy,
           log,
           out: display,
           steps: json ? "log" : "out",

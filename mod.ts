@@ -61,6 +61,14 @@ export {
   parseTarget,
   type TargetAddress,
 } from "./lib/net/hostport.ts";
+export { isWebSocketUrl, parseWebSocketUrl, type WebSocketUrl } from "./lib/net/console_url.ts";
+export {
+  connectThroughProxy,
+  type ConnectThroughProxyOptions,
+  describeProxy,
+  parseProxyUrl,
+  type ProxyConfig,
+} from "./lib/net/proxy.ts";
 export {
   type PfoSpec,
   type Proto,

@@ -269,6 +269,8 @@ export interface StartDaemonOptions {
   readonly prefix?: readonly string[];
   /** Deno permission flags instead of the `daemon` task's (see {@linkcode taskFlags}). */
   readonly flags?: readonly string[];
+  /** More environment variables for the Daemon. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Start a Daemon dialing `console`. Resolves once spawned (not once established). */
@@ -292,7 +294,7 @@ export async function startDaemon(
       settingsPath,
       ...(options.args ?? []),
     ],
-    { USER: "tester" },
+    { USER: "tester", ...options.env },
     options.prefix,
   );
   return {

@@ -402,3 +402,127 @@ export async function floodPings(
   }
   return { bytes, cut: false };
 }
+
+// --- HTTP proxy: a small CONNECT proxy of our own, and proxies that answer badly ---
+
+/** Options for {@linkcode testProxy}. */
+export interface TestProxyOptions {
+  /** Ask for Basic authentication with these credentials (407 otherwise). */
+  readonly credentials?: { readonly username: string; readonly password: string };
+  /** Refuse CONNECT to these ports with 403. */
+  readonly refusePorts?: readonly number[];
+  /** Answer every request with these raw bytes and close (a proxy that answers badly). */
+  readonly rawReply?: string;
+  /** Listen on this port (default: one the system picks). */
+  readonly port?: number;
+}
+
+/** A running {@linkcode testProxy}. */
+export interface TestProxy extends AsyncDisposable {
+  readonly port: number;
+  /** `http://127.0.0.1:PORT`. */
+  readonly url: string;
+  /**
+   * The `CONNECT` targets asked for, in order, with the status answered and,
+   * for a tunnel, the first byte the client sent through it.
+   */
+  readonly requests: ProxyRequest[];
+  /** Cut every connection through the proxy now (the proxy keeps listening). */
+  cut(): void;
+}
+
+/** One `CONNECT` a {@linkcode testProxy} answered. */
+export interface ProxyRequest {
+  readonly target: string;
+  readonly status: number;
+  /** The first byte the client sent through the tunnel (0x16 opens a TLS handshake). */
+  firstByte?: number;
+}
+
+/** A loopback HTTP proxy that handles `CONNECT` and relays bytes both ways. */
+export function testProxy(options: TestProxyOptions = {}): TestProxy {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: options.port ?? 0 });
+  const requests: ProxyRequest[] = [];
+  const conns = new Set<Deno.Conn>();
+  const serve = (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      void proxyOne(conn, options, requests).catch(() => {}).finally(() => {
+        conns.delete(conn);
+        closeQuietly(conn);
+      });
+    }
+  })().catch(() => {});
+  const { port } = listener.addr;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    cut() {
+      for (const conn of conns) closeQuietly(conn);
+    },
+    async [Symbol.asyncDispose]() {
+      closeQuietly(listener);
+      for (const conn of conns) closeQuietly(conn);
+      await serve;
+    },
+  };
+}
+
+async function proxyOne(
+  conn: Deno.Conn,
+  options: TestProxyOptions,
+  requests: ProxyRequest[],
+): Promise<void> {
+  const head = await readHead(conn);
+  if (head === null) return;
+  const answer = (text: string) => conn.write(new TextEncoder().encode(text));
+  if (options.rawReply !== undefined) return void await answer(options.rawReply);
+  const target = /^CONNECT (\S+) HTTP\/1\.1\r\n/.exec(head)?.[1] ?? "";
+  const status = proxyStatus(head, target, options);
+  const request: ProxyRequest = { target, status };
+  requests.push(request);
+  if (status === 407) {
+    return void await answer(
+      'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="t"\r\nContent-Length: 0\r\n\r\n',
+    );
+  }
+  if (status !== 200) return void await answer(`HTTP/1.1 ${status} Forbidden\r\n\r\n`);
+  const upstream = await Deno.connect(hostPort(target));
+  try {
+    await answer("HTTP/1.1 200 Connection established\r\n\r\n");
+    const first = new Uint8Array(1);
+    if (await conn.read(first) !== 1) return;
+    request.firstByte = first[0];
+    await upstream.write(first);
+    await Promise.all([
+      conn.readable.pipeTo(upstream.writable).catch(() => {}),
+      upstream.readable.pipeTo(conn.writable).catch(() => {}),
+    ]);
+  } finally {
+    closeQuietly(upstream);
+  }
+}
+
+function proxyStatus(head: string, target: string, options: TestProxyOptions): number {
+  if (target === "") return 400;
+  const creds = options.credentials;
+  if (creds) {
+    const expected = new TextEncoder().encode(`${creds.username}:${creds.password}`).toBase64();
+    if (!head.includes(`\r\nProxy-Authorization: Basic ${expected}\r\n`)) return 407;
+  }
+  const port = Number(target.slice(target.lastIndexOf(":") + 1));
+  return options.refusePorts?.includes(port) ? 403 : 200;
+}
+
+/** The request's head up to the blank line (at most 8 KiB), or null. */
+async function readHead(conn: Deno.Conn): Promise<string | null> {
+  let text = "";
+  const buf = new Uint8Array(1);
+  while (!text.endsWith("\r\n\r\n") && text.length < 8192) {
+    const n = await conn.read(buf);
+    if (n === null) return null;
+    text += String.fromCharCode(buf[0]);
+  }
+  return text;
+}

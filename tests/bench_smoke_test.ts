@@ -67,6 +67,16 @@ Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and wr
     for (const key of ["up1", "down1", "up4", "down4", "rttP50", "rttP99", "connRate"]) {
       assert.ok(pf.figures[key].value > 0, `portferry ${key}: ${JSON.stringify(pf.figures[key])}`);
     }
+    // The WebSocket path: the same workloads, and its cost against plain TLS in the report.
+    const ws = report.results.find((r: { name: string }) => r.name === "portferry-ws");
+    assert.deepEqual(ws.errors, []);
+    for (const key of ["up1", "down1", "connRate"]) {
+      assert.ok(
+        ws.figures[key].value > 0,
+        `portferry-ws ${key}: ${JSON.stringify(ws.figures[key])}`,
+      );
+    }
+    assert.match(stdout, /portferry over ws \/ portferry \(TLS\), same run:/);
     // RSS over a handful of connections is noise (it may even shrink); they must be held, though.
     const idle = pf.figures.idle.extra;
     assert.deepEqual([idle.held, idle.alive], [idle.count, idle.count], JSON.stringify(idle));

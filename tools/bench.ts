@@ -96,7 +96,7 @@ interface BenchOptions {
   cpuProf: string | null;
 }
 
-const ALL_TOOLS = ["direct", "portferry", "socat", "ssh-L-aes", "ssh-L", "ssh-R"];
+const ALL_TOOLS = ["direct", "portferry", "portferry-ws", "socat", "ssh-L-aes", "ssh-L", "ssh-R"];
 
 function parseArgs(args: string[]): BenchOptions {
   const o: BenchOptions = {
@@ -641,7 +641,10 @@ async function consoleCli(settings: string, args: string[]): Promise<string> {
   return decoder.decode(r.stdout);
 }
 
-function portferryPath(profDir: string | null): PathDef {
+function portferryPath(
+  profDir: string | null,
+  consoleAddress: (address: string) => string = (address) => address,
+): PathDef {
   return {
     name: "portferry",
     label: "portferry (TLS)",
@@ -677,7 +680,7 @@ function portferryPath(profDir: string | null): PathDef {
             ...prof,
             ...await taskFlags("daemon"),
             "daemon.ts",
-            address,
+            consoleAddress(address),
             "--fingerprint",
             fingerprint,
             "--config",
@@ -719,6 +722,34 @@ function portferryPath(profDir: string | null): PathDef {
       }
     },
   };
+}
+
+// --- portferry over WebSocket -----------------------------------------------------
+
+/** portferry with the Daemon dialing `ws://` straight to the session port (no web server). */
+function portferryWsPath(profDir: string | null): PathDef {
+  const base = portferryPath(profDir, (address) => `ws://${address}/portferry`);
+  return { ...base, name: "portferry-ws", label: "portferry over ws" };
+}
+
+/** The WebSocket layer's cost: portferry over ws against plain TLS, in the same run. */
+function websocketCostLines(results: PathResult[]): string[] {
+  const tls = results.find((r) => r.name === "portferry");
+  const ws = results.find((r) => r.name === "portferry-ws");
+  if (!tls || !ws || ws.skipped) return [];
+  const lines = ["portferry over ws / portferry (TLS), same run:", ""];
+  for (const key of ["up1", "down1", "connRate", "rttP50"]) {
+    const col = COLUMNS.find((c) => c.key === key);
+    const a = ws.figures[key]?.value;
+    const b = tls.figures[key]?.value;
+    if (!col || a === undefined || b === undefined) continue;
+    lines.push(
+      `- ${col.title}: ${fmt(a, col.digits)} vs ${fmt(b, col.digits)} ${col.unit} (${
+        (a / b).toFixed(2)
+      }×)`,
+    );
+  }
+  return lines;
 }
 
 function directPath(): PathDef {
@@ -1172,6 +1203,8 @@ function bestOther(results: PathResult[], self: string, col: Column): number | n
   let best: number | null = null;
   for (const r of results) {
     if (r.name === self || r.name === "direct") continue;
+    // portferry over ws is portferry too: each is compared with the other tools.
+    if (r.name.startsWith("portferry") && self.startsWith("portferry")) continue;
     const v = r.figures[col.key]?.value;
     if (v === undefined || !Number.isFinite(v)) continue;
     if (best === null || (col.higherIsBetter ? v > best : v < best)) best = v;
@@ -1362,6 +1395,12 @@ async function main(): Promise<number> {
         def: portferryPath(o.cpuProf),
         name: "portferry",
         label: "portferry (TLS)",
+        missing: null,
+      },
+      {
+        def: portferryWsPath(o.cpuProf),
+        name: "portferry-ws",
+        label: "portferry over ws",
         missing: null,
       },
       {
@@ -1579,6 +1618,7 @@ async function main(): Promise<number> {
       "CPU the tunnel's own processes spent (user + system; Console + Daemon, ssh + sshd, socat and its forks):",
       "",
       cpuTable(results),
+      ...(websocketCostLines(results).length ? ["", ...websocketCostLines(results)] : []),
       ...(extraIdle ? ["", extraIdle] : []),
       ...(portsText ? ["", portsText] : []),
       ...(caseReport.length ? ["", "Ratios (tools/bench_fairness.ts):", "", ...caseReport] : []),

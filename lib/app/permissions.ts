@@ -16,6 +16,8 @@
 export type ProgramName = "console" | "daemon";
 
 const ENV = "--allow-env=LOG_TOKENS,LOG_STREAM,NO_COLOR,FORCE_COLOR,CLICOLOR_FORCE";
+/** The proxy variables the Daemon reads as curl does (`--proxy` overrides them). */
+const PROXY_ENV = "HTTPS_PROXY,https_proxy,ALL_PROXY,all_proxy,NO_PROXY,no_proxy";
 /** The system programs `service` subcommands run, by absolute path. */
 export const SYSTEM_PROGRAMS = Object.freeze({
   systemctl: "/usr/bin/systemctl",
@@ -47,7 +49,7 @@ export const RUNTIME_FLAGS: Readonly<Record<ProgramName, readonly string[]>> = O
     "--allow-read",
     "--allow-write",
     "--allow-sys=hostname,uid,gid,userInfo",
-    ENV,
+    `${ENV},${PROXY_ENV}`,
     RUN,
   ]),
 });

@@ -14,7 +14,14 @@ import {
   MAX_PENDING_HANDSHAKES_PER_SOURCE,
 } from "../core/protocol.ts";
 import { formatHostPort, type HostPort } from "../net/hostport.ts";
+import type { TrustedProxies } from "../net/forwarded.ts";
 import { type FrontLink, SessionFront } from "./front.ts";
+
+/** The session port's WebSocket side (settings `websocketPath`, `trustedProxies`). */
+export interface WebFront {
+  readonly websocketPath?: string | null;
+  readonly trustedProxies?: TrustedProxies;
+}
 
 /** The session port, serving. */
 export interface ListeningFront {
@@ -33,6 +40,7 @@ export function listenFront(
   identity: Identity,
   log: Logger,
   onLink: (link: FrontLink) => Promise<void>,
+  web: WebFront = {},
 ): ListeningFront {
   let front: SessionFront;
   try {
@@ -45,6 +53,8 @@ export function listenFront(
       deadlineMs: HANDSHAKE_TIMEOUT_MS,
       onLink,
       log,
+      websocketPath: web.websocketPath ?? null,
+      trustedProxies: web.trustedProxies,
     });
   } catch (cause) {
     const reason = cause instanceof Deno.errors.AddrInUse

@@ -20,6 +20,7 @@ import { type ConsoleSettings, loadConsoleSettings } from "../settings/schema.ts
 import { readTokenFile, settingsPaths } from "../settings/paths.ts";
 import { updateConsoleSettings } from "../settings/edit.ts";
 import { bannerLines, listenFront } from "./banner.ts";
+import { TrustedProxies } from "../net/forwarded.ts";
 import {
   type ConsoleCommandSet,
   controlHandlers,
@@ -161,6 +162,9 @@ export class Console implements AsyncDisposable {
         log.error("session setup failed", { remote: daemon.remote, error: errorMessage(err) });
         closeQuietly(daemon.conn);
       }
+    }, {
+      websocketPath: loaded.settings.websocketPath,
+      trustedProxies: TrustedProxies.parse(loaded.settings.trustedProxies),
     });
     const listen = front.listen;
     try {

@@ -24,6 +24,9 @@ import type { ByteConn } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { MAX_PENDING_HANDSHAKES_PER_SOURCE } from "../core/protocol.ts";
 import { listenSessions } from "../core/tls.ts";
+import { readHttpHead, WebSocketStream } from "../core/websocket.ts";
+import { answerUpgrade, sniffFirstBytes } from "../core/websocket_upgrade.ts";
+import { clientAddress, type TrustedProxies } from "../net/forwarded.ts";
 
 /** First read size of the relay: a connection still proving itself holds little. */
 const RELAY_START_BYTES = 16 * 1024;
@@ -52,6 +55,14 @@ export interface SessionFrontOptions {
   readonly maxPendingPerSource?: number;
   /** Time a connection has, from its TCP accept, to call `settle()`. */
   readonly deadlineMs: number;
+  /**
+   * The path on which an HTTP/1.1 WebSocket upgrade is taken (its binary
+   * messages then carry the same TLS stream); null or absent takes none.
+   * Any other HTTP request gets a 404.
+   */
+  readonly websocketPath?: string | null;
+  /** Reverse proxies whose `X-Forwarded-For` names the peer (WebSocket peers only). */
+  readonly trustedProxies?: TrustedProxies;
   /** Called with the TLS side of each relayed connection. */
   readonly onLink: (link: FrontLink) => void;
   readonly log: Logger;
@@ -79,6 +90,8 @@ export interface FrontLink {
 
 interface Entry {
   readonly outer: Deno.TcpConn;
+  /** What the relay reads and writes: the public socket, or a WebSocket over it. */
+  readonly peer: ByteConn;
   readonly inner: Deno.TcpConn;
   /** The inner client's local port, which the TLS side sees as its peer's. */
   readonly port: number;
@@ -90,6 +103,20 @@ interface Entry {
   settled: boolean;
   adopted: boolean;
   closed: boolean;
+}
+
+/** A peer the front relays: what to read and write, what to send first, how to name it. */
+interface Opened {
+  readonly peer: ByteConn;
+  readonly first: Uint8Array;
+  readonly remote: string;
+  /** The source its handshake slot counts against, when not the TCP peer's (X-Forwarded-For). */
+  readonly source?: string;
+}
+
+function peerText(conn: Deno.TcpConn): string {
+  const peer = conn.remoteAddr as Deno.NetAddr;
+  return formatHostPort(peer.hostname, peer.port);
 }
 
 interface Waiter {
@@ -286,9 +313,38 @@ export class SessionFront {
     }
   }
 
-  async #relay(outer: Deno.TcpConn, source: string): Promise<void> {
-    const peer = outer.remoteAddr as Deno.NetAddr;
-    const remote = formatHostPort(peer.hostname, peer.port);
+  async #relay(outer: Deno.TcpConn, tcpSource: string): Promise<void> {
+    let source = tcpSource;
+    const started = Date.now();
+    const { deadlineMs, log } = this.#options;
+    // Until the entry's own deadline exists, the public socket closes on this one.
+    const early = setTimeout(() => {
+      log.warn("handshake deadline passed", { remote: peerText(outer), ms: deadlineMs });
+      closeQuietly(outer);
+    }, deadlineMs);
+    let opened: Opened | null;
+    try {
+      opened = await this.#open(outer);
+    } catch (err) {
+      opened = null;
+      log.warn("session port: closed a peer that is neither TLS nor a WebSocket", {
+        remote: peerText(outer),
+        error: errorMessage(err),
+      });
+    } finally {
+      clearTimeout(early);
+    }
+    if (opened === null) {
+      this.#free(source);
+      closeQuietly(outer);
+      return;
+    }
+    if (opened.source !== undefined && opened.source !== source) {
+      // Behind a trusted reverse proxy, the slot counts against the client it names.
+      if (!this.#moveSlot(source, opened.source)) return closeQuietly(outer);
+      source = opened.source;
+    }
+    const remote = opened.remote;
     let inner: Deno.TcpConn;
     try {
       inner = await Deno.connect({ hostname: "127.0.0.1", port: this.#innerPort });
@@ -299,6 +355,7 @@ export class SessionFront {
     }
     const entry: Entry = {
       outer,
+      peer: opened.peer,
       inner,
       port: (inner.localAddr as Deno.NetAddr).port,
       remote,
@@ -311,12 +368,9 @@ export class SessionFront {
     if (this.#closed) return this.#end(entry);
     entry.timer = setTimeout(() => {
       if (entry.settled || entry.closed) return;
-      this.#options.log.warn("handshake deadline passed", {
-        remote,
-        ms: this.#options.deadlineMs,
-      });
+      log.warn("handshake deadline passed", { remote, ms: deadlineMs });
       this.#end(entry);
-    }, this.#options.deadlineMs);
+    }, Math.max(0, deadlineMs - (Date.now() - started)));
     try {
       // Best effort: a socket the peer already reset may refuse options (BSDs).
       outer.setNoDelay(true);
@@ -324,6 +378,22 @@ export class SessionFront {
     } catch {
       // The pumps below find out and end the entry.
     }
+    this.#register(entry);
+    try {
+      await writeAll(inner, opened.first);
+      // The peer's end only half-closes toward TLS (the TLS side then ends the
+      // session). The TLS side's end is final: nobody reads the peer after it.
+      await Promise.all([
+        pump(opened.peer, inner),
+        pump(inner, opened.peer).then(() => this.#end(entry)),
+      ]);
+    } finally {
+      if (this.#byPort.get(entry.port) === entry) this.#byPort.delete(entry.port);
+      this.#end(entry);
+    }
+  }
+
+  #register(entry: Entry): void {
     this.#byPort.set(entry.port, entry);
     const waiter = this.#waiting.get(entry.port);
     if (waiter) {
@@ -331,14 +401,60 @@ export class SessionFront {
       clearTimeout(waiter.timer);
       waiter.resolve(entry);
     }
-    try {
-      // The peer's end only half-closes toward TLS (the TLS side then ends the
-      // session). The TLS side's end is final: nobody reads the peer after it.
-      await Promise.all([pump(outer, inner), pump(inner, outer).then(() => this.#end(entry))]);
-    } finally {
-      if (this.#byPort.get(entry.port) === entry) this.#byPort.delete(entry.port);
-      this.#end(entry);
+  }
+
+  /**
+   * Look at the first bytes: TLS goes on as it is; an HTTP request is answered
+   * (a WebSocket upgrade on the path, else a 404). Null: nothing to relay.
+   */
+  async #open(outer: Deno.TcpConn): Promise<Opened | null> {
+    const own = peerText(outer);
+    let buf = new Uint8Array(0);
+    let kind = sniffFirstBytes(buf);
+    while (kind === "more") {
+      const chunk = new Uint8Array(RELAY_START_BYTES);
+      const n = await outer.read(chunk);
+      if (n === null) return null;
+      const joined = new Uint8Array(buf.length + n);
+      joined.set(buf);
+      joined.set(chunk.subarray(0, n), buf.length);
+      buf = joined;
+      kind = sniffFirstBytes(buf);
     }
+    if (kind === "tls") return { peer: outer, first: buf, remote: own };
+    if (kind === "junk") {
+      this.#options.log.warn("session port: closed a peer that is neither TLS nor HTTP", {
+        remote: own,
+      });
+      return null;
+    }
+    const { head, rest } = await readHttpHead(outer, buf);
+    const answer = await answerUpgrade(head, this.#options.websocketPath ?? null);
+    await writeAll(outer, new TextEncoder().encode(answer.response));
+    if (answer.kind === "refuse") {
+      this.#options.log.warn(
+        "session port: answered an HTTP request that is no WebSocket upgrade",
+        {
+          remote: own,
+          status: answer.response.slice(9, 12),
+        },
+      );
+      return null;
+    }
+    const peerHost = (outer.remoteAddr as Deno.NetAddr).hostname;
+    const trusted = this.#options.trustedProxies;
+    const client = trusted
+      ? clientAddress(peerHost, head.headers.get("x-forwarded-for"), trusted)
+      : { address: peerHost, via: null };
+    const remote = client.via === null
+      ? `${own} (WebSocket)`
+      : `${client.address} (X-Forwarded-For via ${own})`;
+    return {
+      peer: new WebSocketStream(outer, { role: "server", initial: rest }),
+      first: new Uint8Array(0),
+      remote,
+      source: client.via === null ? undefined : handshakeSource(client.address),
+    };
   }
 
   async #innerLoop(): Promise<void> {
@@ -404,6 +520,31 @@ export class SessionFront {
     this.#free(entry.source);
   }
 
+  /**
+   * Count a pending connection against `to` rather than `from`; false (and
+   * the slot freed) when `to` already holds its share.
+   */
+  #moveSlot(from: string, to: string): boolean {
+    const perSource = this.#options.maxPendingPerSource ?? MAX_PENDING_HANDSHAKES_PER_SOURCE;
+    const held = this.#pendingBySource.get(to) ?? 0;
+    if (held >= perSource) {
+      this.#free(from);
+      this.#shedPerSource++;
+      if (this.#shedPerSourceLog.hit()) {
+        this.#options.log.warn(
+          "pending handshake limit per source reached; its new connections closed at once",
+          { source: to, limit: perSource, closedSoFar: this.#shedPerSource },
+        );
+      }
+      return false;
+    }
+    const left = (this.#pendingBySource.get(from) ?? 1) - 1;
+    if (left > 0) this.#pendingBySource.set(from, left);
+    else this.#pendingBySource.delete(from);
+    this.#pendingBySource.set(to, held + 1);
+    return true;
+  }
+
   /** A connection from `source` no longer holds a handshake slot. */
   #free(source: string): void {
     this.#pending--;
@@ -433,7 +574,7 @@ export class SessionFront {
  * Copy `from` to `to` until `from` ends, then half-close `to`. An error on
  * either side closes both (the caller's `finally` does it).
  */
-async function pump(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
+async function pump(from: ByteConn, to: ByteConn): Promise<void> {
   let buf = new Uint8Array(RELAY_START_BYTES);
   try {
     while (true) {

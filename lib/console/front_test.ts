@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { CERT_HOSTNAMES, type Identity, loadOrCreateIdentity } from "../core/identity.ts";
 import { createLogger, type LogLevel } from "../core/log.ts";
+import { TrustedProxies } from "../net/forwarded.ts";
+import { readHttpHead } from "../core/websocket.ts";
 import { type FrontLink, handshakeSource, SessionFront } from "./front.ts";
 
 interface Fixture {
@@ -13,6 +15,8 @@ interface Fixture {
       maxPendingPerSource?: number;
       hostname?: string;
       onLink?: (l: FrontLink) => void;
+      websocketPath?: string | null;
+      trustedProxies?: TrustedProxies;
     },
   ): SessionFront;
 }
@@ -30,8 +34,9 @@ async function withFront(fn: (f: Fixture) => Promise<void>): Promise<void> {
     await fn({
       identity,
       lines,
-      front: ({ maxPending, deadlineMs, maxPendingPerSource, hostname, onLink }) => {
+      front: ({ maxPending, deadlineMs, maxPendingPerSource, hostname, onLink, ...web }) => {
         const front = SessionFront.listen({
+          ...web,
           hostname: hostname ?? "127.0.0.1",
           port: 0,
           identity,
@@ -226,7 +231,7 @@ Deno.test({
       const conns: Deno.Conn[] = [];
       try {
         // Eight from 127.0.0.1 (seen as ::ffff:127.0.0.1 on the dual-stack port) hold their slots.
-        for (let i = 0; i < 8; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        for (let i = 0; i < 8; i++) conns.push(await startingTls("127.0.0.1", port));
         await linked(8);
         assert.equal(front.pending, 8);
         const ninth = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -239,14 +244,14 @@ Deno.test({
           /pending handshake limit per source reached.*source=127\.0\.0\.1 limit=8 closedSoFar=1/,
         );
         // Another address is not held back by the first one's share.
-        conns.push(await Deno.connect({ hostname: "::1", port }));
+        conns.push(await startingTls("::1", port));
         await linked(9);
         assert.match(arrived[8].remote, /^\[::1\]:\d+$/);
         assert.equal(front.pending, 9);
         // A freed slot is that address's again.
         arrived[0].settle();
         assert.equal(front.pending, 8);
-        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        conns.push(await startingTls("127.0.0.1", port));
         await linked(10);
         assert.equal(front.shedPerSource, 1);
       } finally {
@@ -255,6 +260,16 @@ Deno.test({
     });
   },
 });
+
+/**
+ * A connection that has begun a TLS record (the front passes a peer to the
+ * TLS side once its first bytes show TLS) and sends no more.
+ */
+async function startingTls(hostname: string, port: number): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname, port });
+  await conn.write(new Uint8Array([0x16, 0x03, 0x01]));
+  return conn;
+}
 
 Deno.test("handshakeSource() names an IPv4 address itself and an IPv6 address by its /64", () => {
   const cases: [string, string][] = [
@@ -274,4 +289,157 @@ Deno.test("handshakeSource() names an IPv4 address itself and an IPv6 address by
   for (const [input, want] of cases) assert.equal(handshakeSource(input), want, input);
   assert.equal(handshakeSource("2001:db8:1:2::1"), handshakeSource("2001:db8:1:2:ffff::9"));
   assert.notEqual(handshakeSource("2001:db8:1:2::1"), handshakeSource("2001:db8:1:3::1"));
+});
+
+// --- WebSocket peers ------------------------------------------------------------
+
+const UPGRADE = "GET /portferry HTTP/1.1\r\nHost: console\r\nUpgrade: websocket\r\n" +
+  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+  "Sec-WebSocket-Version: 13\r\n";
+
+/** Connect, send the upgrade (with `extra` header lines), and read the 101. */
+async function upgraded(port: number, extra = ""): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(`${UPGRADE}${extra}\r\n`));
+  const { head } = await readHttpHead(conn);
+  assert.equal(head.start, "HTTP/1.1 101 Switching Protocols");
+  return conn;
+}
+
+Deno.test("SessionFront upgrades a WebSocket on its path and names the peer by X-Forwarded-For only from a trusted proxy", async () => {
+  await withFront(async ({ front: make }) => {
+    const links: FrontLink[] = [];
+    let arrived = () => {};
+    const front = make({
+      maxPending: 4,
+      deadlineMs: 30_000,
+      websocketPath: "/portferry",
+      trustedProxies: TrustedProxies.parse(["127.0.0.1"]),
+      onLink: (link) => {
+        links.push(link);
+        arrived();
+      },
+    });
+    const next = () => new Promise<FrontLink>((r) => (arrived = () => r(links.at(-1)!)));
+    const waiting = next();
+    const conn = await upgraded(front.addr.port, "X-Forwarded-For: 198.51.100.1, 203.0.113.5\r\n");
+    const local = (conn.localAddr as Deno.NetAddr).port;
+    try {
+      const link = await waiting;
+      assert.equal(link.remote, `203.0.113.5 (X-Forwarded-For via 127.0.0.1:${local})`);
+      assert.equal(front.pending, 1, "a WebSocket peer holds a handshake slot");
+    } finally {
+      conn.close();
+    }
+  });
+  await withFront(async ({ front: make }) => {
+    const links: FrontLink[] = [];
+    let arrived = () => {};
+    const front = make({
+      maxPending: 4,
+      deadlineMs: 30_000,
+      websocketPath: "/portferry",
+      onLink: (link) => {
+        links.push(link);
+        arrived();
+      },
+    });
+    const waiting = new Promise<void>((r) => (arrived = r));
+    const conn = await upgraded(front.addr.port, "X-Forwarded-For: 203.0.113.5\r\n");
+    const local = (conn.localAddr as Deno.NetAddr).port;
+    try {
+      await waiting;
+      assert.equal(
+        links[0].remote,
+        `127.0.0.1:${local} (WebSocket)`,
+        "no trusted proxy: not believed",
+      );
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("SessionFront closes a WebSocket peer that never proves itself at the deadline, and frees its slot", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const front = make({ maxPending: 1, deadlineMs: 300, websocketPath: "/portferry" });
+    const conn = await upgraded(front.addr.port);
+    try {
+      const ms = await closedAfter(conn, 5_000);
+      assert.ok(ms >= 200, `closed after ${ms} ms`);
+      assert.match(lines.join("\n"), /handshake deadline passed .*ms=300/);
+      assert.equal(front.pending, 0);
+      assert.equal(front.relays, 0);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("SessionFront closes a peer trickling an HTTP head at the deadline, and a head over 8 KiB before it", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const front = make({ maxPending: 4, deadlineMs: 300, websocketPath: "/portferry" });
+    const patient = make({ maxPending: 4, deadlineMs: 60_000, websocketPath: "/portferry" });
+    const slow = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+    const big = await Deno.connect({ hostname: "127.0.0.1", port: patient.addr.port });
+    try {
+      await slow.write(new TextEncoder().encode("GET /portferry HTTP/1.1\r\nHost: x\r\n"));
+      await big.write(new TextEncoder().encode(`${UPGRADE}X-Pad: ${"p".repeat(9000)}\r\n\r\n`));
+      // Closed for its size: the 60 s deadline is far off.
+      await closedAfter(big, 30_000);
+      assert.match(lines.join("\n"), /neither TLS nor a WebSocket .*longer than 8192 bytes/);
+      assert.equal(patient.pending, 0);
+      const slowMs = await closedAfter(slow, 5_000);
+      assert.ok(slowMs >= 200, `closed after ${slowMs} ms`);
+      assert.match(lines.join("\n"), /handshake deadline passed .*ms=300/);
+      assert.equal(front.pending, 0);
+    } finally {
+      slow.close();
+      big.close();
+    }
+  });
+});
+
+Deno.test("SessionFront counts a WebSocket peer behind a trusted proxy against its X-Forwarded-For client's share", async () => {
+  await withFront(async ({ front: make, lines }) => {
+    const links: FrontLink[] = [];
+    let arrived = () => {};
+    const front = make({
+      maxPending: 8,
+      maxPendingPerSource: 1,
+      deadlineMs: 30_000,
+      websocketPath: "/portferry",
+      trustedProxies: TrustedProxies.parse(["127.0.0.1"]),
+      onLink: (link) => {
+        links.push(link);
+        arrived();
+      },
+    });
+    const port = front.addr.port;
+    const linked = (n: number) =>
+      new Promise<void>((r) => {
+        arrived = () => links.length >= n && r();
+        arrived();
+      });
+    const conns: Deno.TcpConn[] = [];
+    try {
+      // One pending connection per client, all through the one proxy address.
+      conns.push(await upgraded(port, "X-Forwarded-For: 203.0.113.5\r\n"));
+      await linked(1);
+      conns.push(await upgraded(port, "X-Forwarded-For: 198.51.100.7\r\n"));
+      await linked(2);
+      assert.equal(front.pending, 2);
+      // A second from the first client is over that client's share.
+      const again = await upgraded(port, "X-Forwarded-For: 203.0.113.5\r\n");
+      conns.push(again);
+      await closedAfter(again, 5_000);
+      assert.equal(front.shedPerSource, 1);
+      assert.match(lines.join("\n"), /limit per source reached.*source=203\.0\.113\.5 limit=1/);
+      assert.equal(front.pending, 2);
+      links[0].settle();
+      assert.equal(front.pending, 1);
+    } finally {
+      for (const c of conns) c.close();
+    }
+  });
 });

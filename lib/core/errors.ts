@@ -39,7 +39,7 @@ export class ProtocolError extends Error {
  */
 export class HandshakeError extends Error {
   /** What went wrong: the Console's reject code, or a failure on this side. */
-  readonly code: RejectCode | "fingerprint" | "timeout" | "refused" | "tls" | "closed";
+  readonly code: RejectCode | "fingerprint" | "timeout" | "refused" | "tls" | "closed" | "proxy";
   /** An error with its `code`, a `message` ("Cannot X: detail") and an optional `cause`. */
   constructor(code: HandshakeError["code"], message: string, options?: ErrorOptions) {
     super(message, options);

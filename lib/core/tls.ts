@@ -32,6 +32,7 @@
  * @module
  */
 
+import { Duplex } from "node:stream";
 import * as nodeTls from "node:tls";
 import { closeQuietly, errorMessage, HandshakeError, permissionHint } from "./errors.ts";
 import { CERT_HOSTNAMES, fingerprintFromHex, type Identity, isFingerprint } from "./identity.ts";
@@ -116,6 +117,17 @@ export interface ConnectPinnedOptions {
    * skips the probe and a successful probe is stored. Keep one per Daemon.
    */
   cache?: Map<string, string>;
+  /**
+   * Open the TCP connection the TLS runs on (e.g. a tunnel through an HTTP
+   * proxy) instead of connecting to `hostname:port` directly. It throws its
+   * own errors; the probe and the session each call it once.
+   */
+  dial?: (signal: AbortSignal) => Promise<Deno.TcpConn>;
+  /**
+   * Connect here instead of `hostname:port`, which still name the Console in
+   * messages: a local relay that carries the bytes on (e.g. over WebSocket).
+   */
+  via?: { readonly hostname: string; readonly port: number };
 }
 
 /**
@@ -223,13 +235,26 @@ export async function fetchConsoleFingerprint(
 }
 
 /** Handshake with verification off and close; the certificate and its fingerprint. */
-function _fetchCertificate(
+async function _fetchCertificate(
   options: ConnectPinnedOptions,
+  signal: AbortSignal,
+): Promise<{ pem: string; fingerprint: string }> {
+  const tunnel = options.dial ? await options.dial(signal) : null;
+  return await _fetchCertificateOn(options, tunnel, signal);
+}
+
+/** {@linkcode _fetchCertificate} on `tunnel`, or on a new connection when null. */
+function _fetchCertificateOn(
+  options: ConnectPinnedOptions,
+  tunnel: Deno.TcpConn | null,
   signal: AbortSignal,
 ): Promise<{ pem: string; fingerprint: string }> {
   const where = `"${options.hostname}:${options.port}"`;
   return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
+    if (signal.aborted) {
+      if (tunnel) closeQuietly(tunnel);
+      return reject(signal.reason);
+    }
     let socket: nodeTls.TLSSocket;
     const onAbort = () => {
       socket.destroy();
@@ -237,12 +262,15 @@ function _fetchCertificate(
     };
     try {
       socket = nodeTls.connect({
-        host: options.hostname,
-        port: options.port,
+        ...(tunnel ? { socket: _duplexOf(tunnel) } : {
+          host: options.via?.hostname ?? options.hostname,
+          port: options.via?.port ?? options.port,
+        }),
         servername: CERT_HOSTNAMES.console,
         rejectUnauthorized: false,
       });
     } catch (err) {
+      if (tunnel) closeQuietly(tunnel);
       return reject(_connectError(err, options));
     }
     signal.addEventListener("abort", onAbort, { once: true });
@@ -290,9 +318,14 @@ async function _startSession(
   const where = `"${options.hostname}:${options.port}"`;
   let tcp: Deno.TcpConn;
   try {
-    tcp = await Deno.connect({ hostname: options.hostname, port: options.port, signal });
+    tcp = options.dial ? await options.dial(signal) : await Deno.connect({
+      hostname: options.via?.hostname ?? options.hostname,
+      port: options.via?.port ?? options.port,
+      signal,
+    });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
+    if (options.dial) throw err;
     throw _connectError(err, options);
   }
   // Small frames (WINDOW credit, short replies) must not wait for an ACK
@@ -350,6 +383,28 @@ function _connectError(err: unknown, options: ConnectPinnedOptions): Error {
   }
   return new HandshakeError("tls", `Cannot connect to Console at ${where}: ${errorMessage(err)}`, {
     cause: err,
+  });
+}
+
+/** A connection as a Node stream, for `node:tls` to run the probe on (e.g. in a tunnel). */
+function _duplexOf(conn: Deno.Conn): Duplex {
+  return new Duplex({
+    read() {
+      const buf = new Uint8Array(16 * 1024);
+      conn.read(buf).then(
+        (n) => void this.push(n === null ? null : buf.subarray(0, n)),
+        (err) => this.destroy(err),
+      );
+    },
+    write(chunk: Uint8Array, _encoding, done) {
+      (async () => {
+        for (let off = 0; off < chunk.length;) off += await conn.write(chunk.subarray(off));
+      })().then(() => done(), done);
+    },
+    destroy(err, done) {
+      closeQuietly(conn);
+      done(err);
+    },
   });
 }
 

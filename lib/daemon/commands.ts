@@ -40,6 +40,8 @@ export interface DaemonStatus {
   readonly fingerprint: string;
   /** The Console's `HOST:PORT`. */
   readonly console: string;
+  /** The HTTP proxy dialed through, password masked; null when direct. */
+  readonly proxy: string | null;
   /** The settings file. */
   readonly settings: string;
   /** The allow-list in force, as a sentence. */
@@ -200,6 +202,7 @@ export function statusOf(snapshot: DaemonSnapshot, settingsPath: string): Daemon
     },
     fingerprint: snapshot.fingerprint,
     console: session.console,
+    proxy: session.proxy,
     settings: settingsPath,
     allow: snapshot.allow,
     pfos: [],

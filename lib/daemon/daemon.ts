@@ -20,6 +20,8 @@ import { Session } from "../core/session.ts";
 import type { SubscribeOptions, Subscription } from "../core/events.ts";
 import { AllowList } from "../net/allowlist.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../net/hostport.ts";
+import { describeProxy, type ProxyConfig } from "../net/proxy.ts";
+import { isWebSocketUrl, parseWebSocketUrl, type WebSocketUrl } from "../net/console_url.ts";
 import { readTokenFile, settingsPaths } from "../settings/paths.ts";
 import { controlHandlers, DaemonCommands } from "./commands.ts";
 import { connectTarget, resolveHost } from "./connector.ts";
@@ -72,6 +74,10 @@ export interface DaemonOptions {
   readonly graceMs?: number;
   /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
   readonly maxHeldBytes?: number;
+  /** Dial through this HTTP proxy (`CONNECT`), resolved from `--proxy`, settings or environment; null or absent dials directly. */
+  readonly proxy?: ProxyConfig | null;
+  /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the system's roots. */
+  readonly caCerts?: readonly string[];
 }
 
 /**
@@ -101,6 +107,8 @@ export class Daemon {
   readonly commands: DaemonCommands;
   readonly #options: DaemonOptions;
   readonly #console: HostPort;
+  /** The Console's `ws://` or `wss://` address, when it is one. */
+  readonly #websocket: WebSocketUrl | null;
   readonly #allow: AllowList;
   readonly #state: DaemonState;
   readonly #exit = new AbortController();
@@ -114,12 +122,14 @@ export class Daemon {
   /** A Daemon not yet started; throws when the Console address or an allow rule is bad. */
   constructor(options: DaemonOptions) {
     this.#options = options;
-    this.#console = parseHostPort(options.console);
+    this.#websocket = isWebSocketUrl(options.console) ? parseWebSocketUrl(options.console) : null;
+    this.#console = this.#websocket ?? parseHostPort(options.console);
     this.#allow = AllowList.parse(options.allow);
     this.#state = new DaemonState({
-      console: formatHostPort(this.#console.host, this.#console.port),
+      console: this.#websocket?.text ?? formatHostPort(this.#console.host, this.#console.port),
       fingerprint: options.fingerprint,
       allow: this.#allow.describe(),
+      proxy: options.proxy ? describeProxy(options.proxy) : null,
     });
     const view = new DaemonView({ log: options.log, out: options.out, steps: options.steps });
     this.#state.listen((event) => view.show(event));
@@ -255,17 +265,24 @@ export class Daemon {
   async #attempt(first: boolean, with_: AttemptContext): Promise<SessionOutcome> {
     const state = this.#state;
     const consoleText = state.session.console;
-    state.change({ type: "connecting", console: consoleText, first });
+    const proxy = state.session.proxy;
+    state.change({ type: "connecting", console: consoleText, first, proxy });
     const { link, reader, id } = await dialConsole({
       host: this.#console.host,
       port: this.#console.port,
       fingerprint: this.#options.fingerprint,
       connectTimeoutMs: this.#options.connectTimeoutMs,
+      proxy: this.#options.proxy ?? null,
       identity: with_.identity,
       token: with_.token,
       onHandshake: () => state.change({ type: "pending", asked: false }),
       onPending: () => state.change({ type: "pending", asked: true }),
       signal: this.#exit.signal,
+      websocket: this.#websocket === null ? undefined : {
+        url: this.#websocket,
+        caCerts: this.#options.caCerts,
+        log: this.#options.log,
+      },
     });
     const log = this.#options.log.child({ session: id });
     const s: Session = new Session(link, reader, {

@@ -8,13 +8,16 @@
  */
 
 import { userInfo } from "node:os";
-import { closeQuietly, ProtocolError } from "../core/errors.ts";
+import { closeQuietly, HandshakeError, ProtocolError } from "../core/errors.ts";
 import { type Identity, signChallenge } from "../core/identity.ts";
 import type { ByteConn } from "../core/mux.ts";
 import { sanitizeDaemonFacts, SESSION_ID_PATTERN } from "../core/protocol.ts";
 import { daemonHandshake, MessageReader } from "../core/session.ts";
 import { escapeControls } from "../core/text.ts";
 import { connectPinned } from "../core/tls.ts";
+import { connectThroughProxy, describeProxy, type ProxyConfig } from "../net/proxy.ts";
+import type { WebSocketUrl } from "../net/console_url.ts";
+import { WebSocketRelay, type WebSocketRelayOptions } from "./ws_transport.ts";
 
 /** Options for {@linkcode dialConsole}. */
 export interface DialOptions {
@@ -23,6 +26,8 @@ export interface DialOptions {
   /** The pinned Console fingerprint. */
   readonly fingerprint: string;
   readonly connectTimeoutMs: number;
+  /** Dial through this HTTP proxy (`CONNECT`); null or absent dials directly. */
+  readonly proxy?: ProxyConfig | null;
   readonly identity: Identity;
   readonly token: string | null;
   /** Called when the Console puts this Daemon to its operator. */
@@ -30,6 +35,8 @@ export interface DialOptions {
   /** Called once connected, when the handshake starts. */
   readonly onHandshake: () => void;
   readonly signal: AbortSignal;
+  /** Reach the Console over WebSocket (a `ws://` or `wss://` address) rather than plain TCP. */
+  readonly websocket?: WebSocketRelayOptions & { readonly url: WebSocketUrl };
 }
 
 /** A link on which the Console accepted this Daemon. */
@@ -51,12 +58,8 @@ export interface Dialed {
  */
 export async function dialConsole(options: DialOptions): Promise<Dialed> {
   const { signal } = options;
-  const link = await connectPinned({
-    hostname: options.host,
-    port: options.port,
-    fingerprint: options.fingerprint,
-    timeoutMs: options.connectTimeoutMs,
-    signal,
+  const link = await connectLink(options).catch((err) => {
+    throw inspectingProxyHint(err, options.proxy ?? null);
   });
   const reader = new MessageReader(link);
   const abortLink = () => closeQuietly(link);
@@ -85,6 +88,64 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
     throw err;
   } finally {
     signal.removeEventListener("abort", abortLink);
+  }
+}
+
+/** The TCP connection to `host:port` through the proxy; undefined dials directly. */
+function proxyTcpDial(
+  options: Pick<DialOptions, "proxy" | "connectTimeoutMs">,
+): ((host: string, port: number, signal: AbortSignal) => Promise<Deno.TcpConn>) | undefined {
+  const proxy = options.proxy;
+  if (!proxy) return undefined;
+  return (host, port, signal) =>
+    connectThroughProxy(proxy, { host, port }, { timeoutMs: options.connectTimeoutMs, signal });
+}
+
+/** How the pinned TLS reaches the Console through the proxy; undefined dials directly. */
+export function proxyDial(
+  options: Pick<DialOptions, "proxy" | "host" | "port" | "connectTimeoutMs">,
+): ((signal: AbortSignal) => Promise<Deno.TcpConn>) | undefined {
+  const dial = proxyTcpDial(options);
+  return dial && ((signal) => dial(options.host, options.port, signal));
+}
+
+/**
+ * A fingerprint mismatch through a proxy: say that the proxy may be the
+ * one presenting its own certificate. Other errors are returned as they are.
+ */
+export function inspectingProxyHint(err: unknown, proxy: ProxyConfig | null): unknown {
+  if (proxy === null || !(err instanceof HandshakeError) || err.code !== "fingerprint") return err;
+  return new HandshakeError(
+    "fingerprint",
+    `${err.message}; a proxy on the way (${describeProxy(proxy)}) may be inspecting TLS: ` +
+      "ask its administrator to let this connection through untouched",
+    { cause: err },
+  );
+}
+
+/** The pinned TLS link: straight to the Console, or through a WebSocket relay. */
+async function connectLink(options: DialOptions): Promise<ByteConn> {
+  const ws = options.websocket;
+  // Through a proxy, the WebSocket's TCP connection is the tunnel (CONNECT, then the upgrade).
+  const dial = proxyTcpDial(options);
+  const relay = ws ? WebSocketRelay.open(ws.url, dial ? { ...ws, dial } : ws) : null;
+  try {
+    return await connectPinned({
+      hostname: options.host,
+      port: options.port,
+      fingerprint: options.fingerprint,
+      timeoutMs: options.connectTimeoutMs,
+      signal: options.signal,
+      via: relay?.addr,
+      dial: relay ? undefined : proxyDial(options),
+    });
+  } catch (err) {
+    // The relay knows why the WebSocket failed; the TLS over it saw only an end.
+    const pinned = err instanceof HandshakeError && err.code === "fingerprint";
+    if (relay?.error && !pinned && !options.signal.aborted) throw relay.error;
+    throw err;
+  } finally {
+    relay?.close();
   }
 }
 

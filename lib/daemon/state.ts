@@ -54,6 +54,8 @@ export interface DaemonSession {
   readonly fingerprint: string;
   /** Why the last session ended or the last attempt failed. */
   readonly lastError: string | null;
+  /** The HTTP proxy dialed through, password masked (`http://USER:***@HOST:PORT`); null when direct. */
+  readonly proxy: string | null;
 }
 
 /** One chat message, either way. */
@@ -92,7 +94,13 @@ export interface SessionEndInfo {
 
 /** A change the Daemon publishes. */
 export type DaemonEvent =
-  | { readonly type: "connecting"; readonly console: string; readonly first: boolean }
+  | {
+    readonly type: "connecting";
+    readonly console: string;
+    readonly first: boolean;
+    /** The HTTP proxy dialed through, password masked. */
+    readonly proxy?: string | null;
+  }
   /** `asked`: the Console put this Daemon to its operator (before: the handshake runs). */
   | { readonly type: "pending"; readonly asked: boolean }
   | { readonly type: "established"; readonly session: string; readonly console: string }
@@ -168,6 +176,8 @@ export interface DaemonStateOptions {
   readonly fingerprint: string;
   /** The allow-list in force, as a sentence. */
   readonly allow: string;
+  /** The HTTP proxy dialed through, password masked; null or absent when direct. */
+  readonly proxy?: string | null;
   /** Clock, for tests. Default `performance.now`. */
   readonly now?: () => number;
 }
@@ -210,6 +220,7 @@ export class DaemonState {
       console: options.console,
       fingerprint: options.fingerprint,
       lastError: null,
+      proxy: options.proxy ?? null,
     };
   }
 

@@ -101,10 +101,13 @@ function stepOf(event: DaemonEvent): Step | null {
     case "connecting":
       if (!event.first) return null;
       return {
-        text: `Connecting to the Console at ${event.console}`,
+        text: `Connecting to the Console at ${event.console}` +
+          (event.proxy ? ` through the proxy ${event.proxy}` : ""),
         level: "info",
         msg: "connecting",
-        fields: { console: event.console },
+        fields: event.proxy
+          ? { console: event.console, proxy: event.proxy }
+          : { console: event.console },
       };
     case "pending":
       if (!event.asked) return null;

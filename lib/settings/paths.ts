@@ -148,3 +148,42 @@ export async function readTokenFile(path: string): Promise<string> {
   }
   return token;
 }
+
+/**
+ * Read the HTTP proxy's credentials (`USER:PASS` on the first line) from a
+ * file only its owner can change, as `--proxy-auth-file` names it. The
+ * password is never part of an error.
+ *
+ * @throws {ConfigError} when the file is unsafe, unreadable, or holds no `USER:PASS`.
+ *
+ * @example
+ * ```ts
+ * import { readProxyAuthFile } from "./paths.ts";
+ * const file = await Deno.makeTempFile();
+ * await Deno.writeTextFile(file, "ann:s3:cret\n", { mode: 0o600 });
+ * const c = await readProxyAuthFile(file);
+ * if (c.username !== "ann" || c.password !== "s3:cret") throw new Error("bad");
+ * await Deno.remove(file);
+ * ```
+ */
+export async function readProxyAuthFile(
+  path: string,
+): Promise<{ username: string; password: string }> {
+  let text: string;
+  try {
+    text = await readOwnTextFile(path);
+  } catch (err) {
+    if (err instanceof UnsafeFileError) throw new ConfigError(err.message, { cause: err });
+    throw new ConfigError(`Cannot read proxy auth file "${path}": ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+  const line = text.split(/\r?\n/).find((l) => l.trim() !== "")?.trim() ?? "";
+  const colon = line.indexOf(":");
+  if (colon <= 0) {
+    throw new ConfigError(
+      `Cannot use proxy auth file "${path}": expected one line USER:PASS`,
+    );
+  }
+  return { username: line.slice(0, colon), password: line.slice(colon + 1) };
+}

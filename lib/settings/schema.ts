@@ -58,6 +58,9 @@ import {
   MAX_DELAY_MS,
 } from "./_yaml.ts";
 import { readSettingsText } from "./paths.ts";
+import { parseProxyUrl, type ProxyConfig } from "../net/proxy.ts";
+import { TrustedProxies } from "../net/forwarded.ts";
+import { isWebSocketUrl, parseWebSocketUrl, type WebSocketUrl } from "../net/console_url.ts";
 import { type PlainValue, readPlainPfos } from "./_plain.ts";
 import {
   _hasAnchors,
@@ -95,12 +98,19 @@ export interface ConsoleSettings {
   readonly logFormat: LogFormat;
   /** Port forwarding operations, in file order. */
   readonly pfos: readonly ResolvedPfo[];
+  /** Path of the WebSocket upgrade on the session port, or null for none. Default "/portferry". */
+  readonly websocketPath: string | null;
+  /** Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` the Console believes. */
+  readonly trustedProxies: readonly string[];
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
 export interface DaemonSettings {
-  /** The Console's session address, or null when it must come from the command line. */
-  readonly console: HostPort | null;
+  /**
+   * The Console's session address (a `ws://` or `wss://` address reads as a
+   * {@linkcode WebSocketUrl}), or null when it must come from the command line.
+   */
+  readonly console: HostPort | WebSocketUrl | null;
   /** The Console's pinned fingerprint (`SHA256:<base64>`), or null. */
   readonly fingerprint: string | null;
   /** File holding the shared token, resolved against the settings file's folder; or null. */
@@ -123,6 +133,14 @@ export interface DaemonSettings {
   readonly logFormat: LogFormat;
   /** Target allow-list entries, checked by the allow-list module. Empty allows all. */
   readonly allow: readonly string[];
+  /**
+   * The HTTP proxy to dial through (`proxy: http://[USER:PASS@]HOST:PORT`);
+   * "none" dials directly and ignores the environment; null (the default)
+   * lets `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` decide.
+   */
+  readonly proxy: ProxyConfig | "none" | null;
+  /** File holding the proxy's `USER:PASS`, resolved against the settings file's folder; or null. */
+  readonly proxyAuthFile: string | null;
 }
 
 /** Console settings when the file is missing or empty. */
@@ -138,6 +156,8 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   pfos: Object.freeze([]),
+  websocketPath: "/portferry",
+  trustedProxies: Object.freeze([]),
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -152,6 +172,8 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   allow: Object.freeze([]),
+  proxy: null,
+  proxyAuthFile: null,
 });
 
 // ---------------------------------------------------------------------------
@@ -170,6 +192,8 @@ const CONSOLE_KEYS = [
   "logLevel",
   "logFormat",
   "pfos",
+  "websocketPath",
+  "trustedProxies",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -183,6 +207,8 @@ const DAEMON_KEYS = [
   "logLevel",
   "logFormat",
   "allow",
+  "proxy",
+  "proxyAuthFile",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -218,10 +244,14 @@ function _fingerprint(src: _Source, name: string, node: YamlNode, value: string)
 }
 
 function _tokenFile(src: _Source, e: _Entry | undefined): string | null {
-  const file = _nullableString(src, "tokenFile", e);
+  return _file(src, "tokenFile", e);
+}
+
+function _file(src: _Source, name: string, e: _Entry | undefined): string | null {
+  const file = _nullableString(src, name, e);
   if (file === null) return null;
   if (file === "") {
-    _fail(src, _at(e!), `Cannot use "tokenFile": the path is empty; remove the key or name a file`);
+    _fail(src, _at(e!), `Cannot use "${name}": the path is empty; remove the key or name a file`);
   }
   return isAbsolute(file) ? file : join(dirname(src.path), file);
 }
@@ -237,6 +267,18 @@ function _hostPort(
     return parseHostPort(text, options);
   } catch (err) {
     _fail(src, _at(e), `Cannot use ${_label(name)}: ${errorMessage(err)}`, err);
+  }
+}
+
+function _consoleAddress(src: _Source, e: _Entry): HostPort | WebSocketUrl {
+  const text = _stringOrPort(src, "console", e);
+  if (!isWebSocketUrl(text)) {
+    return _hostPort(src, "console", e, { defaultPort: DEFAULT_SESSION_PORT });
+  }
+  try {
+    return Object.freeze(parseWebSocketUrl(text));
+  } catch (err) {
+    _fail(src, _at(e), `Cannot use ${_label("console")}: ${errorMessage(err)}`, err);
   }
 }
 
@@ -432,7 +474,37 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
+    websocketPath: _websocketPath(src, e.get("websocketPath")),
+    trustedProxies: Object.freeze(_trustedProxies(src, e.get("trustedProxies"))),
   });
+}
+
+function _websocketPath(src: _Source, e: _Entry | undefined): string | null {
+  if (e === undefined) return DEFAULT_CONSOLE_SETTINGS.websocketPath;
+  const path = _nullableString(src, "websocketPath", e);
+  if (path !== null && !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]*$/.test(path)) {
+    _fail(
+      src,
+      _at(e),
+      `Cannot use "websocketPath": ${
+        JSON.stringify(path)
+      } is not a URL path; expected one starting with "/", such as "/portferry", or null for none`,
+    );
+  }
+  return path;
+}
+
+function _trustedProxies(src: _Source, e: _Entry | undefined): string[] {
+  const items = _list(src, "trustedProxies", e);
+  const entries = _stringList(src, "trustedProxies", e);
+  entries.forEach((entry, i) => {
+    try {
+      TrustedProxies.parse([entry]);
+    } catch (err) {
+      _fail(src, items[i], errorMessage(err));
+    }
+  });
+  return entries;
 }
 
 /** Daemon settings from a parsed file. */
@@ -445,7 +517,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
   return Object.freeze({
     console: consoleEntry === undefined || _isNull(consoleEntry.value)
       ? null
-      : _hostPort(src, "console", consoleEntry, { defaultPort: DEFAULT_SESSION_PORT }),
+      : _consoleAddress(src, consoleEntry),
     fingerprint: fp === null ? null : _fingerprint(src, "fingerprint", _at(fpEntry!), fp),
     tokenFile: _tokenFile(src, e.get("tokenFile")),
     reconnect: _bool(src, "reconnect", e.get("reconnect"), d.reconnect),
@@ -467,7 +539,19 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
+    proxy: _proxy(src, e.get("proxy")),
+    proxyAuthFile: _file(src, "proxyAuthFile", e.get("proxyAuthFile")),
   });
+}
+
+function _proxy(src: _Source, e: _Entry | undefined): ProxyConfig | "none" | null {
+  const text = _nullableString(src, "proxy", e);
+  if (text === null || text === "none") return text;
+  try {
+    return parseProxyUrl(text);
+  } catch (err) {
+    _fail(src, _at(e!), `Cannot use ${_label("proxy")}: ${errorMessage(err)}, or none`, err);
+  }
 }
 
 /**

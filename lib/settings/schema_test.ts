@@ -122,6 +122,25 @@ Deno.test("parseDaemonSettings() resolves every key and the defaults", async () 
   });
 });
 
+Deno.test("parseDaemonSettings() reads proxy and proxyAuthFile, and proxy: none", async () => {
+  const path = join(FIXTURES, "valid", "daemon-proxy.yaml");
+  const s = parseDaemonSettings(await Deno.readTextFile(path), path);
+  assert.deepEqual(s.proxy, {
+    host: "proxy.corp.example",
+    port: 3128,
+    username: null,
+    password: null,
+  });
+  assert.equal(s.proxyAuthFile, join(FIXTURES, "valid", "proxy-auth"));
+  const none = join(FIXTURES, "valid", "daemon-proxy-none.yaml");
+  assert.equal(parseDaemonSettings(await Deno.readTextFile(none), none).proxy, "none");
+  assert.equal(DEFAULT_DAEMON_SETTINGS.proxy, null);
+  assert.throws(
+    () => parseDaemonSettings("proxy: http://ann:topsecret@h:3128/x\n", "d.yaml"),
+    (err: Error) => /no path/.test(err.message) && !err.message.includes("topsecret"),
+  );
+});
+
 Deno.test("loadConsoleSettings() gives the defaults for a missing file", async () => {
   await using dir = await tempDir();
   const loaded = await loadConsoleSettings(join(dir.path, "portferry-console.yaml"));
@@ -315,4 +334,35 @@ Deno.test("parseConsoleSettings() reads 10,000 plain PFOs by lines, the same as 
   assert.ok(plain !== null);
   assert.deepEqual(plain, _parseFull(text, "/x/c.yaml"));
   assert.deepEqual(parseConsoleSettings(text, "/x/c2.yaml"), plain.settings);
+});
+
+Deno.test("parseConsoleSettings() reads websocketPath and trustedProxies, with /portferry and none by default", () => {
+  const d = parseConsoleSettings("", "/etc/pf.yaml");
+  assert.equal(d.websocketPath, "/portferry");
+  assert.deepEqual(d.trustedProxies, []);
+  const off = parseConsoleSettings("websocketPath: null\n", "/etc/pf.yaml");
+  assert.equal(off.websocketPath, null);
+  const s = parseConsoleSettings(
+    'websocketPath: "/tunnel/pf"\ntrustedProxies: ["127.0.0.1", "10.0.0.0/8"]\n',
+    "/etc/pf.yaml",
+  );
+  assert.equal(s.websocketPath, "/tunnel/pf");
+  assert.deepEqual(s.trustedProxies, ["127.0.0.1", "10.0.0.0/8"]);
+  assert.throws(
+    () => parseConsoleSettings('websocketPath: "portferry"\n', "/etc/pf.yaml"),
+    /^ConfigError: \/etc\/pf\.yaml:1:\d+: Cannot use "websocketPath": "portferry" is not a URL path/,
+  );
+  assert.throws(
+    () => parseConsoleSettings('trustedProxies: ["10.0.0.0/33"]\n', "/etc/pf.yaml"),
+    /Cannot use trusted proxy "10\.0\.0\.0\/33"/,
+  );
+});
+
+Deno.test("parseDaemonSettings() reads a ws:// or wss:// console address as a WebSocket URL", () => {
+  const s = parseDaemonSettings('console: "wss://console.example.com/portferry"\n', "/etc/d.yaml");
+  assert.ok(s.console && "text" in s.console);
+  assert.equal(s.console.text, "wss://console.example.com:443/portferry");
+  assert.equal(s.console.port, 443);
+  const plain = parseDaemonSettings('console: "office:7470"\n', "/etc/d.yaml");
+  assert.ok(plain.console && !("text" in plain.console));
 });

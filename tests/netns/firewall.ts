@@ -25,13 +25,21 @@
  */
 
 import { Output, taskFlags } from "../_harness.ts";
+import { PROXY_PACKAGES, PROXY_TOOLS, proxyScenarios } from "./proxy.ts";
+import {
+  prepareWebSocketConsole,
+  WEBSOCKET_PACKAGES,
+  WEBSOCKET_TOOLS,
+  websocketChecks,
+  type WebSocketKit,
+} from "./websocket.ts";
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const decoder = new TextDecoder();
 
 /** The Debian packages that bring the tools below (see `.ci/run`). */
 const PACKAGES =
-  "iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3";
+  `iproute2 iptables openssh-server openssh-client redis-server redis-tools dnsmasq-base dnsutils curl python3 ${PROXY_PACKAGES} ${WEBSOCKET_PACKAGES}`;
 const TOOLS = [
   "ip",
   "iptables",
@@ -47,6 +55,8 @@ const TOOLS = [
   "python3",
   "sha256sum",
   "getent",
+  ...PROXY_TOOLS,
+  ...WEBSOCKET_TOOLS,
 ];
 
 /** Namespace names: `pfns<pid>-office` etc., so leftovers of a dead run can be told apart. */
@@ -507,6 +517,7 @@ function sshdPath(): string {
 async function startSession(ctx: Context): Promise<string> {
   await Deno.mkdir(`${ctx.dir}/console`);
   await Deno.mkdir(`${ctx.dir}/daemon`);
+  await prepareWebSocketConsole(ctx.consoleSettings);
   const deno = Deno.execPath();
   const consoleProc = new Service("console", NS.office, [
     deno,
@@ -897,6 +908,32 @@ async function outageAndRecovery(ctx: Context): Promise<void> {
   });
 }
 
+/** What the WebSocket scenarios (./websocket.ts) borrow from this suite. */
+async function websocketKit(ctx: Context): Promise<WebSocketKit> {
+  return {
+    dir: ctx.dir,
+    www: `${ctx.dir}/www`,
+    ns: NS,
+    office: ADDR.office,
+    sessionPort: SESSION_PORT,
+    webPort: PFO.web.listen,
+    fingerprint: ctx.fingerprint!,
+    daemonSettings: ctx.daemonSettings,
+    console: ctx.console!,
+    daemon: ctx.daemon!,
+    daemonCommand: [Deno.execPath(), "run", ...await taskFlags("daemon"), "daemon.ts"],
+    check,
+    run,
+    must,
+    service: (name, ns, cmd) => {
+      const service = new Service(name, ns, cmd);
+      ctx.services.push(service);
+      return service;
+    },
+    sha256,
+  };
+}
+
 async function main(): Promise<number> {
   const why = await prerequisites();
   if (why) {
@@ -964,7 +1001,19 @@ async function main(): Promise<number> {
       await clientChecks(ctx, 1, "before outage");
       await outageAndRecovery(ctx);
       await clientChecks(ctx, 2, "after recovery");
+      await websocketChecks(await websocketKit(ctx));
     }
+    // The Daemon behind an HTTP proxy (tests/netns/proxy.ts): namespaces of its own.
+    await proxyScenarios({
+      run: RUN,
+      dir,
+      services: ctx.services,
+      exec: run,
+      must,
+      start: (name, ns, cmd) => new Service(name, ns, cmd),
+      check,
+      flags: taskFlags,
+    });
   } catch (err) {
     failedHard = true;
     console.log(`FAILED   the suite stopped: ${err instanceof Error ? err.stack : err}`);
