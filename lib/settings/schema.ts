@@ -95,6 +95,8 @@ export interface ConsoleSettings {
   readonly logFormat: LogFormat;
   /** Port forwarding operations, in file order. */
   readonly pfos: readonly ResolvedPfo[];
+  /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
+  readonly dashboard: HostPort | null;
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
@@ -123,6 +125,18 @@ export interface DaemonSettings {
   readonly logFormat: LogFormat;
   /** Target allow-list entries, checked by the allow-list module. Empty allows all. */
   readonly allow: readonly string[];
+  /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
+  readonly dashboard: HostPort | null;
+}
+
+/** The web dashboard's address by default: loopback, a port of its own. */
+export const DEFAULT_DASHBOARD: HostPort = Object.freeze({ host: "127.0.0.1", port: 0 });
+
+/** `dashboard:` in either settings file: `[HOST:]PORT`, or null to turn the dashboard off. */
+function _dashboard(src: _Source, e: _Entry | undefined): HostPort | null {
+  if (e === undefined) return DEFAULT_DASHBOARD;
+  if (_isNull(e.value)) return null;
+  return _hostPort(src, "dashboard", e, { defaultHost: "127.0.0.1", allowPortZero: true });
 }
 
 /** Console settings when the file is missing or empty. */
@@ -138,6 +152,7 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   pfos: Object.freeze([]),
+  dashboard: DEFAULT_DASHBOARD,
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -152,6 +167,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   allow: Object.freeze([]),
+  dashboard: DEFAULT_DASHBOARD,
 });
 
 // ---------------------------------------------------------------------------
@@ -170,6 +186,7 @@ const CONSOLE_KEYS = [
   "logLevel",
   "logFormat",
   "pfos",
+  "dashboard",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -183,6 +200,7 @@ const DAEMON_KEYS = [
   "logLevel",
   "logFormat",
   "allow",
+  "dashboard",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -432,6 +450,7 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
+    dashboard: _dashboard(src, e.get("dashboard")),
   });
 }
 
@@ -467,6 +486,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
+    dashboard: _dashboard(src, e.get("dashboard")),
   });
 }
 
