@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { dashboardPage } from "../lib/app/dashboard.ts";
-import { DASHBOARD_CSS } from "../lib/ui/dashboard_style.ts";
+import { DASHBOARD_CSS } from "../lib/app/dashboard_style.ts";
 import { CONSOLE_DASHBOARD_SCRIPT } from "../lib/console/dashboard_script.ts";
 import { DAEMON_DASHBOARD_SCRIPT } from "../lib/daemon/dashboard_script.ts";
 import { bundleScript, DASHBOARD_BUNDLES, scriptModule } from "../tools/bundle_dashboard.ts";

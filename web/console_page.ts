@@ -19,6 +19,7 @@ import {
   field,
   h,
   KeyedTable,
+  labelFor,
   post,
   rate,
   RateTracker,
@@ -101,23 +102,23 @@ function pfoForm() {
   const target = input({ placeholder: "host:port (none for socks)" });
   const clients = input({ placeholder: "IPs or CIDRs, comma-separated; empty allows all" });
   const disabled = h("input", { type: "checkbox" }) as HTMLInputElement;
+  const error = (id: string) => h("span", { id: `pfo-${id}-error`, class: "error", role: "alert" });
   const errors = {
-    name: h("span", { class: "error", role: "alert" }),
-    proto: h("span", { class: "error", role: "alert" }),
-    listen: h("span", { class: "error", role: "alert" }),
-    target: h("span", { class: "error", role: "alert" }),
-    clients: h("span", { class: "error", role: "alert" }),
-    form: h("span", { class: "error", role: "alert" }),
+    name: error("name"),
+    proto: error("proto"),
+    listen: error("listen"),
+    target: error("target"),
+    clients: error("clients"),
+    form: error("form"),
   };
   let editing: string | null = null;
   const submit = button("Add PFO", () => save());
   const cancel = button("Cancel", () => reset());
   cancel.hidden = true;
-  const row = (
-    label: string,
-    control: HTMLElement,
-    error: HTMLElement,
-  ) => [h("label", {}, label, control), error];
+  const row = (label: string, control: HTMLElement, error: HTMLElement) => {
+    if (error.id !== "") control.setAttribute("aria-describedby", error.id);
+    return [labelFor(label, control), control, error];
+  };
   const form = h("form", { class: "pfo", "aria-label": "PFO" });
   for (
     const [label, control, error] of [
@@ -209,7 +210,7 @@ function pfoView() {
     [
       { title: "Name", text: (p) => p.name },
       { title: "Proto", text: (p) => p.proto },
-      { title: "Listen", text: (p) => p.listen },
+      { title: "Listen", text: (p) => p.bound.length > 0 ? p.bound.join(", ") : p.listen },
       { title: "Target", text: (p) => p.target ?? "(per request)" },
       {
         title: "State",

@@ -322,16 +322,27 @@ export function connectFeed(
   return banner;
 }
 
-/** A labelled text field (`<label>` around its text, so its accessible name is `label`). */
+let lastId = 0;
+
+/**
+ * A `<label>` naming `control` (by `for`, so the control's accessible name
+ * is exactly `label`); the control gets an id when it has none.
+ */
+export function labelFor(label: string, control: HTMLElement): HTMLElement {
+  if (control.id === "") control.id = `field-${++lastId}`;
+  return h("label", { for: control.id }, label);
+}
+
+/** A labelled field: its label, a space, the control. */
 export function field(label: string, input: HTMLElement): HTMLElement {
-  return h("label", {}, h("span", {}, label + " "), input);
+  return h("div", {}, labelFor(label, input), " ", input);
 }
 
 function setText(el: HTMLElement, text: string): void {
   el.textContent = text;
 }
 
-/** Chat: the history, and a line to send. */
+/** Chat: the history (peer text as text), and a line to send. */
 export function chatView() {
   const list = h("ul", { class: "chat", role: "log", "aria-label": "Chat history" });
   const input = h("input", {
@@ -352,9 +363,8 @@ export function chatView() {
   return {
     el: section("Chat", list, field("Message", input), button("Send", send), error),
     update(chat: readonly { at: string; from: string; text: string }[]) {
-      const key = chat.length === 0
-        ? ""
-        : `${chat.length}:${chat[chat.length - 1].at}:${chat[chat.length - 1].text}`;
+      const last = chat.at(-1);
+      const key = last === undefined ? "" : `${chat.length}:${last.at}:${last.text}`;
       if (key === shown) return;
       shown = key;
       list.replaceChildren(

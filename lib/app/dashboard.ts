@@ -16,7 +16,7 @@ import type { Logger } from "../core/log.ts";
 import { secretEquals } from "../core/secret.ts";
 import { formatHostPort, type HostPort } from "../net/hostport.ts";
 import { ControlError, type ControlHandler } from "./control.ts";
-import { DASHBOARD_CSS } from "../ui/dashboard_style.ts";
+import { DASHBOARD_CSS } from "./dashboard_style.ts";
 
 /** Options for {@linkcode serveDashboard}. */
 export interface DashboardOptions {

@@ -22,6 +22,7 @@ dt { font-weight: 600; }
 dd { margin: 0; }
 button { font: inherit; padding: .15rem .6rem; margin: 0 .2rem .2rem 0; cursor: pointer; }
 input, select { font: inherit; padding: .15rem .3rem; }
+input[type=checkbox] { justify-self: start; }
 form.pfo { display: grid; grid-template-columns: max-content minmax(10rem, 22rem) 1fr; gap: .3rem .6rem; align-items: center; }
 .error { color: var(--bad); }
 .hint { opacity: .75; }
