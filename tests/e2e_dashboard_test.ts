@@ -141,7 +141,9 @@ Deno.test("dashboard: the Console's operator logs in, accepts the session, adds 
     exact: true,
   })
     .first().waitFor();
-  if (SCREENSHOTS) await screenshot(page, "console-dashboard.png");
+  if (SCREENSHOTS) {
+    await withTraffic(bound, connections, () => screenshot(page, "console-dashboard.png"));
+  }
   await row.getByRole("button", { name: "Kill" }).click();
   await within(closed, 15_000, "the killed connection to close");
   client.close();
@@ -219,7 +221,11 @@ Deno.test("dashboard: the Daemon's user kills a connection from the Daemon's das
   if (SCREENSHOTS) {
     await pair.console.cli("chat", "the backup runs tonight: keep the link up");
     await page.getByText("keep the link up").waitFor();
-    await screenshot(page, "daemon-dashboard.png");
+    await withTraffic(
+      status.pfos[0].bound[0],
+      page.getByRole("table", { name: "Connections" }),
+      () => screenshot(page, "daemon-dashboard.png"),
+    );
   }
   await row.getByRole("button", { name: "Kill" }).click();
   await within(closed, 15_000, "the killed connection to close");
@@ -291,6 +297,40 @@ async function rawStatusLine(url: URL, hostLine: string): Promise<string> {
     return new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0];
   } finally {
     conn.close();
+  }
+}
+
+/**
+ * Run `action` after 12 s of traffic through a second connection to `address`,
+ * so the chart and the rates have something to show; then close it and wait
+ * for its row in `table` to go.
+ */
+async function withTraffic(
+  address: string,
+  table: ReturnType<Page["getByRole"]>,
+  action: () => Promise<void>,
+): Promise<void> {
+  const rows = await table.getByRole("row").count();
+  const busy = await echoClient(address);
+  await table.getByRole("row").nth(rows).waitFor();
+  await traffic(busy, 12_000);
+  await action();
+  busy.close();
+  await table.getByRole("row").nth(rows).waitFor({ state: "detached" });
+}
+
+/** Send and read back bursts through an echo `conn` for `ms`. */
+async function traffic(conn: Deno.TcpConn, ms: number): Promise<void> {
+  const chunk = new Uint8Array(256 * 1024);
+  const buf = new Uint8Array(64 * 1024);
+  const end = Date.now() + ms;
+  for (let i = 0; Date.now() < end; i++) {
+    const size = chunk.length * (1 + (i % 4));
+    const reading = (async () => {
+      for (let got = 0; got < size;) got += (await conn.read(buf)) ?? size;
+    })();
+    for (let sent = 0; sent < size; sent += chunk.length) await conn.write(chunk);
+    await reading;
   }
 }
 

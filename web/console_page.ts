@@ -287,8 +287,13 @@ function connectionView() {
         });
       }
       rates.commit(next);
-      const sum = (pick: (p: PfoSnapshot) => number) => s.pfos.reduce((t, p) => t + pick(p), 0);
-      chart.add(sum((p) => p.rates.bytesInPerSecond), sum((p) => p.rates.bytesOutPerSecond));
+      // The open connections' rates: a PFO's byte counters move when its connections close.
+      let inRate = 0, outRate = 0;
+      for (const r of shownRates.values()) {
+        inRate += r.in;
+        outRate += r.out;
+      }
+      chart.add(inRate, outRate);
       say(count, `${s.connections.length} open`);
       table.update([...s.connections].sort((a, b) => b.id - a.id));
     },

@@ -248,7 +248,7 @@ export class ThroughputChart {
     this.#svg.setAttribute("aria-label", `Throughput: in ${rate(inRate)}, out ${rate(outRate)}`);
     this.#label.textContent = `Last 3 minutes, peak ${rate(max)}. Now: in ${
       rate(inRate)
-    } (blue), out ${rate(outRate)} (orange)`;
+    } (blue), out ${rate(outRate)} (orange, dashed)`;
   }
 }
 

@@ -38,6 +38,11 @@ export interface DashboardOptions {
   readonly log: Logger;
   /** Least time between two snapshots pushed to one page, in ms. Default 250. */
   readonly pushEveryMs?: number;
+  /**
+   * Most time between two snapshots, in ms, so that ages, falling rates and
+   * the chart move on a page while nothing else changes. Default 2000.
+   */
+  readonly refreshMs?: number;
 }
 
 /** A running dashboard. */
@@ -333,13 +338,20 @@ function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortContr
   pages.add(stop);
   const every = options.pushEveryMs ?? 250;
   let timer: ReturnType<typeof setTimeout> | null = null;
+  let lastPush = 0;
   const push = () => {
     timer = null;
     if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > MAX_BUFFERED_BYTES) return;
+    lastPush = Date.now();
     socket.send(JSON.stringify({ program: options.program, snapshot: options.snapshot() }));
   };
+  const refreshMs = options.refreshMs ?? 2000;
+  let refresh: ReturnType<typeof setInterval> | undefined;
   socket.onopen = async () => {
     push();
+    refresh = setInterval(() => {
+      if (timer === null && Date.now() - lastPush >= refreshMs) push();
+    }, refreshMs / 2);
     try {
       for await (const _ of options.subscribe(stop.signal)) timer ??= setTimeout(push, every);
     } catch (err) {
@@ -351,6 +363,7 @@ function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortContr
     stop.abort();
     pages.delete(stop);
     if (timer !== null) clearTimeout(timer);
+    clearInterval(refresh);
   };
   stop.signal.addEventListener("abort", () => {
     if (socket.readyState === WebSocket.OPEN) socket.close(1001, `${options.program} stopping`);

@@ -34,7 +34,7 @@ form.pfo { display: grid; grid-template-columns: max-content minmax(10rem, 22rem
 ul.chat { list-style: none; padding: 0; margin: 0 0 .4rem; max-height: 14rem; overflow-y: auto; }
 ul.chat li { padding: .1rem 0; white-space: pre-wrap; word-break: break-word; }
 svg.chart { width: 100%; height: 90px; border: 1px solid var(--line); }
-svg.chart .in { fill: none; stroke: #27c; stroke-width: 1.5; }
-svg.chart .out { fill: none; stroke: #c72; stroke-width: 1.5; }
+svg.chart .in { fill: none; stroke: #27c; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+svg.chart .out { fill: none; stroke: #c72; stroke-width: 1.5; vector-effect: non-scaling-stroke; stroke-dasharray: 4 3; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(22rem, 1fr)); gap: 0 .8rem; }
 `;

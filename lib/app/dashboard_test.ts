@@ -35,6 +35,7 @@ function start(): Fixture {
     },
     log: quiet,
     pushEveryMs: 10,
+    refreshMs: 100,
   });
   return { ...fixture, dash };
 }
@@ -162,6 +163,9 @@ Deno.test("serveDashboard() pushes the snapshot over the WebSocket, again after 
   f.state.n = 2;
   f.hub.emit({ type: "changed" });
   await seen(2);
+  // With nothing happening, the page still gets a fresh snapshot (ages, falling rates).
+  f.state.n = 3;
+  await seen(3);
   const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
   f.hub.close();
   assert.match((await closed).reason, /Console stopping/);
