@@ -95,7 +95,7 @@ async function closedByPeer(conn: Deno.TcpConn): Promise<void> {
   }
 }
 
-Deno.test("dashboard: the Console's operator logs in, accepts the session, adds a PFO, kills a live connection and chats", async () => {
+Deno.test("dashboard: the Console's operator logs in, accepts the session, adds a PFO, kills a live connection, chats, resolves and uses the row actions", async () => {
   using echo = echoServer();
   await using browser = await launchBrowser();
   await using con = await startConsole();
@@ -159,6 +159,25 @@ Deno.test("dashboard: the Console's operator logs in, accepts the session, adds 
   await chat.getByText(html).waitFor();
   assert.equal(await chat.locator("img, b").count(), 0);
   assert.notEqual(await page.title(), "pwned");
+
+  const resolve = page.getByRole("region", { name: "Resolve" });
+  await resolve.getByLabel("Host name").fill("localhost");
+  await resolve.getByRole("button", { name: "Resolve" }).click();
+  await resolve.getByRole("status").filter({ hasText: /127\.0\.0\.1|::1/ }).waitFor();
+
+  // Row actions: Disable, Enable, Edit (the form, filled in), Remove.
+  const web = pfos.getByRole("row").filter({ hasText: "web" });
+  await web.getByRole("button", { name: "Disable" }).click();
+  await web.filter({ hasText: "disabled" }).getByRole("button", { name: "Enable" }).click();
+  await web.filter({ hasText: "listening" }).getByRole("button", { name: "Disable" }).waitFor();
+  await web.getByRole("button", { name: "Edit" }).click();
+  assert.equal(await page.getByLabel("Name", { exact: true }).inputValue(), "web");
+  await page.getByLabel("Target", { exact: true }).fill(`localhost:${echo.port}`);
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await web.filter({ hasText: `localhost:${echo.port}` }).waitFor();
+  await web.getByRole("button", { name: "Remove" }).click();
+  await web.waitFor({ state: "detached" });
+  assert.equal(JSON.parse((await con.cli("status", "--json")).stdout).pfos.length, 0);
 
   assert.deepEqual(requests.filter((r) => !r.startsWith(url.origin)), [], "an outside request");
   // The Console exits: the page says so.

@@ -220,10 +220,20 @@ export function serveDashboard(options: DashboardOptions): DashboardServer {
   }
   const pages = new Set<AbortController>();
   let gate: Gate | null = null;
-  const server = Deno.serve(
-    { hostname: address.host, port: address.port, onListen: () => {} },
-    (req) => answer(req, gate!, options, pages),
-  );
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve(
+      { hostname: address.host, port: address.port, onListen: () => {} },
+      (req) => answer(req, gate!, options, pages),
+    );
+  } catch (cause) {
+    throw new Error(
+      `Cannot serve the dashboard on "${formatHostPort(address.host, address.port)}": ${
+        errorMessage(cause)
+      }; change \`dashboard:\` in the settings, or set it to null`,
+      { cause },
+    );
+  }
   const port = server.addr.port;
   gate = new Gate(address, port, options.program);
   const shown = isWildcard(address.host) ? "127.0.0.1" : address.host;

@@ -196,3 +196,24 @@ Deno.test("serveDashboard() warns when it listens beyond loopback, and shows its
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /listens beyond this computer/);
 });
+
+Deno.test("serveDashboard() says which address it cannot listen on, and what to change", () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  assert.throws(
+    () =>
+      serveDashboard({
+        address: { host: "127.0.0.1", port },
+        program: "Console",
+        urlCommand: "console dashboard",
+        script: "",
+        snapshot: () => ({}),
+        subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+        handlers: {},
+        log: quiet,
+      }),
+    new RegExp(
+      `^Error: Cannot serve the dashboard on "127\\.0\\.0\\.1:${port}": .*change \`dashboard:\``,
+    ),
+  );
+});
