@@ -17,12 +17,13 @@ import type { Browser, Page } from "playwright-core";
 import {
   type ConsoleProc,
   echoServer,
+  spareTcpPort,
   startConsole,
   startDaemon,
   startPair,
   within,
 } from "./_harness.ts";
-import { hostileDaemon } from "./_hostile.ts";
+import { handDaemon, hostileDaemon } from "./_hostile.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -211,6 +212,28 @@ Deno.test("dashboard: a hostile Daemon's identity is shown as text on the pendin
   }
 });
 
+Deno.test("dashboard: Trust always remembers the Daemon, and the trust list's Remove forgets it", async () => {
+  await using browser = await launchBrowser();
+  await using con = await startConsole();
+  const url = await bannerUrl(con.out);
+  const hand = await handDaemon(con);
+  using _session = await hand.connect();
+  const { page } = await newPage(browser);
+  await logIn(page, url);
+  const session = page.getByRole("region", { name: "Session" });
+  await session.getByRole("button", { name: "Trust always" }).click();
+  await session.getByRole("button", { name: "Close session" }).waitFor();
+  const trusted = page.getByRole("table", { name: "Trusted Daemons" }).getByRole("row").filter({
+    hasText: hand.fingerprint,
+  });
+  await trusted.filter({ hasText: "trust store" }).waitFor();
+  await trusted.getByRole("button", { name: "Remove" }).click();
+  await trusted.waitFor({ state: "detached" });
+  const list = await con.cli("trust", "list");
+  assert.equal(list.code, 0, list.stderr);
+  assert.ok(!list.stdout.includes(hand.fingerprint), list.stdout);
+});
+
 Deno.test("dashboard: the Daemon's user kills a connection from the Daemon's dashboard", async () => {
   using echo = echoServer();
   await using browser = await launchBrowser();
@@ -251,6 +274,24 @@ Deno.test("dashboard: the Daemon's user kills a connection from the Daemon's das
   client.close();
   await row.waitFor({ state: "detached" });
   assert.deepEqual(requests.filter((r) => !r.startsWith(url.origin)), [], "an outside request");
+});
+
+Deno.test("dashboard: a page whose Console restarts on the same port says how to log in again", async () => {
+  await using browser = await launchBrowser();
+  const port = spareTcpPort();
+  const settings = `dashboard: "127.0.0.1:${port}"\n`;
+  const first = await startConsole({ settings });
+  const url = await bannerUrl(first.out);
+  assert.equal(url.port, String(port));
+  const { page } = await newPage(browser);
+  await logIn(page, url);
+  await page.getByRole("region", { name: "Session" }).getByText("none").first().waitFor();
+  await first.stop();
+  await page.getByRole("status").filter({ hasText: "Console stopped or restarted" }).waitFor();
+  await using _second = await startConsole({ settings, dir: first.dir });
+  await page.getByRole("status").filter({ hasText: "Run `" }).filter({
+    hasText: "console dashboard",
+  }).waitFor();
 });
 
 Deno.test("dashboard: a wrong or missing token, a foreign Host and a foreign Origin are refused", async () => {
