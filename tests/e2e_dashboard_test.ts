@@ -238,7 +238,13 @@ Deno.test("dashboard: the Daemon's user kills a connection from the Daemon's das
   using echo = echoServer();
   await using browser = await launchBrowser();
   await using pair = await startPair();
-  const url = await bannerUrl(pair.daemon.out);
+  const banner = await bannerUrl(pair.daemon.out);
+  // `daemon dashboard` prints a fresh URL for the same dashboard.
+  const printed = await pair.daemon.cli("dashboard");
+  assert.equal(printed.code, 0, printed.stderr);
+  const url = new URL(printed.stdout.trim());
+  assert.equal(url.origin, banner.origin);
+  assert.notEqual(url.searchParams.get("token"), banner.searchParams.get("token"));
   const { page, requests } = await newPage(browser);
   await logIn(page, url);
   const add = await pair.console.cli(
