@@ -201,6 +201,7 @@ function pfoForm() {
 function pfoView() {
   const error = h("p", { class: "error", role: "alert" });
   const form = pfoForm();
+  const latest = new Map<string, PfoSnapshot>();
   const act = (name: string, body: Record<string, unknown>) => async () => {
     const answer = await post(name, body);
     say(error, answer.ok ? "" : answer.error);
@@ -229,7 +230,8 @@ function pfoView() {
       p.enabled
         ? button("Disable", act("pfo/disable", { name: p.name }))
         : button("Enable", act("pfo/enable", { name: p.name })),
-      button("Edit", () => form.edit(p)),
+      // The row's buttons outlive its snapshot: edit what the PFO is now.
+      button("Edit", () => form.edit(latest.get(p.name) ?? p)),
       button("Remove", act("pfo/rm", { name: p.name })),
     ],
     "No PFOs yet: add one below.",
@@ -239,6 +241,8 @@ function pfoView() {
     el: section("PFOs", settingsError, table.element, error, form.el),
     update(s: ConsoleSnapshot) {
       say(settingsError, s.settingsError ? `Settings file refused: ${s.settingsError}` : "");
+      latest.clear();
+      for (const p of s.pfos) latest.set(p.name, p);
       table.update(s.pfos);
     },
   };
