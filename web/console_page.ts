@@ -86,31 +86,44 @@ function sessionView() {
   };
 }
 
-/** The add/edit form: every option `pfo add` has, its errors beside each field. */
-function pfoForm() {
+/** The form's fields, and an error line beside each. */
+function pfoFields() {
   const input = (attrs: Record<string, string> = {}) =>
     h("input", { type: "text", ...attrs }) as HTMLInputElement;
-  const name = input({ autocomplete: "off" });
-  const proto = h(
-    "select",
-    {},
-    h("option", { value: "tcp" }, "tcp"),
-    h("option", { value: "udp" }, "udp"),
-    h("option", { value: "socks" }, "socks"),
-  ) as HTMLSelectElement;
-  const listen = input({ placeholder: "[host:]port or port range" });
-  const target = input({ placeholder: "host:port (none for socks)" });
-  const clients = input({ placeholder: "IPs or CIDRs, comma-separated; empty allows all" });
-  const disabled = h("input", { type: "checkbox" }) as HTMLInputElement;
+  const options = ["tcp", "udp", "socks"].map((p) => h("option", { value: p }, p));
   const error = (id: string) => h("span", { id: `pfo-${id}-error`, class: "error", role: "alert" });
-  const errors = {
-    name: error("name"),
-    proto: error("proto"),
-    listen: error("listen"),
-    target: error("target"),
-    clients: error("clients"),
-    form: error("form"),
+  return {
+    name: input({ autocomplete: "off" }),
+    proto: h("select", {}, ...options) as HTMLSelectElement,
+    listen: input({ placeholder: "[host:]port or port range" }),
+    target: input({ placeholder: "host:port (none for socks)" }),
+    clients: input({ placeholder: "IPs or CIDRs, comma-separated; empty allows all" }),
+    disabled: h("input", { type: "checkbox" }) as HTMLInputElement,
+    errors: {
+      name: error("name"),
+      proto: error("proto"),
+      listen: error("listen"),
+      target: error("target"),
+      clients: error("clients"),
+      form: error("form"),
+    },
   };
+}
+
+/** Where the CLI's `message` goes: beside the field it names, or under the form. */
+function errorPlace(errors: ReturnType<typeof pfoFields>["errors"], message: string): HTMLElement {
+  const m = message.toLowerCase();
+  if (/listen|port range|bind/.test(m)) return errors.listen;
+  if (/target/.test(m)) return errors.target;
+  if (/client|cidr/.test(m)) return errors.clients;
+  if (/protocol/.test(m)) return errors.proto;
+  if (/name/.test(m)) return errors.name;
+  return errors.form;
+}
+
+/** The add/edit form: every option `pfo add` has, its errors beside each field. */
+function pfoForm() {
+  const { name, proto, listen, target, clients, disabled, errors } = pfoFields();
   let editing: string | null = null;
   const submit = button("Add PFO", () => save());
   const cancel = button("Cancel", () => reset());
@@ -148,22 +161,6 @@ function pfoForm() {
     cancel.hidden = true;
     clearErrors();
   }
-  /** The CLI's message goes beside the field it names. */
-  function showError(message: string) {
-    const m = message.toLowerCase();
-    const at = /listen|port range|bind/.test(m)
-      ? errors.listen
-      : /target/.test(m)
-      ? errors.target
-      : /client|cidr/.test(m)
-      ? errors.clients
-      : /protocol/.test(m)
-      ? errors.proto
-      : /name/.test(m)
-      ? errors.name
-      : errors.form;
-    say(at, message);
-  }
   async function save() {
     clearErrors();
     const answer = editing === null
@@ -177,7 +174,7 @@ function pfoForm() {
       })
       : await post("pfo/edit", { name: editing, listen: listen.value, target: target.value });
     if (answer.ok) reset();
-    else showError(answer.error);
+    else say(errorPlace(errors, answer.error), answer.error);
   }
   function edit(p: PfoSnapshot) {
     reset();
