@@ -34,7 +34,7 @@ import {
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { addServiceCommands } from "./lib/app/service/command.ts";
 import { programCommand } from "./lib/app/invocation.ts";
-import { ControlCallError } from "./lib/app/control.ts";
+import { callControl, ControlCallError } from "./lib/app/control.ts";
 import { type Decision, type PeerInfo, runConsole } from "./lib/console/server.ts";
 import {
   asCalled,
@@ -90,6 +90,7 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
     logFormat: () => extractGlobalOptions(Deno.args).options.logFormat,
     print: printOut,
   });
+  addDashboardCommand(program, cli);
   return program;
 }
 
@@ -104,6 +105,16 @@ interface Cli {
 
 function printLines(lines: readonly string[]): void {
   for (const line of lines) printOut(line);
+}
+
+function addDashboardCommand(program: Program, cli: Cli): void {
+  program.command("dashboard")
+    .description("print the running Console's dashboard URL, with a fresh login token")
+    .action(async () => {
+      const path = settingsPaths(cli.settingsPath).control;
+      const { url } = await callControl<{ url: string }>(path, "dashboard", {}, "Console");
+      printOut(url);
+    });
 }
 
 function addStatusCommands(program: Program, cli: Cli): void {

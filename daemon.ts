@@ -35,6 +35,7 @@ import { addServiceCommands } from "./lib/app/service/command.ts";
 import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/net/allowlist.ts";
 import { callControl } from "./lib/app/control.ts";
+import { programCommand } from "./lib/app/invocation.ts";
 import { errorMessage } from "./lib/core/errors.ts";
 import { Daemon } from "./lib/daemon/daemon.ts";
 import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
@@ -147,6 +148,17 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       printOut(`connection ${id} killed`);
     },
   );
+  program.command("dashboard")
+    .description("print the running Daemon's dashboard URL, with a fresh login token")
+    .action(async () => {
+      const { url } = await callControl<{ url: string }>(
+        settingsPaths(settingsPath).control,
+        "dashboard",
+        {},
+        "Daemon",
+      );
+      printOut(url);
+    });
   program.command("close")
     .description("close the session and stop the Daemon")
     .action(async () => {
@@ -361,6 +373,10 @@ if (import.meta.main) {
           connectTimeoutMs: settings.connectTimeoutMs,
           maxHeldBytes: settings.maxHeldBytes,
           caCerts,
+          dashboard: settings.dashboard,
+          dashboardCommand: programCommand("daemon", ["dashboard"], {
+            config: options.config ?? null,
+          }),
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           proxy,
           log,

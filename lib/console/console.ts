@@ -8,7 +8,9 @@
  */
 
 import { CommandError } from "../app/command_error.ts";
-import { type ControlServer, serveControl } from "../app/control.ts";
+import { ControlError, type ControlServer, serveControl } from "../app/control.ts";
+import { type DashboardServer, serveDashboard } from "../app/dashboard.ts";
+import { CONSOLE_DASHBOARD_SCRIPT } from "./dashboard_script.ts";
 import { closeQuietly, errorMessage } from "../core/errors.ts";
 import { EventHub } from "../core/events.ts";
 import { fileSafetyNote } from "../core/file_safety.ts";
@@ -99,6 +101,8 @@ interface Running {
   readonly desk: SessionDesk;
   readonly editor: PfoEditor;
   readonly control: ControlServer;
+  /** The web dashboard; null when `dashboard: null` turns it off. */
+  readonly dashboard: DashboardServer | null;
   readonly watch: AbortController;
   readonly tick: ReturnType<typeof setInterval>;
 }
@@ -167,13 +171,15 @@ export class Console implements AsyncDisposable {
       trustedProxies: TrustedProxies.parse(loaded.settings.trustedProxies),
     });
     const listen = front.listen;
+    let dashboard: DashboardServer | null = null;
     try {
       // PFOs start listening now, whatever the session state.
       await pfos.apply(loaded.settings.pfos);
+      dashboard = this.#dashboard(loaded.settings);
       const control = await serveControl({
         path: paths.control,
         log,
-        handlers: controlHandlers(this.commands),
+        handlers: { ...controlHandlers(this.commands), dashboard: () => this.#dashboardUrl() },
       });
       this.#run = {
         identity,
@@ -184,11 +190,13 @@ export class Console implements AsyncDisposable {
         desk,
         editor: this.#editor(pfos),
         control,
+        dashboard,
         watch: this.#watch(loaded.text),
         tick: setInterval(() => this.#tick(), this.#o.tickMs ?? 1000),
       };
     } catch (err) {
       pfos.closeAll();
+      await dashboard?.close();
       await front.front.close();
       throw err;
     }
@@ -263,6 +271,7 @@ export class Console implements AsyncDisposable {
     await run.desk.exit(graceMs, this.#force.signal);
     await run.control.close();
     this.events.close();
+    await run.dashboard?.close();
   }
 
   #running(): Running {
@@ -375,11 +384,49 @@ export class Console implements AsyncDisposable {
       token: this.#token !== null,
     });
     for (const line of lines) this.#o.out(line);
+    if (run.dashboard) {
+      this.#o.out(`Dashboard: ${run.dashboard.loginUrl()}`);
+      this.#o.out(`  (one login; \`${this.#urlCommand()}\` prints a new URL)`);
+    }
     this.#o.log.info("console ready", {
       listen: run.listen,
       fingerprint: run.identity.fingerprint,
       control: run.control.port,
     });
+  }
+
+  /** How the operator gets a new dashboard URL. */
+  #urlCommand(): string {
+    return (this.#o.controlCommand ?? ((args) => ["deno task console", ...args].join(" ")))([
+      "dashboard",
+    ]);
+  }
+
+  /** Serve the dashboard where the settings say, unless they turn it off. */
+  #dashboard(settings: ConsoleSettings): DashboardServer | null {
+    if (settings.dashboard === null) return null;
+    return serveDashboard({
+      address: settings.dashboard,
+      program: "Console",
+      urlCommand: this.#urlCommand(),
+      script: CONSOLE_DASHBOARD_SCRIPT,
+      snapshot: () => this.snapshot(),
+      subscribe: (signal) => this.events.subscribe({ signal }),
+      handlers: controlHandlers(this.commands),
+      log: this.#o.log,
+    });
+  }
+
+  /** `console dashboard`: a login URL with a fresh token. */
+  #dashboardUrl(): { url: string } {
+    const dashboard = this.#running().dashboard;
+    if (dashboard === null) {
+      throw new ControlError(
+        'Cannot open the dashboard: it is off (`dashboard: null` in the settings); set `dashboard: "127.0.0.1:0"` and restart the Console',
+        { status: 409 },
+      );
+    }
+    return { url: dashboard.loginUrl() };
   }
 
   #warn(message: string): void {

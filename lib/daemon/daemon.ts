@@ -10,7 +10,9 @@
  * @module
  */
 
-import { serveControl } from "../app/control.ts";
+import { ControlError, serveControl } from "../app/control.ts";
+import { type DashboardServer, serveDashboard } from "../app/dashboard.ts";
+import { DAEMON_DASHBOARD_SCRIPT } from "./dashboard_script.ts";
 import { closeQuietly } from "../core/errors.ts";
 import { fileSafetyNote } from "../core/file_safety.ts";
 import { type Identity, loadOrCreateIdentity } from "../core/identity.ts";
@@ -78,6 +80,10 @@ export interface DaemonOptions {
   readonly proxy?: ProxyConfig | null;
   /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the system's roots. */
   readonly caCerts?: readonly string[];
+  /** Where the web dashboard listens (settings `dashboard`); null or absent: no dashboard. */
+  readonly dashboard?: HostPort | null;
+  /** How the user gets a new dashboard URL, for the page that asks for one. Default `deno task daemon dashboard`. */
+  readonly dashboardCommand?: string;
 }
 
 /**
@@ -168,10 +174,41 @@ export class Daemon {
     const token = tokenFile ? await readTokenFile(tokenFile) : null;
     this.#state.fingerprint = identity.fingerprint;
     out(`Allow-list: the Console may reach ${this.#state.snapshot().allow}`);
-    const handlers = controlHandlers(this.commands);
+    const dashboard = this.#dashboard();
+    const handlers = {
+      ...controlHandlers(this.commands),
+      dashboard: () => dashboardUrl(dashboard),
+    };
     const control = await serveControl({ path: paths.control, log, handlers });
+    if (dashboard) {
+      out(`Dashboard: ${dashboard.loginUrl()}`);
+      out(`  (one login; \`${this.#dashboardCommand()}\` prints a new URL)`);
+    }
     this.#options.onReady?.(this.commands);
-    this.#done = this.#run(identity, token).finally(() => control.close());
+    this.#done = this.#run(identity, token).finally(async () => {
+      await control.close();
+      await dashboard?.close();
+    });
+  }
+
+  #dashboardCommand(): string {
+    return this.#options.dashboardCommand ?? "deno task daemon dashboard";
+  }
+
+  /** Serve the dashboard where the settings say, unless they turn it off. */
+  #dashboard(): DashboardServer | null {
+    const address = this.#options.dashboard ?? null;
+    if (address === null) return null;
+    return serveDashboard({
+      address,
+      program: "Daemon",
+      urlCommand: this.#dashboardCommand(),
+      script: DAEMON_DASHBOARD_SCRIPT,
+      snapshot: () => this.snapshot(),
+      subscribe: (signal) => this.subscribe({ signal }),
+      handlers: controlHandlers(this.commands),
+      log: this.#options.log,
+    });
   }
 
   /** Resolves when the Daemon has stopped for good; rejects with why it gave up. */
@@ -333,6 +370,17 @@ interface AttemptContext {
   readonly token: string | null;
   readonly ctx: OpenContext;
   readonly lookups: Lookups;
+}
+
+/** `daemon dashboard`: a login URL with a fresh token. */
+function dashboardUrl(dashboard: DashboardServer | null): { url: string } {
+  if (dashboard === null) {
+    throw new ControlError(
+      'Cannot open the dashboard: it is off (`dashboard: null` in the settings); set `dashboard: "127.0.0.1:0"` and restart the Daemon',
+      { status: 409 },
+    );
+  }
+  return { url: dashboard.loginUrl() };
 }
 
 /** Abort `controller` when `signal` does. */

@@ -102,6 +102,8 @@ export interface ConsoleSettings {
   readonly websocketPath: string | null;
   /** Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` the Console believes. */
   readonly trustedProxies: readonly string[];
+  /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
+  readonly dashboard: HostPort | null;
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
@@ -141,6 +143,18 @@ export interface DaemonSettings {
   readonly proxy: ProxyConfig | "none" | null;
   /** File holding the proxy's `USER:PASS`, resolved against the settings file's folder; or null. */
   readonly proxyAuthFile: string | null;
+  /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
+  readonly dashboard: HostPort | null;
+}
+
+/** The web dashboard's address by default: loopback, a port of its own. */
+export const DEFAULT_DASHBOARD: HostPort = Object.freeze({ host: "127.0.0.1", port: 0 });
+
+/** `dashboard:` in either settings file: `[HOST:]PORT`, or null to turn the dashboard off. */
+function _dashboard(src: _Source, e: _Entry | undefined): HostPort | null {
+  if (e === undefined) return DEFAULT_DASHBOARD;
+  if (_isNull(e.value)) return null;
+  return _hostPort(src, "dashboard", e, { defaultHost: "127.0.0.1", allowPortZero: true });
 }
 
 /** Console settings when the file is missing or empty. */
@@ -158,6 +172,7 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   pfos: Object.freeze([]),
   websocketPath: "/portferry",
   trustedProxies: Object.freeze([]),
+  dashboard: DEFAULT_DASHBOARD,
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -174,6 +189,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   allow: Object.freeze([]),
   proxy: null,
   proxyAuthFile: null,
+  dashboard: DEFAULT_DASHBOARD,
 });
 
 // ---------------------------------------------------------------------------
@@ -194,6 +210,7 @@ const CONSOLE_KEYS = [
   "pfos",
   "websocketPath",
   "trustedProxies",
+  "dashboard",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -209,6 +226,7 @@ const DAEMON_KEYS = [
   "allow",
   "proxy",
   "proxyAuthFile",
+  "dashboard",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -476,6 +494,7 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
     websocketPath: _websocketPath(src, e.get("websocketPath")),
     trustedProxies: Object.freeze(_trustedProxies(src, e.get("trustedProxies"))),
+    dashboard: _dashboard(src, e.get("dashboard")),
   });
 }
 
@@ -541,6 +560,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
     proxy: _proxy(src, e.get("proxy")),
     proxyAuthFile: _file(src, "proxyAuthFile", e.get("proxyAuthFile")),
+    dashboard: _dashboard(src, e.get("dashboard")),
   });
 }
 

@@ -1,0 +1,382 @@
+/**
+ * The web dashboard's server, shared by both programs: one `Deno.serve` on
+ * its own port (loopback unless the settings say otherwise), a login token
+ * exchanged once for an HttpOnly, SameSite=Strict cookie, `Host` checked on
+ * every request (DNS rebinding) and `Origin` on the WebSocket and every POST,
+ * a strict Content-Security-Policy, and assets served from the program
+ * itself. The page gets the program's snapshot over one WebSocket, pushed
+ * again whenever the program's events say something changed, and acts
+ * through the program's control handlers (its command set) only.
+ *
+ * @module
+ */
+
+import { errorMessage } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import { secretEquals } from "../core/secret.ts";
+import { formatHostPort, type HostPort } from "../net/hostport.ts";
+import { ControlError, type ControlHandler } from "./control.ts";
+import { DASHBOARD_CSS } from "./dashboard_style.ts";
+
+/** Options for {@linkcode serveDashboard}. */
+export interface DashboardOptions {
+  /** Where to listen (`dashboard:` in the settings). */
+  readonly address: HostPort;
+  /** `Console` or `Daemon`: named on the page and in its messages. */
+  readonly program: "Console" | "Daemon";
+  /** The command that prints a fresh login URL, for the 401 page (`console dashboard`). */
+  readonly urlCommand: string;
+  /** The page's bundled script. */
+  readonly script: string;
+  /** The program's snapshot, sent to the page whole. */
+  readonly snapshot: () => unknown;
+  /** The program's events: each one means the snapshot changed. */
+  readonly subscribe: (signal: AbortSignal) => AsyncIterable<unknown>;
+  /** The program's commands, by name: `POST /api/<name>` runs one. */
+  readonly handlers: Readonly<Record<string, ControlHandler>>;
+  /** Logger for refused requests. */
+  readonly log: Logger;
+  /** Least time between two snapshots pushed to one page, in ms. Default 250. */
+  readonly pushEveryMs?: number;
+  /**
+   * Most time between two snapshots, in ms, so that ages, falling rates and
+   * the chart move on a page while nothing else changes. Default 2000.
+   */
+  readonly refreshMs?: number;
+}
+
+/** A running dashboard. */
+export interface DashboardServer extends AsyncDisposable {
+  /** The bound port. */
+  readonly port: number;
+  /** A login URL with a fresh one-time token. */
+  loginUrl(): string;
+  /** Stop serving and close every page's WebSocket. */
+  close(): Promise<void>;
+}
+
+/** Login tokens waiting to be used; the oldest goes when there are more. */
+const MAX_LOGIN_TOKENS = 32;
+/** Logged-in browsers; the oldest is logged out when there are more. */
+const MAX_COOKIES = 64;
+/** A page that does not read its WebSocket gets no more snapshots past this many bytes queued. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+/** The strict policy every answer carries: nothing but this server's own files. */
+export const DASHBOARD_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+function randomToken(): string {
+  return crypto.getRandomValues(new Uint8Array(24)).toHex();
+}
+
+/** Whether `host` is a loopback address (or `localhost`). */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/** Whether `host` means every address of this computer. */
+function isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || host === "::";
+}
+
+/** What one dashboard checks requests against. */
+class Gate {
+  readonly #tokens: string[] = [];
+  readonly #cookies: string[] = [];
+  readonly cookieName: string;
+  readonly hosts: readonly string[];
+
+  constructor(address: HostPort, port: number, program: string) {
+    this.cookieName = `portferry-${program.toLowerCase()}-${port}`;
+    const names = new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
+    if (!isWildcard(address.host)) names.add(formatHostPort(address.host, port).toLowerCase());
+    this.hosts = [...names];
+  }
+
+  newToken(): string {
+    const token = randomToken();
+    this.#tokens.push(token);
+    if (this.#tokens.length > MAX_LOGIN_TOKENS) this.#tokens.shift();
+    return token;
+  }
+
+  /** Use up `token`: true when it was a valid login token. */
+  redeem(token: string): boolean {
+    const i = this.#tokens.findIndex((t) => secretEquals(t, token));
+    if (i < 0) return false;
+    this.#tokens.splice(i, 1);
+    return true;
+  }
+
+  newCookie(): string {
+    const value = randomToken();
+    this.#cookies.push(value);
+    if (this.#cookies.length > MAX_COOKIES) this.#cookies.shift();
+    return value;
+  }
+
+  loggedIn(headers: Headers): boolean {
+    const value = readCookie(headers.get("cookie") ?? "", this.cookieName);
+    return value !== null && this.#cookies.some((c) => secretEquals(c, value));
+  }
+
+  /** Why the request's `Host` (and for `checkOrigin`, its `Origin`) is foreign, or null. */
+  refusal(req: Request, checkOrigin: boolean): { status: number; text: string } | null {
+    const host = (req.headers.get("host") ?? "").toLowerCase();
+    if (!this.hosts.includes(host)) {
+      return {
+        status: 421,
+        text: `Host ${JSON.stringify(host.slice(0, 100))} is not this dashboard`,
+      };
+    }
+    if (!checkOrigin) return null;
+    const origin = (req.headers.get("origin") ?? "").toLowerCase();
+    if (!this.hosts.some((h) => origin === `http://${h}`)) {
+      return {
+        status: 403,
+        text: `Origin ${JSON.stringify(origin.slice(0, 100))} is not this dashboard`,
+      };
+    }
+    return null;
+  }
+}
+
+function readCookie(header: string, name: string): string | null {
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return null;
+}
+
+function securityHeaders(type: string): Headers {
+  return new Headers({
+    "content-type": type,
+    "content-security-policy": DASHBOARD_CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+  });
+}
+
+function textAnswer(status: number, text: string): Response {
+  return new Response(text + "\n", {
+    status,
+    headers: securityHeaders("text/plain; charset=utf-8"),
+  });
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** The 401 page: how to get a login URL. */
+function loginPage(program: string, command: string): Response {
+  const html = `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
+    `<title>portferry ${program}: log in</title></head><body>` +
+    `<h1>portferry ${program} dashboard</h1>` +
+    `<p>This address needs a login URL. Run <code>${escapeHtml(command)}</code> ` +
+    `on the computer where the ${program} runs, and open the URL it prints.</p></body></html>`;
+  return new Response(html, { status: 401, headers: securityHeaders("text/html; charset=utf-8") });
+}
+
+/** The page's HTML: static markup; the script fills it in. */
+export function dashboardPage(program: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
+    `<meta name="viewport" content="width=device-width, initial-scale=1">` +
+    `<title>portferry ${program}</title><link rel="stylesheet" href="/app.css"></head>` +
+    `<body><main id="app" data-program="${program.toLowerCase()}"></main>` +
+    `<script src="/app.js"></script></body></html>`;
+}
+
+/**
+ * Serve the dashboard. Binding anything but loopback is the caller's
+ * explicit choice (the settings); it logs a warning here.
+ *
+ * @example
+ * ```ts ignore
+ * await using dash = await serveDashboard({ address, program: "Console", ... });
+ * console.log(dash.loginUrl());
+ * ```
+ */
+export function serveDashboard(options: DashboardOptions): DashboardServer {
+  const { address, log } = options;
+  if (!isLoopbackHost(address.host)) {
+    log.warn("the dashboard listens beyond this computer: anyone who gets a login URL can use it", {
+      address: formatHostPort(address.host, address.port),
+    });
+  }
+  const pages = new Set<AbortController>();
+  let gate: Gate | null = null;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve(
+      { hostname: address.host, port: address.port, onListen: () => {} },
+      (req) => answer(req, gate!, options, pages),
+    );
+  } catch (cause) {
+    throw new Error(
+      `Cannot serve the dashboard on "${formatHostPort(address.host, address.port)}": ${
+        errorMessage(cause)
+      }; change \`dashboard:\` in the settings, or set it to null`,
+      { cause },
+    );
+  }
+  const port = server.addr.port;
+  gate = new Gate(address, port, options.program);
+  const shown = isWildcard(address.host) ? "127.0.0.1" : address.host;
+  let closed: Promise<void> | null = null;
+  const close = () => {
+    closed ??= (async () => {
+      for (const page of pages) page.abort();
+      await server.shutdown();
+    })();
+    return closed;
+  };
+  return {
+    port,
+    loginUrl: () => `http://${formatHostPort(shown, port)}/?token=${gate!.newToken()}`,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** Route one request, after the checks every request gets. */
+function answer(
+  req: Request,
+  gate: Gate,
+  options: DashboardOptions,
+  pages: Set<AbortController>,
+): Response | Promise<Response> {
+  const url = new URL(req.url);
+  const isWebSocket = url.pathname === "/ws";
+  const refused = gate.refusal(req, req.method !== "GET" || isWebSocket);
+  if (refused) {
+    options.log.warn("dashboard request refused", { reason: refused.text });
+    return textAnswer(refused.status, `Cannot use the dashboard: ${refused.text}`);
+  }
+  const token = url.searchParams.get("token");
+  if (req.method === "GET" && url.pathname === "/" && token !== null) {
+    return login(gate, token, options);
+  }
+  if (!gate.loggedIn(req.headers)) return loginPage(options.program, options.urlCommand);
+  if (req.method === "POST" && url.pathname.startsWith("/api/")) {
+    return runCommand(url.pathname.slice(5), req, options);
+  }
+  if (req.method !== "GET") return textAnswer(405, "Cannot use the dashboard: method not allowed");
+  switch (url.pathname) {
+    case "/":
+      return new Response(dashboardPage(options.program), {
+        headers: securityHeaders("text/html; charset=utf-8"),
+      });
+    case "/app.js":
+      return new Response(options.script, { headers: securityHeaders("text/javascript") });
+    case "/app.css":
+      return new Response(DASHBOARD_CSS, { headers: securityHeaders("text/css") });
+    case "/ws":
+      return openFeed(req, options, pages);
+  }
+  return textAnswer(404, "Cannot find that page on the dashboard");
+}
+
+/** Trade a login token for the cookie, and take the token out of the address bar. */
+function login(gate: Gate, token: string, options: DashboardOptions): Response {
+  if (!gate.redeem(token)) {
+    options.log.warn("dashboard login refused: unknown or used token");
+    return loginPage(options.program, options.urlCommand);
+  }
+  const headers = securityHeaders("text/plain; charset=utf-8");
+  headers.set("location", "/");
+  headers.set(
+    "set-cookie",
+    `${gate.cookieName}=${gate.newCookie()}; Path=/; HttpOnly; SameSite=Strict`,
+  );
+  return new Response(null, { status: 303, headers });
+}
+
+/** Run one command from the page: its result, or its error and status. */
+async function runCommand(
+  name: string,
+  req: Request,
+  options: DashboardOptions,
+): Promise<Response> {
+  const handler = Object.hasOwn(options.handlers, name) ? options.handlers[name] : undefined;
+  if (!handler) {
+    return Response.json({ error: `Cannot run "${name}": no such command` }, { status: 404 });
+  }
+  let body: Record<string, unknown>;
+  try {
+    body = await req.json();
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      throw new TypeError("not an object");
+    }
+  } catch (cause) {
+    return Response.json({
+      error: `Cannot run "${name}": body is not a JSON object (${errorMessage(cause)})`,
+    }, { status: 400 });
+  }
+  try {
+    return Response.json({ result: (await handler(body)) ?? null });
+  } catch (err) {
+    const status = err instanceof ControlError ? err.status : 500;
+    if (status === 500) {
+      options.log.error("dashboard command failed", { command: name, error: errorMessage(err) });
+    }
+    return Response.json({ error: errorMessage(err) }, { status });
+  }
+}
+
+/** One page's WebSocket: the snapshot now, then again (at most every `pushEveryMs`) after each change. */
+function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortController>): Response {
+  if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+    return textAnswer(400, "Cannot open the feed: expected a WebSocket");
+  }
+  const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 30 });
+  const stop = new AbortController();
+  pages.add(stop);
+  const every = options.pushEveryMs ?? 250;
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let lastPush = 0;
+  const push = () => {
+    timer = null;
+    if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > MAX_BUFFERED_BYTES) return;
+    lastPush = Date.now();
+    socket.send(JSON.stringify({ program: options.program, snapshot: options.snapshot() }));
+  };
+  const refreshMs = options.refreshMs ?? 2000;
+  let refresh: ReturnType<typeof setInterval> | undefined;
+  socket.onopen = async () => {
+    push();
+    refresh = setInterval(() => {
+      if (timer === null && Date.now() - lastPush >= refreshMs) push();
+    }, refreshMs / 2);
+    try {
+      for await (const _ of options.subscribe(stop.signal)) timer ??= setTimeout(push, every);
+    } catch (err) {
+      options.log.warn("dashboard feed ended", { error: errorMessage(err) });
+    }
+    if (socket.readyState === WebSocket.OPEN) socket.close(1001, `${options.program} stopping`);
+  };
+  socket.onclose = () => {
+    stop.abort();
+    pages.delete(stop);
+    if (timer !== null) clearTimeout(timer);
+    clearInterval(refresh);
+  };
+  stop.signal.addEventListener("abort", () => {
+    if (socket.readyState === WebSocket.OPEN) socket.close(1001, `${options.program} stopping`);
+  });
+  return response;
+}
