@@ -73,7 +73,7 @@ export interface DaemonOptions {
   readonly graceMs?: number;
   /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
   readonly maxHeldBytes?: number;
-  /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the system's roots. */
+  /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the public roots. */
   readonly caCerts?: readonly string[];
 }
 
