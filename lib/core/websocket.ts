@@ -427,7 +427,7 @@ export interface HttpHead {
  * ```ts
  * import { memoryConnPair } from "./_memory_conn.ts";
  * import { readHttpHead } from "./websocket.ts";
- * const [a, b] = memoryConnPair(4);
+ * const [a, b] = memoryConnPair(1024);
  * const writing = a.write(new TextEncoder().encode("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\nxy"));
  * const { head, rest } = await readHttpHead(b);
  * await writing;
