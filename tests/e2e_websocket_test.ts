@@ -128,3 +128,15 @@ Deno.test("a Daemon whose settings name the Console by a ws:// address needs no 
     await pumps;
   }
 });
+
+Deno.test("the Daemon refuses a ws:// address without a host, and --ca with a ws:// address, as usage errors", async () => {
+  const dir = await tempDir("pf-daemon-usage-");
+  const fp = "SHA256:ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs";
+  const config = ["--config", `${dir}/d.yaml`, "--headless", "--fingerprint", fp];
+  const noHost = await runCli("daemon.ts", ["ws:///portferry", ...config]);
+  assert.equal(noHost.code, 2, noHost.stderr);
+  assert.match(noHost.stderr, /Cannot use Console address "ws:\/\/\/portferry": it names no host/);
+  const ca = await runCli("daemon.ts", ["ws://127.0.0.1:1/portferry", "--ca", "ca.pem", ...config]);
+  assert.equal(ca.code, 2, ca.stderr);
+  assert.match(ca.stderr, /--ca applies to a wss:\/\/ Console address only/);
+});

@@ -200,6 +200,8 @@ export class WebSocketStream implements ByteConn {
   readonly #client: boolean;
   readonly #max: number;
   #buf: Uint8Array;
+  /** Reused for reads when nothing is buffered; `#buf` may point into it. */
+  readonly #readBuf = new Uint8Array(READ_BYTES);
   /** Payload left in the current data frame. */
   #left = 0;
   #mask: Uint8Array | null = null;
@@ -254,16 +256,20 @@ export class WebSocketStream implements ByteConn {
 
   /** Read more bytes into the buffer; false at end of stream. */
   async #fill(): Promise<boolean> {
+    if (this.#buf.length === 0) {
+      // The usual case (a frame header): read into the one reused buffer.
+      const n = await this.#conn.read(this.#readBuf);
+      if (n === null) return false;
+      this.#buf = this.#readBuf.subarray(0, n);
+      return true;
+    }
     const chunk = new Uint8Array(READ_BYTES);
     const n = await this.#conn.read(chunk);
     if (n === null) return false;
-    if (this.#buf.length === 0) this.#buf = chunk.subarray(0, n);
-    else {
-      const joined = new Uint8Array(this.#buf.length + n);
-      joined.set(this.#buf);
-      joined.set(chunk.subarray(0, n), this.#buf.length);
-      this.#buf = joined;
-    }
+    const joined = new Uint8Array(this.#buf.length + n);
+    joined.set(this.#buf);
+    joined.set(chunk.subarray(0, n), this.#buf.length);
+    this.#buf = joined;
     return true;
   }
 
@@ -421,7 +427,7 @@ export interface HttpHead {
  * ```ts
  * import { memoryConnPair } from "./_memory_conn.ts";
  * import { readHttpHead } from "./websocket.ts";
- * const [a, b] = memoryConnPair(4);
+ * const [a, b] = memoryConnPair(1024);
  * const writing = a.write(new TextEncoder().encode("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\n\r\nxy"));
  * const { head, rest } = await readHttpHead(b);
  * await writing;

@@ -78,7 +78,7 @@ export interface DaemonOptions {
   readonly maxHeldBytes?: number;
   /** Dial through this HTTP proxy (`CONNECT`), resolved from `--proxy`, settings or environment; null or absent dials directly. */
   readonly proxy?: ProxyConfig | null;
-  /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the system's roots. */
+  /** PEM certificates a `wss://` web server must chain to (`--ca`); absent: the public roots. */
   readonly caCerts?: readonly string[];
   /** Where the web dashboard listens (settings `dashboard`); null or absent: no dashboard. */
   readonly dashboard?: HostPort | null;

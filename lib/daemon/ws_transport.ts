@@ -26,7 +26,7 @@ export type DialTcp = (host: string, port: number, signal: AbortSignal) => Promi
 
 /** Options for {@linkcode openWebSocket}. */
 export interface OpenWebSocketOptions {
-  /** PEM certificates the `wss://` server's certificate must chain to; absent: the system's roots. */
+  /** PEM certificates the `wss://` server's certificate must chain to; absent: the public roots. */
   readonly caCerts?: readonly string[];
   /** How to reach the web server; default a direct `Deno.connect` (an HTTP proxy goes here). */
   readonly dial?: DialTcp;
@@ -89,7 +89,7 @@ function directDial(host: string, port: number, signal: AbortSignal): Promise<De
   return Deno.connect({ hostname: host, port, signal });
 }
 
-/** The web server's TLS, verified against `caCerts` or the system's roots. */
+/** The web server's TLS, verified against `caCerts` or the public roots. */
 async function outerTls(
   tcp: Deno.TcpConn,
   url: WebSocketUrl,
@@ -105,7 +105,7 @@ async function outerTls(
     closeQuietly(tls);
     const hint = caCerts
       ? "it does not chain to the --ca certificate"
-      : "it does not chain to this system's roots; give the web server's CA with --ca FILE";
+      : "it does not chain to the public roots; give the web server's CA with --ca FILE";
     throw new HandshakeError(
       "tls",
       `Cannot connect to Console at "${url.text}": the web server's certificate is not trusted (${
