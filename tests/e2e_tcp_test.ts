@@ -565,3 +565,29 @@ Deno.test("a PFO from the settings file listens at start and forwards once the s
   // The user's file is untouched (no runtime change was made).
   assert.equal(await Deno.readTextFile(consoleProc.settingsPath), settings);
 });
+
+Deno.test("a PFO's byte counters count an open connection's bytes while it stays open", async () => {
+  const SIZE = 200 * 1024;
+  await using target = targetServer(echo);
+  await using pair = await startPair();
+  const listen = await addPfo(pair.console, "live", `127.0.0.1:${target.port}`);
+  const conn = await Deno.connect(hostPort(listen));
+  try {
+    const data = randomBytes(SIZE);
+    await deadline(
+      Promise.all([writeAll(conn, data), readExactly(conn, SIZE)]),
+      20_000,
+      "the echo round trip",
+    );
+    // The connection is still open: its bytes must already show in the PFO's totals.
+    const pfo = await pfoStatus(pair.console, "live");
+    assert.equal(pfo.connections, 1);
+    assert.ok(
+      pfo.bytesOut >= SIZE,
+      `bytesOut ${pfo.bytesOut} counts the open connection's ${SIZE}`,
+    );
+    assert.ok(pfo.bytesIn >= SIZE, `bytesIn ${pfo.bytesIn} counts the open connection's ${SIZE}`);
+  } finally {
+    closeQuietly(conn);
+  }
+});

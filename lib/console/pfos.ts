@@ -151,6 +151,21 @@ export interface PfoManagerOptions {
   readonly onConnection?: (change: "opened" | "closed", connection: ConnectionInfo) => void;
 }
 
+/**
+ * A TCP PFO's bytes: those of its closed connections plus what its open ones
+ * have carried so far, so counters and rates move while a transfer runs.
+ */
+function tcpBytes(rt: PfoRuntime): { bytesIn: number; bytesOut: number } {
+  let bytesIn = rt.bytesIn;
+  let bytesOut = rt.bytesOut;
+  for (const record of rt.open.values()) {
+    if (!record.stream) continue;
+    bytesIn += record.stream.bytesReceived;
+    bytesOut += record.stream.bytesSent;
+  }
+  return { bytesIn, bytesOut };
+}
+
 /** A PFO's running totals, cheap to read for every PFO at once (rates). */
 export interface PfoCounters {
   readonly name: string;
@@ -341,8 +356,7 @@ export class PfoManager {
       connectionsFailed: rt.connectionsFailed,
       connectionsDenied: rt.connectionsDenied + rt.udpCounters.denied,
       clients: rt.pfo.clients,
-      bytesIn: isUdp ? u.bytesIn : rt.bytesIn,
-      bytesOut: isUdp ? u.bytesOut : rt.bytesOut,
+      ...(isUdp ? { bytesIn: u.bytesIn, bytesOut: u.bytesOut } : tcpBytes(rt)),
       ...(isUdp
         ? {
           udp: {
@@ -364,8 +378,7 @@ export class PfoManager {
       const udp = rt.pfo.proto === "udp";
       return {
         name: rt.pfo.name,
-        bytesIn: udp ? u.bytesIn : rt.bytesIn,
-        bytesOut: udp ? u.bytesOut : rt.bytesOut,
+        ...(udp ? { bytesIn: u.bytesIn, bytesOut: u.bytesOut } : tcpBytes(rt)),
         connectionsTotal: udp ? u.flowsTotal : rt.connectionsTotal,
       };
     });
