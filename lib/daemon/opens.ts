@@ -120,11 +120,19 @@ async function openFlow(open: Open, host: string): Promise<void> {
     session,
     address,
     msg.port,
-    (reason) => closed(open, info, { bytesIn: flow.bytesIn, bytesOut: flow.bytesOut, reason }),
+    {
+      onEnd: (reason) =>
+        closed(open, info, { bytesIn: flow.bytesIn, bytesOut: flow.bytesOut, reason }),
+      drops: ctx.state.udpDrops,
+    },
   );
   if (!session.accept(msg.stream, flow, reached)) return flow.abort("session ended");
   ctx.flows.add(flow);
-  ctx.state.opened(session.id, info, () => ({ bytesIn: flow.bytesIn, bytesOut: flow.bytesOut }));
+  ctx.state.opened(session.id, info, () => ({
+    bytesIn: flow.bytesIn,
+    bytesOut: flow.bytesOut,
+    drops: flow.drops,
+  }));
 }
 
 function infoOf(open: Open, address: string): ConnectionInfo {
