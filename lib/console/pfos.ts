@@ -24,7 +24,7 @@ import { AllowList } from "../net/allowlist.ts";
 import type { Stream } from "../core/mux.ts";
 import type { Session } from "../core/session.ts";
 import { type ConsoleFlow, UdpListener } from "./udp.ts";
-import { type UdpCounters, udpCounters, type UdpDrops } from "../core/datagram.ts";
+import { sendBudget, type UdpCounters, udpCounters, type UdpDrops } from "../core/datagram.ts";
 import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
 
 /** Live state of one PFO. */
@@ -187,6 +187,8 @@ export class PfoManager {
   #nextConnection = 1;
   /** Per-connection info records, summarised per PFO in bursts. */
   readonly #batch = new LogBatcher();
+  /** The bytes all UDP PFOs may queue toward their clients together. */
+  readonly #udpBudget = sendBudget();
 
   constructor(options: PfoManagerOptions) {
     this.#log = options.log;
@@ -463,6 +465,7 @@ export class PfoManager {
       idleMs: this.#options.udpIdleMs,
       allowClient: (address) => rt.clients === null || rt.clients.allowsAddress(address),
       batch: this.#batch,
+      budget: this.#udpBudget,
     });
   }
 

@@ -19,6 +19,7 @@ import {
   OPENING_HOLD_BYTES_PER_SOCKET,
   OPENING_HOLD_DATAGRAMS,
   receiveLoop,
+  type SendBudget,
   sessionPause,
   type UdpCounters,
 } from "../core/datagram.ts";
@@ -38,6 +39,8 @@ export interface UdpListenerOptions {
   readonly allowClient: (address: string) => boolean;
   /** Where flows' open and close records go; default: straight to `log`. */
   readonly batch?: LogBatcher;
+  /** The bytes all the Console's UDP sockets may queue toward clients together. */
+  readonly budget?: SendBudget;
 }
 
 /**
@@ -58,7 +61,7 @@ export class UdpListener {
   private constructor(options: UdpListenerOptions, socket: Deno.DatagramConn) {
     this.options = options;
     this.#socket = socket;
-    this.#sender = new DatagramSender(socket);
+    this.#sender = new DatagramSender(socket, options.budget);
     this.#sweep = setInterval(() => this.#expire(), Math.min(1000, options.idleMs()));
     receiveLoop(
       socket,

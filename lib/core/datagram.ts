@@ -19,10 +19,28 @@
 import type { Session } from "./session.ts";
 import { MAX_DATAGRAM_BYTES } from "./protocol.ts";
 
-/** Datagrams queued per socket before new ones are dropped. */
-const SEND_QUEUE_DATAGRAMS = 512;
-/** Bytes queued per socket before new datagrams are dropped. */
-const SEND_QUEUE_BYTES = 1024 * 1024;
+/**
+ * Datagrams queued per socket before new ones are dropped, and their bytes.
+ * The Daemon gets DATAGRAM frames in bursts (a link read), then sends them one
+ * by one: at 300 Mbit/s under load a 1 MiB queue overflowed (578 of 134,000
+ * dropped in one run); 4 MiB is 110 ms of 300 Mbit/s.
+ */
+const SEND_QUEUE_DATAGRAMS = 4096;
+/** See {@linkcode SEND_QUEUE_DATAGRAMS}. */
+const SEND_QUEUE_BYTES = 4 * 1024 * 1024;
+/** Bytes all the send queues sharing one {@linkcode SendBudget} may hold together. */
+export const SEND_BUDGET_BYTES = 32 * 1024 * 1024;
+
+/** Bytes queued by several senders together (one per process), against a cap. */
+export interface SendBudget {
+  used: number;
+  readonly max: number;
+}
+
+/** A budget of {@linkcode SEND_BUDGET_BYTES}, for the senders of one process. */
+export function sendBudget(max = SEND_BUDGET_BYTES): SendBudget {
+  return { used: 0, max };
+}
 /**
  * Datagrams a new flow holds while its open is in flight, and their bytes.
  * An open took 1 to 40 ms here under load; 40 ms at 100 Mbit/s of 1,400-byte
@@ -118,9 +136,12 @@ export class DatagramSender {
   /** Datagrams dropped because the queue was full or the send failed. */
   dropped = 0;
 
-  /** A sender that queues datagrams for `socket`. */
-  constructor(socket: Deno.DatagramConn) {
+  #budget: SendBudget;
+
+  /** A sender that queues datagrams for `socket`, within `budget` if shared. */
+  constructor(socket: Deno.DatagramConn, budget: SendBudget = sendBudget()) {
     this.#socket = socket;
+    this.#budget = budget;
   }
 
   /**
@@ -130,13 +151,15 @@ export class DatagramSender {
   send(data: Uint8Array, to: Deno.NetAddr, failed?: () => void): boolean {
     if (
       this.#closed || this.#queue.length - this.#head >= SEND_QUEUE_DATAGRAMS ||
-      this.#bytes + data.length > SEND_QUEUE_BYTES
+      this.#bytes + data.length > SEND_QUEUE_BYTES ||
+      this.#budget.used + data.length > this.#budget.max
     ) {
       this.dropped++;
       return false;
     }
     this.#queue.push({ data, to, failed });
     this.#bytes += data.length;
+    this.#budget.used += data.length;
     if (!this.#sending) this.#pump();
     return true;
   }
@@ -146,6 +169,7 @@ export class DatagramSender {
     this.#closed = true;
     this.#queue = [];
     this.#head = 0;
+    this.#budget.used -= this.#bytes;
     this.#bytes = 0;
   }
 
@@ -160,7 +184,9 @@ export class DatagramSender {
         this.dropped++;
         item.failed?.();
       }
+      if (this.#closed) break; // close() gave the bytes back already
       this.#bytes -= item.data.length;
+      this.#budget.used -= item.data.length;
     }
     this.#queue = [];
     this.#head = 0;

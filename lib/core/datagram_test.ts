@@ -4,6 +4,7 @@ import {
   DatagramSender,
   dropTotals,
   receiveLoop,
+  sendBudget,
   udpCounters,
   udpDrops,
 } from "./datagram.ts";
@@ -65,32 +66,50 @@ Deno.test("DatagramSender sends one datagram at a time, in the order given", asy
   assert.deepEqual(socket.started.at(-1), 10);
 });
 
-Deno.test("DatagramSender queues 512 behind the one in flight and drops and counts the rest", async () => {
+Deno.test("DatagramSender queues 4,096 behind the one in flight and drops and counts the rest", async () => {
   const socket = new HeldSocket();
   const s = sender(socket);
   const accepted: boolean[] = [];
-  for (let i = 0; i < 600; i++) accepted.push(s.send(new Uint8Array([i & 0xff, i >> 8]), to));
-  assert.equal(accepted.filter(Boolean).length, 1 + 512);
-  assert.ok(accepted.slice(0, 513).every(Boolean), "an early datagram was dropped");
-  assert.equal(s.dropped, 600 - 513);
+  for (let i = 0; i < 4200; i++) accepted.push(s.send(new Uint8Array([i & 0xff, i >> 8]), to));
+  assert.equal(accepted.filter(Boolean).length, 1 + 4096);
+  assert.ok(accepted.slice(0, 4097).every(Boolean), "an early datagram was dropped");
+  assert.equal(s.dropped, 4200 - 4097);
   while (socket.waiting > 0) await socket.finishOne();
-  assert.equal(socket.started.length, 513, "the dropped datagrams were sent after all");
+  assert.equal(socket.started.length, 4097, "the dropped datagrams were sent after all");
   // Room again once the queue drained.
   assert.equal(s.send(new Uint8Array([1]), to), true);
 });
 
-Deno.test("DatagramSender queues at most 1 MiB and takes more once bytes were sent", async () => {
+Deno.test("DatagramSender queues at most 4 MiB and takes more once bytes were sent", async () => {
   const socket = new HeldSocket();
   const s = sender(socket);
   const big = () => new Uint8Array(60_000);
   const accepted: boolean[] = [];
-  for (let i = 0; i < 20; i++) accepted.push(s.send(big(), to));
-  // 17 × 60,000 B fit in 1,048,576 B, the 18th would not.
-  assert.deepEqual(accepted.map(Number).join(""), "1".repeat(17) + "000");
+  for (let i = 0; i < 72; i++) accepted.push(s.send(big(), to));
+  // 69 × 60,000 B fit in 4,194,304 B, the 70th would not.
+  assert.deepEqual(accepted.map(Number).join(""), "1".repeat(69) + "000");
   assert.equal(s.dropped, 3);
   await socket.finishOne();
   assert.equal(s.send(big(), to), true, "the bytes of a sent datagram are free again");
   while (socket.waiting > 0) await socket.finishOne();
+});
+
+Deno.test("DatagramSenders sharing a SendBudget queue at most its bytes together, and close() gives them back", async () => {
+  const budget = sendBudget(250);
+  const a = new HeldSocket();
+  const b = new HeldSocket();
+  const sa = new DatagramSender(a as unknown as Deno.DatagramConn, budget);
+  const sb = new DatagramSender(b as unknown as Deno.DatagramConn, budget);
+  assert.equal(sa.send(new Uint8Array(100), to), true);
+  assert.equal(sb.send(new Uint8Array(100), to), true);
+  assert.equal(sb.send(new Uint8Array(100), to), false, "over the shared budget");
+  assert.equal(budget.used, 200);
+  sa.close();
+  assert.equal(budget.used, 100, "a closed sender still holds budget");
+  assert.equal(sb.send(new Uint8Array(100), to), true);
+  await a.finishOne();
+  while (b.waiting > 0) await b.finishOne();
+  assert.equal(budget.used, 0, "bytes sent are not given back");
 });
 
 Deno.test("DatagramSender counts a failed send as a drop, tells the sender's callback, and carries on", async () => {

@@ -13,6 +13,7 @@ import {
   DatagramSender,
   type DropReason,
   receiveLoop,
+  type SendBudget,
   sessionPause,
   type UdpDrops,
 } from "../core/datagram.ts";
@@ -23,6 +24,8 @@ export interface DaemonFlowOptions {
   readonly onEnd: (reason: string) => void;
   /** The Daemon's drop totals, which the flow's drops are added to. */
   readonly drops: UdpDrops;
+  /** The bytes all the Daemon's flows may queue toward their targets together. */
+  readonly budget?: SendBudget;
 }
 
 /**
@@ -63,7 +66,7 @@ export class DaemonFlow implements Channel {
     this.#totals = options.drops;
     this.#session = session;
     this.#socket = socket;
-    this.#sender = new DatagramSender(socket);
+    this.#sender = new DatagramSender(socket, options.budget);
     this.#to = to;
     this.target = formatHostPort(to.hostname, to.port);
     this.#onEnd = options.onEnd;
