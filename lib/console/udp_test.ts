@@ -12,7 +12,7 @@ import { Tag } from "../core/protocol.ts";
 import { MessageReader, Session } from "../core/session.ts";
 import { DaemonFlow } from "../daemon/udp.ts";
 import { UdpListener } from "./udp.ts";
-import { OPENING_HOLD_BYTES } from "../core/datagram.ts";
+import { OPENING_HOLD_BYTES, OPENING_HOLD_BYTES_PER_SOCKET } from "../core/datagram.ts";
 
 const log = createLogger({ sink: () => {} });
 
@@ -307,6 +307,39 @@ Deno.test("datagrams held by a flow whose open fails are counted as openFailed d
     assert.equal(c.drops, 3);
     assert.equal(listener.heldBytes, 0);
   } finally {
+    listener.close();
+  }
+});
+
+Deno.test("the opening flows of one socket hold at most OPENING_HOLD_BYTES_PER_SOCKET together", async () => {
+  const open = Promise.withResolvers<void>();
+  await using pair = udpSessions(open.promise);
+  using target = recordingTarget();
+  const listener = await listenerFor(pair, target.port);
+  const clients = Array.from({ length: 5 }, () => udpSocket());
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.address.port };
+    const c = listener.options.counters;
+    const SIZE = 60_000;
+    const perFlow = Math.floor(OPENING_HOLD_BYTES / SIZE);
+    let sent = 0;
+    for (const client of clients) {
+      for (let i = 0; i < perFlow; i++) {
+        await client.send(new Uint8Array(SIZE), to);
+        sent++;
+        await until(
+          () => listener.heldBytes + c.dropped.opening * SIZE === sent * SIZE,
+          `#${sent}`,
+        );
+      }
+    }
+    const fit = Math.floor(OPENING_HOLD_BYTES_PER_SOCKET / SIZE);
+    assert.ok(5 * perFlow > fit, "the test does not reach the socket's bound");
+    assert.equal(listener.heldBytes, fit * SIZE);
+    assert.equal(c.dropped.opening, sent - fit);
+  } finally {
+    open.resolve();
+    for (const client of clients) client.close();
     listener.close();
   }
 });
