@@ -1654,7 +1654,7 @@ async function main(): Promise<number> {
 /** The `udp` workload's section of the report (printed here), or a line saying why it failed. */
 async function udpWorkload(o: BenchOptions, log: (s: string) => void): Promise<string> {
   try {
-    const result = await benchUdp({ seconds: o.smoke ? 1 : 5, repeat: o.smoke ? 1 : 2, log });
+    const result = await benchUdp({ seconds: o.smoke ? 1 : 5, repeat: o.smoke ? 1 : 3, log });
     const section = udpSection(result);
     console.log(section);
     return section;

