@@ -550,3 +550,33 @@ Deno.test("status --json counts datagrams a refused flow held as openFailed drop
   );
   assert.equal(daemon.udpDrops.total, 0, "the Daemon never had the flow");
 });
+
+Deno.test("a burst of 200 numbered datagrams to a fresh flow all arrive in order: the Console holds them while the Daemon opens", async () => {
+  const COUNT = 200;
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "fresh", echo.port);
+  const mark = pair.console.out.mark;
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const data = new Uint8Array(100);
+    new DataView(data.buffer).setUint32(0, i);
+    sends.push(client.send(data, port));
+  }
+  await Promise.all(sends);
+  const order: number[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const { data } = await client.recv();
+    order.push(new DataView(data.buffer, data.byteOffset).getUint32(0));
+  }
+  assert.deepEqual(order, Array.from({ length: COUNT }, (_, i) => i));
+  const [line] = await pair.console.out.waitFor(/UDP flow opened .*pfo=fresh.* held=(\d+)/, {
+    from: mark,
+  });
+  assert.match(line, / openMs=\d+ held=\d+/);
+  const pfo = await pfoStatus(pair.console, "fresh");
+  assert.equal(pfo.udp?.drops, 0, JSON.stringify(pfo.udp));
+  assert.equal(pfo.udp?.datagramsOut, COUNT);
+  assert.equal(echo.received, COUNT);
+});
