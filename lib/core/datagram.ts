@@ -65,7 +65,7 @@ export type DropReason =
 /**
  * Datagrams dropped, by where:
  * - `opening`: a new flow's hold was full while the Daemon opened it;
- * - `openFailed`: held by a flow whose open failed;
+ * - `openFailed`: held by a flow that ended before it opened (the Daemon could not open it, or the PFO closed);
  * - `linkBusy`: the session's send queue was long (the link is slower than the datagrams);
  * - `tcpBusy`: TCP streams were busy and UDP had used its share of the link;
  * - `sendQueue`: the socket's own send queue (toward client or target) was full;
