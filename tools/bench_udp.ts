@@ -119,7 +119,12 @@ async function startServer(port: number): Promise<Deno.ChildProcess & AsyncDispo
   const out = new Lines();
   out.pump(child.stdout).catch(() => {});
   out.pump(child.stderr).catch(() => {});
-  await out.waitFor(/Server listening/, { ms: 10_000 });
+  try {
+    await out.waitFor(/Server listening/, { ms: 10_000 });
+  } catch (err) {
+    await child[Symbol.asyncDispose](); // never leave it running
+    throw err;
+  }
   return child;
 }
 
