@@ -106,6 +106,7 @@ export {
 } from "./lib/console/console.ts";
 export { runConsole, type RunConsoleOptions } from "./lib/console/server.ts";
 export type { ConnectionInfo, PfoState, PfoStatus } from "./lib/console/pfos.ts";
+export type { DropReason, UdpDrops, UdpDropTotals } from "./lib/core/datagram.ts";
 export type {
   ChatLine,
   ClientList,

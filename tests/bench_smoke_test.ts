@@ -59,6 +59,8 @@ Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and wr
     for (const name of ["fairness", "udp-flood"]) {
       assert.match(stdout, new RegExp(`^${name}: ratio \\d`, "m"), `no ${name} case:\n${stdout}`);
     }
+    // The udp workload (iperf3, Debian package "iperf3"): a row per rate.
+    assert.match(stdout, /^\| 300Mbit\/s \| \d+\.\d+% \| \d+\.\d+% \|/m, `no UDP row:\n${stdout}`);
 
     const report = JSON.parse(await Deno.readTextFile(json));
     assert.deepEqual(report.smoke, true);

@@ -128,6 +128,7 @@ interface UdpJson {
   datagramsIn: number;
   datagramsOut: number;
   drops: number;
+  dropped: Record<string, number>;
 }
 
 interface PfoJson {
@@ -507,4 +508,75 @@ Deno.test("a UDP flow counts its bytes on the Daemon and both sides list it unde
     new RegExp(`UDP flow closed .*bytesIn=${SIZE * COUNT} bytesOut=${SIZE * COUNT}`),
     { from: mark },
   );
+});
+
+// --- drop counters (issue 13) -------------------------------------------------
+
+Deno.test("status --json counts datagrams a refused flow held as openFailed drops, per PFO and in total, on the Console", async () => {
+  // The Daemon allows only 127.0.0.10: a flow to 127.0.0.1 is refused, and
+  // what the Console held for it while it opened is dropped and counted.
+  await using pair = await startPair({ daemon: { args: ["--allow", "127.0.0.10"] } });
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "refused", echo.port);
+  const SENT = 5;
+  for (let i = 0; i < SENT; i++) await client.send(new Uint8Array([i]), port);
+  let status: { udpDrops: Record<string, number>; pfos: PfoJson[] } | undefined;
+  for (let i = 0; i < 100; i++) {
+    const r = await pair.console.cli("status", "--json");
+    status = JSON.parse(r.stdout);
+    if (status?.udpDrops.total === SENT) break;
+  }
+  assert.ok(status);
+  const pfo = status.pfos.find((p) => p.name === "refused");
+  assert.equal(pfo?.udp?.drops, SENT, JSON.stringify(pfo?.udp));
+  assert.equal(pfo?.udp?.dropped.openFailed, SENT, JSON.stringify(pfo?.udp));
+  assert.equal(status.udpDrops.total, SENT, JSON.stringify(status.udpDrops));
+  assert.equal(status.udpDrops.openFailed, SENT);
+  assert.equal(echo.received, 0, "a datagram reached the refused target");
+  const daemon = JSON.parse((await pair.daemon.cli("status", "--json")).stdout);
+  assert.deepEqual(
+    Object.keys(daemon.udpDrops).sort(),
+    [
+      "flowLimit",
+      "linkBusy",
+      "openFailed",
+      "opening",
+      "sendFailed",
+      "sendQueue",
+      "tcpBusy",
+      "total",
+    ],
+  );
+  assert.equal(daemon.udpDrops.total, 0, "the Daemon never had the flow");
+});
+
+Deno.test("a burst of 200 numbered datagrams to a fresh flow all arrive in order: the Console holds them while the Daemon opens", async () => {
+  const COUNT = 200;
+  await using pair = await startPair();
+  using echo = await UdpPeer.echo();
+  using client = await UdpPeer.bind();
+  const port = await addUdpPfo(pair.console, "fresh", echo.port);
+  const mark = pair.console.out.mark;
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const data = new Uint8Array(100);
+    new DataView(data.buffer).setUint32(0, i);
+    sends.push(client.send(data, port));
+  }
+  await Promise.all(sends);
+  const order: number[] = [];
+  for (let i = 0; i < COUNT; i++) {
+    const { data } = await client.recv();
+    order.push(new DataView(data.buffer, data.byteOffset).getUint32(0));
+  }
+  assert.deepEqual(order, Array.from({ length: COUNT }, (_, i) => i));
+  const [line] = await pair.console.out.waitFor(/UDP flow opened .*pfo=fresh.* held=(\d+)/, {
+    from: mark,
+  });
+  assert.match(line, / openMs=\d+ held=\d+/);
+  const pfo = await pfoStatus(pair.console, "fresh");
+  assert.equal(pfo.udp?.drops, 0, JSON.stringify(pfo.udp));
+  assert.equal(pfo.udp?.datagramsOut, COUNT);
+  assert.equal(echo.received, COUNT);
 });

@@ -19,6 +19,9 @@
  * `fairness` (a stalled reader must not slow a second stream) and `udp-flood`
  * (a UDP flood must not halve a TCP transfer on another PFO). With only those
  * in `--workloads`, the bench runs just them (no load generator needed).
+ * `udp` (tools/bench_udp.ts): UDP loss and jitter with iperf3 through
+ * portferry beside direct at 100 Mbit/s, 300 Mbit/s and 1 Gbit/s; run alone
+ * (`--workloads udp`) it rewrites only the UDP section of bench/RESULTS.md.
  *
  * The bench runs with the `bench` task's explicit permission flags. Deno lets
  * a script read `/proc` only with `--allow-all`, so VmRSS, Pss, CPU ticks, the
@@ -55,6 +58,7 @@
 
 import { benchPfos, type PfoBenchResult } from "./bench_pfos.ts";
 import { caseLine, CASES, runCases } from "./bench_fairness.ts";
+import { benchUdp, markedUdpSection, udpSection, writeUdpSection } from "./bench_udp.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const ROOT_PATH = ROOT.pathname;
@@ -1361,9 +1365,11 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
-    if (o.workloads?.every((w) => (CASES as readonly string[]).includes(w))) {
+    if (o.workloads?.every((w) => [...CASES, "udp"].includes(w))) {
       const only = await runCases(o.workloads, o.smoke, log);
       console.log(only.map(caseLine).join("\n"));
+      const udp = o.workloads.includes("udp") ? await udpWorkload(o, log) : "";
+      if (udp && o.markdown && !o.smoke) await writeUdpSection(o.markdown, udp);
       return only.every((c) => c.passed) ? 0 : 1;
     }
     const lg = new Loadgen(await buildLoadgen());
@@ -1521,6 +1527,7 @@ async function main(): Promise<number> {
 
     let ports: PortsResult | null = null;
     let caseReport: string[] = [];
+    let udpReport = "";
     if (
       (!o.tools || o.tools.includes("portferry")) && (!o.workloads || o.workloads.includes("ports"))
     ) {
@@ -1569,6 +1576,11 @@ async function main(): Promise<number> {
         }
       }
       caseReport = cases.map(caseLine);
+      if (!o.workloads || o.workloads.includes("udp")) {
+        udpReport = await udpWorkload(o, log);
+        const failed = udpReport.match(/^FAILED: (.*)$/m);
+        if (failed) results.find((r) => r.name === "portferry")?.errors.push(`udp: ${failed[1]}`);
+      }
     }
 
     if (sshd) await (await (sshd as Promise<Sshd>)).stop().catch(() => {});
@@ -1622,6 +1634,7 @@ async function main(): Promise<number> {
       ...(extraIdle ? ["", extraIdle] : []),
       ...(portsText ? ["", portsText] : []),
       ...(caseReport.length ? ["", "Ratios (tools/bench_fairness.ts):", "", ...caseReport] : []),
+      ...(udpReport ? ["", markedUdpSection(udpReport)] : []),
       "",
       "Targets (issue 5):",
       "",
@@ -1675,6 +1688,19 @@ async function main(): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+/** The `udp` workload's section of the report (printed here), or a line saying why it failed. */
+async function udpWorkload(o: BenchOptions, log: (s: string) => void): Promise<string> {
+  try {
+    const result = await benchUdp({ seconds: o.smoke ? 1 : 5, repeat: o.smoke ? 1 : 3, log });
+    const section = udpSection(result);
+    console.log(section);
+    return section;
+  } catch (err) {
+    log(`udp: failed: ${errorText(err)}`);
+    return `## UDP\n\nFAILED: ${errorText(err)}`;
   }
 }
 

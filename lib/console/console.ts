@@ -45,6 +45,7 @@ import {
   type PfoCounterName,
   pfoRates,
   type PfoSnapshot,
+  udpDropsOf,
 } from "./state.ts";
 import { RateMeter } from "../core/rates.ts";
 
@@ -228,13 +229,15 @@ export class Console implements AsyncDisposable {
   /** What `status --json` prints: the snapshot without the lists that grow. */
   status(): ConsoleStatus {
     const run = this.#running();
+    const pfos = this.#pfoSnapshots();
     return {
       session: run.desk.snapshot(),
       fingerprint: run.identity.fingerprint,
       listen: run.listen,
       settings: this.#o.settingsPath,
       settingsError: this.#settingsError,
-      pfos: this.#pfoSnapshots(),
+      pfos,
+      udpDrops: udpDropsOf(pfos),
     };
   }
 

@@ -11,6 +11,7 @@
 
 import { closeQuietly, errorMessage, OpenError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
+import { LogBatcher } from "../core/log_batch.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import {
   listensClash,
@@ -23,7 +24,7 @@ import { AllowList } from "../net/allowlist.ts";
 import type { Stream } from "../core/mux.ts";
 import type { Session } from "../core/session.ts";
 import { type ConsoleFlow, UdpListener } from "./udp.ts";
-import { type UdpCounters, udpCounters } from "../core/datagram.ts";
+import { sendBudget, type UdpCounters, udpCounters, type UdpDrops } from "../core/datagram.ts";
 import { reply, socksAccept, SocksError, SocksReply, socksReplyFor } from "./socks.ts";
 
 /** Live state of one PFO. */
@@ -82,6 +83,8 @@ export interface PfoStatus {
     readonly datagramsOut: number;
     /** Datagrams dropped: a full queue, a busy session, or a flow over its limit. */
     readonly drops: number;
+    /** The same drops, by where (see `UdpDrops`). */
+    readonly dropped: Readonly<UdpDrops>;
   };
 }
 
@@ -105,6 +108,8 @@ export interface ConnectionInfo {
   readonly bytesOut: number;
   /** Bytes from the target to the client. */
   readonly bytesIn: number;
+  /** UDP flows only: datagrams of this flow dropped, either way. */
+  readonly drops?: number;
 }
 
 interface ConnectionRecord {
@@ -195,6 +200,10 @@ export class PfoManager {
   #pfos = new Map<string, PfoRuntime>();
   #connections = new Map<number, ConnectionRecord>();
   #nextConnection = 1;
+  /** Per-connection info records, summarised per PFO in bursts. */
+  readonly #batch = new LogBatcher();
+  /** The bytes all UDP PFOs may queue toward their clients together. */
+  readonly #udpBudget = sendBudget();
 
   constructor(options: PfoManagerOptions) {
     this.#log = options.log;
@@ -315,6 +324,7 @@ export class PfoManager {
   /** Close every listener (on exit). */
   closeAll(): void {
     for (const rt of this.#pfos.values()) this.#close(rt);
+    this.#batch.flush();
   }
 
   /** Status of one PFO. */
@@ -365,6 +375,7 @@ export class PfoManager {
             datagramsIn: u.datagramsIn,
             datagramsOut: u.datagramsOut,
             drops: u.drops,
+            dropped: { ...u.dropped },
           },
         }
         : {}),
@@ -466,6 +477,8 @@ export class PfoManager {
       counters: rt.udpCounters,
       idleMs: this.#options.udpIdleMs,
       allowClient: (address) => rt.clients === null || rt.clients.allowsAddress(address),
+      batch: this.#batch,
+      budget: this.#udpBudget,
     });
   }
 
@@ -505,7 +518,14 @@ export class PfoManager {
     if (!session) {
       rt.connectionsRefused++;
       closeQuietly(conn);
-      log.info("connection closed: no established session", { client });
+      this.#batch.info({
+        key: rt.pfo.name,
+        kind: "refused",
+        log,
+        summaryLog: log,
+        msg: "connection closed: no established session",
+        fields: { client },
+      });
       return;
     }
     try {
@@ -589,14 +609,22 @@ export class PfoManager {
         rt.bytesOut += s.bytesSent;
         rt.bytesIn += s.bytesReceived;
         if (record?.stream) this.#options.onConnection?.("closed", connectionInfo(record));
-        log.info("connection closed", {
-          stream: s.id,
-          client,
-          target: targetText,
-          bytesOut: s.bytesSent,
-          bytesIn: s.bytesReceived,
-          durationMs: s.durationMs,
-          reason: s.reason === "done" ? undefined : s.reason,
+        this.#batch.info({
+          key: rt.pfo.name,
+          kind: "closed",
+          log,
+          summaryLog: log,
+          msg: "connection closed",
+          fields: {
+            stream: s.id,
+            client,
+            target: targetText,
+            bytesOut: s.bytesSent,
+            bytesIn: s.bytesReceived,
+            durationMs: s.durationMs,
+            reason: s.reason === "done" ? undefined : s.reason,
+          },
+          sums: { bytesOut: s.bytesSent, bytesIn: s.bytesReceived },
         });
       },
     }).then(
@@ -614,11 +642,13 @@ export class PfoManager {
         if (record) record.stream = stream;
         stream.start();
         if (record) this.#options.onConnection?.("opened", connectionInfo(record));
-        log.info("connection opened", {
-          stream: stream.id,
-          client,
-          target: targetText,
-          via: address,
+        this.#batch.info({
+          key: rt.pfo.name,
+          kind: "opened",
+          log,
+          summaryLog: log,
+          msg: "connection opened",
+          fields: { stream: stream.id, client, target: targetText, via: address },
         });
       },
       async (err) => {
@@ -662,6 +692,7 @@ export class PfoManager {
       stream: f.id,
       bytesOut: f.bytesOut,
       bytesIn: f.bytesIn,
+      drops: f.drops,
     }));
     return [...tcp, ...udp].sort((a, b) => a.id - b.id);
   }

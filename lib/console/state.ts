@@ -7,6 +7,7 @@
  */
 
 import type { ConnectionInfo, PfoStatus } from "./pfos.ts";
+import { addDrops, dropTotals, udpDrops, type UdpDropTotals } from "../core/datagram.ts";
 
 /** Session states as `status` shows them. */
 export type SessionState = "none" | "pending" | "established" | "closing";
@@ -104,6 +105,8 @@ export interface ConsoleStatus {
   readonly settingsError: string | null;
   /** Every PFO, with its counters and rates. */
   readonly pfos: readonly PfoSnapshot[];
+  /** UDP datagrams dropped by the PFOs configured now: the total and by where. */
+  readonly udpDrops: UdpDropTotals;
 }
 
 /** Everything an operator can see of the Console, at one moment. */
@@ -129,6 +132,20 @@ export type ConsoleEvent =
   | { readonly type: "chat"; readonly line: ChatLine }
   | { readonly type: "warning"; readonly message: string }
   | { readonly type: "settings"; readonly settingsError: string | null };
+
+/**
+ * The UDP drops of `pfos` added up.
+ * @example
+ * ```ts
+ * import { udpDropsOf } from "./state.ts";
+ * if (udpDropsOf([]).total !== 0) throw new Error("no PFO, no drop");
+ * ```
+ */
+export function udpDropsOf(pfos: readonly PfoStatus[]): UdpDropTotals {
+  const sum = udpDrops();
+  for (const p of pfos) if (p.udp) addDrops(sum, p.udp.dropped);
+  return dropTotals(sum);
+}
 
 /** The PFO counters the Console's rates are measured on. */
 export type PfoCounterName = "bytesIn" | "bytesOut" | "connectionsTotal";

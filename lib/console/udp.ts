@@ -6,15 +6,20 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
-import { type Logger, LogThrottle } from "../core/log.ts";
+import { type LogFields, type Logger, LogThrottle } from "../core/log.ts";
+import type { LogBatcher } from "../core/log_batch.ts";
 import type { Channel } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { MAX_UDP_FLOWS_PER_PFO, Tag } from "../core/protocol.ts";
 import type { Session } from "../core/session.ts";
 import {
   DatagramSender,
-  OPENING_QUEUE_DATAGRAMS,
+  type DropReason,
+  OPENING_HOLD_BYTES,
+  OPENING_HOLD_BYTES_PER_SOCKET,
+  OPENING_HOLD_DATAGRAMS,
   receiveLoop,
+  type SendBudget,
   sessionPause,
   type UdpCounters,
 } from "../core/datagram.ts";
@@ -32,6 +37,10 @@ export interface UdpListenerOptions {
   readonly idleMs: () => number;
   /** Whether a client address may use the PFO. */
   readonly allowClient: (address: string) => boolean;
+  /** Where flows' open and close records go; default: straight to `log`. */
+  readonly batch?: LogBatcher;
+  /** The bytes all the Console's UDP sockets may queue toward clients together. */
+  readonly budget?: SendBudget;
 }
 
 /**
@@ -46,11 +55,13 @@ export class UdpListener {
   #sweep: ReturnType<typeof setInterval>;
   readonly #limitLog = new LogThrottle();
   #closed = false;
+  /** Bytes held by this socket's flows while their opens are in flight. */
+  heldBytes = 0;
 
   private constructor(options: UdpListenerOptions, socket: Deno.DatagramConn) {
     this.options = options;
     this.#socket = socket;
-    this.#sender = new DatagramSender(socket);
+    this.#sender = new DatagramSender(socket, options.budget);
     this.#sweep = setInterval(() => this.#expire(), Math.min(1000, options.idleMs()));
     receiveLoop(
       socket,
@@ -89,6 +100,13 @@ export class UdpListener {
     }
   }
 
+  /** Write a flow's open or close record, summarised in bursts. */
+  info(kind: "opened" | "closed", msg: string, fields: LogFields): void {
+    const o = this.options;
+    if (o.batch) o.batch.info({ key: o.pfo, kind, log: o.log, summaryLog: o.log, msg, fields });
+    else o.log.info(msg, fields);
+  }
+
   /** Forget a flow (it closed). */
   forget(flow: ConsoleFlow): void {
     if (this.#flows.get(flow.key) === flow) {
@@ -100,13 +118,21 @@ export class UdpListener {
   /** A reply from the target, to the client of `flow`; false when it was dropped. */
   toClient(flow: ConsoleFlow, data: Uint8Array): boolean {
     const c = this.options.counters;
-    if (this.#sender.send(data, flow.client)) {
+    if (this.#sender.send(data, flow.client, () => this.drop("sendFailed", flow))) {
       c.datagramsIn++;
       c.bytesIn += data.length;
       return true;
     }
-    c.drops++;
+    this.drop("sendQueue", flow);
     return false;
+  }
+
+  /** Count `n` datagrams dropped for `reason`, on the PFO and on `flow`. */
+  drop(reason: DropReason, flow?: ConsoleFlow, n = 1): void {
+    const c = this.options.counters;
+    c.drops += n;
+    c.dropped[reason] += n;
+    if (flow) flow.drops += n;
   }
 
   /** The flows open now. */
@@ -134,7 +160,7 @@ export class UdpListener {
     }
     if (!flow) {
       if (this.#flows.size >= MAX_UDP_FLOWS_PER_PFO) {
-        c.drops++;
+        this.drop("flowLimit");
         if (this.#limitLog.hit()) {
           this.options.log.warn("UDP flow limit reached, dropping datagrams from new clients", {
             limit: MAX_UDP_FLOWS_PER_PFO,
@@ -172,9 +198,13 @@ export class ConsoleFlow implements Channel {
   bytesOut = 0;
   /** Bytes from the Daemon, sent on to the client. */
   bytesIn = 0;
+  /** Datagrams of this flow dropped, either way. */
+  drops = 0;
   #listener: UdpListener;
   #state: "opening" | "open" | "closed" = "opening";
+  /** Datagrams held while the open is in flight, and their bytes. */
   #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
 
   constructor(listener: UdpListener, session: Session, key: string, client: Deno.NetAddr) {
     this.#listener = listener;
@@ -206,6 +236,7 @@ export class ConsoleFlow implements Channel {
   open(): void {
     const o = this.#listener.options;
     const target = formatHostPort(o.targetHost, o.targetPort);
+    const started = Date.now();
     this.session.open(
       { proto: "udp", host: o.targetHost, port: o.targetPort, pfo: o.pfo, client: this.key },
       (id) => {
@@ -219,9 +250,17 @@ export class ConsoleFlow implements Channel {
         return;
       }
       this.#state = "open";
-      o.log.info("UDP flow opened", { stream: this.id, client: this.key, target, via: address });
-      for (const data of this.#pending) this.#forward(data);
-      this.#pending = [];
+      const held = this.#unhold();
+      // How long the open took and what it held: what the hold's bounds are sized from.
+      this.#listener.info("opened", "UDP flow opened", {
+        stream: this.id,
+        client: this.key,
+        target,
+        via: address,
+        openMs: Date.now() - started,
+        held: held.length,
+      });
+      for (const data of held) this.#forward(data);
     }, (err) => {
       o.log.warn("UDP flow failed: the Daemon could not reach the target", {
         client: this.key,
@@ -232,27 +271,49 @@ export class ConsoleFlow implements Channel {
     });
   }
 
-  /** Returns false when the datagram was dropped because the session is backed up. */
+  /**
+   * A datagram from the client (a view: copied when held). Returns false
+   * when it was dropped because the session is backed up.
+   */
   fromClient(data: Uint8Array): boolean {
     this.lastActive = Date.now();
     if (this.#state === "open") return this.#forward(data);
-    if (this.#state === "opening" && this.#pending.length < OPENING_QUEUE_DATAGRAMS) {
-      this.#pending.push(data);
+    if (this.#state === "opening" && this.#canHold(data.length)) {
+      this.#pending.push(data.slice());
+      this.#pendingBytes += data.length;
+      this.#listener.heldBytes += data.length;
       return true;
     }
-    this.#listener.options.counters.drops++;
+    this.#listener.drop("opening", this);
     return true;
+  }
+
+  /** Within the flow's hold, and the socket's for all its opening flows. */
+  #canHold(bytes: number): boolean {
+    return this.#pending.length < OPENING_HOLD_DATAGRAMS &&
+      this.#pendingBytes + bytes <= OPENING_HOLD_BYTES &&
+      this.#listener.heldBytes + bytes <= OPENING_HOLD_BYTES_PER_SOCKET;
+  }
+
+  /** Release what the flow held, returning it in arrival order. */
+  #unhold(): Uint8Array[] {
+    const held = this.#pending;
+    this.#listener.heldBytes -= this.#pendingBytes;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    return held;
   }
 
   #forward(data: Uint8Array): boolean {
     const c = this.#listener.options.counters;
-    if (this.session.sendDatagram(this.id, data)) {
+    const verdict = this.session.sendDatagram(this.id, data);
+    if (verdict === "sent") {
       c.datagramsOut++;
       c.bytesOut += data.length;
       this.bytesOut += data.length;
       return true;
     }
-    c.drops++;
+    this.#listener.drop(verdict, this);
     return false;
   }
 
@@ -262,7 +323,7 @@ export class ConsoleFlow implements Channel {
   }
 
   onReset(reason: string): void {
-    this.#listener.options.log.info("UDP flow closed by the Daemon", {
+    this.#listener.info("closed", "UDP flow closed by the Daemon", {
       stream: this.id,
       client: this.key,
       reason,
@@ -278,7 +339,7 @@ export class ConsoleFlow implements Channel {
   close(reason: string): void {
     if (this.#state === "open") {
       this.session.send({ tag: Tag.RESET, stream: this.id, reason });
-      this.#listener.options.log.info("UDP flow closed", {
+      this.#listener.info("closed", "UDP flow closed", {
         stream: this.id,
         client: this.key,
         reason,
@@ -291,7 +352,8 @@ export class ConsoleFlow implements Channel {
     if (this.#state === "closed") return;
     const wasOpening = this.#state === "opening";
     this.#state = "closed";
-    this.#pending = [];
+    const held = this.#unhold().length;
+    if (held > 0) this.#listener.drop("openFailed", this, held);
     if (!wasOpening) this.session.release(this);
     this.#listener.forget(this);
   }

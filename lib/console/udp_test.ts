@@ -5,13 +5,14 @@
  * target. No child processes.
  */
 import assert from "node:assert/strict";
-import { udpCounters } from "../core/datagram.ts";
+import { udpCounters, udpDrops } from "../core/datagram.ts";
 import { createLogger } from "../core/log.ts";
 import { memoryConnPair } from "../core/_memory_conn.ts";
 import { Tag } from "../core/protocol.ts";
 import { MessageReader, Session } from "../core/session.ts";
 import { DaemonFlow } from "../daemon/udp.ts";
 import { UdpListener } from "./udp.ts";
+import { OPENING_HOLD_BYTES, OPENING_HOLD_BYTES_PER_SOCKET } from "../core/datagram.ts";
 
 const log = createLogger({ sink: () => {} });
 
@@ -20,8 +21,11 @@ interface UdpPair extends AsyncDisposable {
   readonly flows: DaemonFlow[];
 }
 
-/** A Console and a Daemon session; the Daemon opens real UDP flows, or refuses port 1. */
-function udpSessions(): UdpPair {
+/**
+ * A Console and a Daemon session; the Daemon opens real UDP flows, or refuses
+ * port 1. It opens each flow once `opening` resolves.
+ */
+function udpSessions(opening: Promise<void> = Promise.resolve()): UdpPair {
   const [a, b] = memoryConnPair(64 * 1024);
   const flows: DaemonFlow[] = [];
   const consoleSession = new Session(a, new MessageReader(a), {
@@ -40,7 +44,11 @@ function udpSessions(): UdpPair {
           daemon.send({ tag: Tag.OPEN_ERR, stream: msg.stream, code: "refused", reason: "no" });
           return;
         }
-        const flow = await DaemonFlow.connect(msg.stream, daemon, "127.0.0.1", msg.port, () => {});
+        await opening;
+        const flow = await DaemonFlow.connect(msg.stream, daemon, "127.0.0.1", msg.port, {
+          onEnd: () => {},
+          drops: udpDrops(),
+        });
         flows.push(flow);
         daemon.accept(msg.stream, flow, `127.0.0.1:${msg.port}`);
       },
@@ -191,5 +199,147 @@ Deno.test("UdpListener refuses a client the PFO does not allow, and a flow the D
   } finally {
     denied.close();
     refused.close();
+  }
+});
+
+/** A UDP target on loopback that records what it receives, in order. */
+function recordingTarget(): Deno.DatagramConn & Disposable & { port: number; got: Uint8Array[] } {
+  const socket = udpSocket();
+  const got: Uint8Array[] = [];
+  (async () => {
+    try {
+      for await (const [data] of socket) got.push(data);
+    } catch {
+      // Closed.
+    }
+  })();
+  return Object.assign(socket, { port: (socket.addr as Deno.NetAddr).port, got });
+}
+
+/** Until `ok()` holds, checking as the event loop turns (a readiness wait, no fixed sleep). */
+async function until(ok: () => boolean, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while (!ok()) await new Promise((r) => setTimeout(r, 2));
+    })(),
+    10_000,
+    what,
+  );
+}
+
+Deno.test("a new flow's first datagrams wait for the Daemon's open, then all arrive in order", async () => {
+  const open = Promise.withResolvers<void>();
+  await using pair = udpSessions(open.promise);
+  using target = recordingTarget();
+  const listener = await listenerFor(pair, target.port);
+  using client = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.address.port };
+    const N = 200;
+    for (let i = 0; i < N; i++) {
+      const data = new Uint8Array(100);
+      new DataView(data.buffer).setUint32(0, i);
+      await client.send(data, to);
+    }
+    const c = listener.options.counters;
+    await until(
+      () => listener.heldBytes === N * 100,
+      `${N} datagrams held (${listener.heldBytes} B)`,
+    );
+    assert.equal(listener.flows().length, 0, "the flow is open before the Daemon answered");
+    assert.equal(target.got.length, 0);
+    open.resolve();
+    await until(() => target.got.length === N, `${N} datagrams at the target`);
+    const order = target.got.map((d) => new DataView(d.buffer, d.byteOffset).getUint32(0));
+    assert.deepEqual(order, Array.from({ length: N }, (_, i) => i), "out of order");
+    assert.equal(c.drops, 0);
+    assert.equal(c.datagramsOut, N);
+    assert.equal(listener.heldBytes, 0, "the hold was not released");
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("a new flow holds at most OPENING_HOLD_BYTES while it opens and counts the rest as opening drops", async () => {
+  const open = Promise.withResolvers<void>();
+  await using pair = udpSessions(open.promise);
+  using target = recordingTarget();
+  const listener = await listenerFor(pair, target.port);
+  using client = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.address.port };
+    const c = listener.options.counters;
+    const SIZE = 60_000;
+    const fit = Math.floor(OPENING_HOLD_BYTES / SIZE);
+    for (let i = 0; i < fit + 3; i++) {
+      await client.send(new Uint8Array(SIZE).fill(i), to);
+      // One at a time, so the kernel's receive buffer never overflows.
+      await until(
+        () => listener.heldBytes + c.dropped.opening * SIZE === (i + 1) * SIZE,
+        `datagram ${i}`,
+      );
+    }
+    assert.equal(listener.heldBytes, fit * SIZE);
+    assert.equal(c.dropped.opening, 3);
+    assert.equal(c.drops, 3);
+    open.resolve();
+    // Sent on in order; the target's own receive buffer (~200 KB) is no business of this test.
+    await until(() => c.datagramsOut === fit, `${fit} held datagrams sent on (${c.datagramsOut})`);
+    await until(() => pair.flows[0]?.datagramsOut === fit, "the Daemon to send them all");
+    assert.ok(target.got.every((d, i) => i === 0 || d[0] > target.got[i - 1][0]), "out of order");
+    const [flow] = listener.flows();
+    assert.equal(flow.drops, 3, "the flow counts its own drops");
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("datagrams held by a flow whose open fails are counted as openFailed drops", async () => {
+  await using pair = udpSessions();
+  const listener = await listenerFor(pair, 1);
+  using client = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.address.port };
+    for (let i = 0; i < 3; i++) await client.send(new Uint8Array([i]), to);
+    const c = listener.options.counters;
+    await until(() => c.dropped.openFailed > 0, "the refused flow's datagrams counted");
+    await until(() => c.dropped.openFailed + c.dropped.opening === 3, "every datagram counted");
+    assert.equal(c.drops, 3);
+    assert.equal(listener.heldBytes, 0);
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("the opening flows of one socket hold at most OPENING_HOLD_BYTES_PER_SOCKET together", async () => {
+  const open = Promise.withResolvers<void>();
+  await using pair = udpSessions(open.promise);
+  using target = recordingTarget();
+  const listener = await listenerFor(pair, target.port);
+  const clients = Array.from({ length: 5 }, () => udpSocket());
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: listener.address.port };
+    const c = listener.options.counters;
+    const SIZE = 60_000;
+    const perFlow = Math.floor(OPENING_HOLD_BYTES / SIZE);
+    let sent = 0;
+    for (const client of clients) {
+      for (let i = 0; i < perFlow; i++) {
+        await client.send(new Uint8Array(SIZE), to);
+        sent++;
+        await until(
+          () => listener.heldBytes + c.dropped.opening * SIZE === sent * SIZE,
+          `#${sent}`,
+        );
+      }
+    }
+    const fit = Math.floor(OPENING_HOLD_BYTES_PER_SOCKET / SIZE);
+    assert.ok(5 * perFlow > fit, "the test does not reach the socket's bound");
+    assert.equal(listener.heldBytes, fit * SIZE);
+    assert.equal(c.dropped.opening, sent - fit);
+  } finally {
+    open.resolve();
+    for (const client of clients) client.close();
+    listener.close();
   }
 });

@@ -20,9 +20,11 @@ export type PfoRow = PfoStatus | SavedPfo;
  * @example
  * ```ts
  * import { statusLines } from "./views.ts";
+ * import { udpDropsOf } from "./state.ts";
  * const lines = statusLines({
  *   session: { state: "none", id: null, since: null, peer: null, streams: 0 },
  *   fingerprint: "SHA256:x", listen: "0.0.0.0:7470", settings: "c.yaml", settingsError: null, pfos: [],
+ *   udpDrops: udpDropsOf([]),
  * });
  * if (lines.join("|") !== "fingerprint: SHA256:x|session port: 0.0.0.0:7470|session: none|no PFOs") {
  *   throw new Error(lines.join("|"));

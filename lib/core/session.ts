@@ -58,8 +58,14 @@ export {
 
 /** Send-queue size above which UDP datagrams are dropped instead of queued. */
 const DATAGRAM_HIGH_WATER = 1024 * 1024;
-/** TCP counts as active for this long after its last DATA frame. */
+/** TCP counts as active for this long after a busy window (see `TCP_BUSY_BYTES`). */
 const TCP_ACTIVE_MS = 100;
+/**
+ * TCP DATA bytes within one `TCP_ACTIVE_MS` window that make TCP busy. A few
+ * small frames (iperf3's control connection beside its UDP test) do not: they
+ * made UDP drop ~90 ms of datagrams at 100 Mbit/s.
+ */
+const TCP_BUSY_BYTES = 64 * 1024;
 /** Datagrams UDP may send in a burst while TCP is active. */
 const UDP_TOKENS_MAX = 32;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
@@ -225,6 +231,9 @@ export class Session implements StreamHost {
   /** True while reading waits for the peer to take what it is owed. */
   #readPaused = false;
   #lastTcpAt = 0;
+  /** Start of the window TCP DATA bytes are counted in, and its count. */
+  #tcpWindowAt = 0;
+  #tcpWindowBytes = 0;
   #udpTokens = UDP_TOKENS_MAX;
   #pingSeq = 0;
   #ticks = 0;
@@ -323,7 +332,7 @@ export class Session implements StreamHost {
   /** StreamHost: queue one stream DATA frame (see {@linkcode StreamHost.sendFrame}). */
   sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
-    this.#tcpFrame();
+    this.#tcpFrame(frame.length);
     this.#writer.push(frame, written, true);
     this.#checkQueueCap();
   }
@@ -532,7 +541,7 @@ export class Session implements StreamHost {
   ): void {
     switch (msg.tag) {
       case Tag.DATA: {
-        this.#tcpFrame();
+        this.#tcpFrame(msg.data.length);
         const stream = this.#tcp(msg.stream, "DATA");
         if (stream) stream.onData(msg.data);
         else this.#holdEarly(msg.stream, msg.data);
@@ -787,25 +796,32 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Queue one UDP datagram. Returns false, dropping it, when the link's send
-   * queue is already long: UDP never holds up the session's TCP streams.
+   * Queue one UDP datagram. Returns "sent", or why it dropped it: "linkBusy"
+   * when the link's send queue is already long, "tcpBusy" when TCP streams
+   * are busy and UDP has used its share. UDP never holds up TCP streams.
    */
-  sendDatagram(id: number, data: Uint8Array): boolean {
-    if (this.#ended || this.#writer.queued > DATAGRAM_HIGH_WATER) return false;
+  sendDatagram(id: number, data: Uint8Array): "sent" | "linkBusy" | "tcpBusy" {
+    if (this.#ended || this.#writer.queued > DATAGRAM_HIGH_WATER) return "linkBusy";
     if (Date.now() - this.#lastTcpAt < TCP_ACTIVE_MS) {
       // TCP is busy: UDP gets one datagram per TCP frame, so a UDP flood
       // cannot take the processes' time from TCP streams. The caller stops
       // receiving for a moment, and the kernel drops the excess.
-      if (this.#udpTokens <= 0) return false;
+      if (this.#udpTokens <= 0) return "tcpBusy";
       this.#udpTokens--;
     }
     this.#writer.push(encodeMessage({ tag: Tag.DATAGRAM, stream: id, data }), undefined, true);
-    return true;
+    return "sent";
   }
 
-  /** A TCP DATA frame went or came: TCP is active, and UDP earns a token. */
-  #tcpFrame(): void {
-    this.#lastTcpAt = Date.now();
+  /** A TCP DATA frame went or came: UDP earns a token, and TCP may count as busy. */
+  #tcpFrame(bytes: number): void {
+    const now = Date.now();
+    if (now - this.#tcpWindowAt >= TCP_ACTIVE_MS) {
+      this.#tcpWindowAt = now;
+      this.#tcpWindowBytes = 0;
+    }
+    this.#tcpWindowBytes += bytes;
+    if (this.#tcpWindowBytes >= TCP_BUSY_BYTES) this.#lastTcpAt = now;
     if (this.#udpTokens < UDP_TOKENS_MAX) this.#udpTokens++;
   }
 

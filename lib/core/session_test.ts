@@ -771,3 +771,34 @@ Deno.test("UDP opens still reaching their target count against the stream cap", 
   assert.deepEqual(opens.map((m) => m.stream), [1001, 1002]);
   assert.match(lines.join("\n"), /stream limit reached.*side=daemon limit=2 refused=1/);
 });
+
+/** Read exactly `n` bytes from `conn`. */
+async function readBytes(conn: MemoryConn, n: number): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  for (let got = 0; got < n;) {
+    const r = await conn.read(buf);
+    assert.ok(r !== null, `the stream ended after ${got} of ${n} bytes`);
+    got += r;
+  }
+}
+
+Deno.test("Session.sendDatagram(): a few small TCP frames leave UDP alone; bulk TCP rations it", async () => {
+  await using pair = sessionPair({ linkCapacity: 1024 * 1024 });
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const arrived = pair.targetArrived();
+  await openStarted(pair.console, relay, { host: "h", port: 2, pfo: "p", client: "c" }, { log });
+  const target = await arrived;
+  // A control connection's few bytes (iperf3's beside its UDP test).
+  for (let i = 0; i < 4; i++) {
+    await writeAll(client, pattern(50, i));
+    await readBytes(target, 50);
+  }
+  const small = Array.from({ length: 200 }, () => pair.daemon.sendDatagram(999, new Uint8Array(8)));
+  assert.deepEqual(small.filter((v) => v !== "sent"), [], "UDP was rationed after 200 TCP bytes");
+  // Bulk TCP: UDP gets its burst of tokens, then one per TCP frame.
+  await writeAll(client, pattern(512 * 1024, 9));
+  await readBytes(target, 512 * 1024);
+  const bulk = Array.from({ length: 200 }, () => pair.daemon.sendDatagram(999, new Uint8Array(8)));
+  assert.ok(bulk.includes("tcpBusy"), "UDP was not rationed beside bulk TCP");
+  assert.ok(bulk.every((v) => v === "sent" || v === "tcpBusy"), bulk.join());
+});

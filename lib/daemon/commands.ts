@@ -10,6 +10,7 @@
 import { CommandError } from "../app/command_error.ts";
 import { ControlError, type ControlHandler } from "../app/control.ts";
 import { MAX_CHAT_CHARS } from "../core/protocol.ts";
+import { dropTotals, type UdpDropTotals } from "../core/datagram.ts";
 import type { DaemonConnection, DaemonPhase, DaemonSnapshot } from "./state.ts";
 
 /** What `daemon status --json` prints: the Console's shape where it applies. */
@@ -50,6 +51,8 @@ export interface DaemonStatus {
   readonly pfos: readonly never[];
   /** Open connections and UDP flows. */
   readonly connections: readonly DaemonConnection[];
+  /** UDP datagrams dropped since start: the total and by where (see `UdpDrops`). */
+  readonly udpDrops: UdpDropTotals;
 }
 
 /** No arguments. */
@@ -207,6 +210,7 @@ export function statusOf(snapshot: DaemonSnapshot, settingsPath: string): Daemon
     allow: snapshot.allow,
     pfos: [],
     connections: snapshot.connections,
+    udpDrops: dropTotals(snapshot.udpDrops),
   };
 }
 

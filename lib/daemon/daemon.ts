@@ -33,6 +33,7 @@ import { handleOpen, type OpenContext } from "./opens.ts";
 import { reconnectLoop, type SessionOutcome } from "./reconnect.ts";
 import { type DaemonEvent, type DaemonSnapshot, DaemonState } from "./state.ts";
 import { DaemonFlow } from "./udp.ts";
+import { sendBudget } from "../core/datagram.ts";
 import { DaemonView } from "./view.ts";
 
 /** Options for {@linkcode Daemon}. */
@@ -122,6 +123,7 @@ export class Daemon {
   /** The user closed the session: no retry. */
   readonly #stop = new AbortController();
   readonly #flows = new Set<DaemonFlow>();
+  readonly #udpBudget = sendBudget();
   #session: Session | null = null;
   #done: Promise<void> | null = null;
 
@@ -263,6 +265,7 @@ export class Daemon {
       log,
       state: this.#state,
       flows: this.#flows,
+      udpBudget: this.#udpBudget,
     };
     const lookups = new Lookups({ allow: this.#allow, resolve: resolveHost, log });
     const timers = this.#startTimers();

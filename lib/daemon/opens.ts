@@ -16,6 +16,7 @@ import { parseIp } from "../net/address.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { classifyError, type ConnectTargetOptions } from "./connector.ts";
 import type { ConnectionInfo, DaemonState } from "./state.ts";
+import type { SendBudget } from "../core/datagram.ts";
 import { DaemonFlow } from "./udp.ts";
 
 /** How the Daemon reaches targets: this machine's sockets, or a fake in tests. */
@@ -39,6 +40,8 @@ export interface OpenContext {
   readonly state: DaemonState;
   /** Open UDP flows, for the idle sweep and exit. */
   readonly flows: Set<DaemonFlow>;
+  /** The bytes all UDP flows may queue toward their targets together. */
+  readonly udpBudget?: SendBudget;
 }
 
 /** One OPEN being served: what the state model and the log need about it. */
@@ -120,11 +123,20 @@ async function openFlow(open: Open, host: string): Promise<void> {
     session,
     address,
     msg.port,
-    (reason) => closed(open, info, { bytesIn: flow.bytesIn, bytesOut: flow.bytesOut, reason }),
+    {
+      onEnd: (reason) =>
+        closed(open, info, { bytesIn: flow.bytesIn, bytesOut: flow.bytesOut, reason }),
+      drops: ctx.state.udpDrops,
+      budget: ctx.udpBudget,
+    },
   );
   if (!session.accept(msg.stream, flow, reached)) return flow.abort("session ended");
   ctx.flows.add(flow);
-  ctx.state.opened(session.id, info, () => ({ bytesIn: flow.bytesIn, bytesOut: flow.bytesOut }));
+  ctx.state.opened(session.id, info, () => ({
+    bytesIn: flow.bytesIn,
+    bytesOut: flow.bytesOut,
+    drops: flow.drops,
+  }));
 }
 
 function infoOf(open: Open, address: string): ConnectionInfo {

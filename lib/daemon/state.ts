@@ -10,6 +10,7 @@
 import { EventHub, type SubscribeOptions, type Subscription } from "../core/events.ts";
 import type { LogFields } from "../core/log.ts";
 import { RateMeter } from "../core/rates.ts";
+import { type UdpDrops, udpDrops } from "../core/datagram.ts";
 
 /** What the Daemon is doing now. */
 export type DaemonPhase = "connecting" | "pending" | "established" | "waiting" | "stopped";
@@ -38,6 +39,8 @@ export interface DaemonConnection {
   readonly rateIn: number;
   /** Bytes per second out, over the last {@linkcode RATE_WINDOW_MS}. */
   readonly rateOut: number;
+  /** UDP flows only: datagrams of this flow dropped, either way. */
+  readonly drops?: number;
 }
 
 /** The session as the Daemon sees it. */
@@ -80,6 +83,8 @@ export interface DaemonSnapshot {
   readonly allow: string;
   /** The last {@linkcode CHAT_KEPT} chat messages, oldest first. */
   readonly chat: readonly ChatEntry[];
+  /** UDP datagrams dropped by this Daemon since it started, by where. */
+  readonly udpDrops: Readonly<UdpDrops>;
 }
 
 /** How a session ended, as the Daemon tells it. */
@@ -157,7 +162,11 @@ export const CHAT_KEPT = 50;
 export const RATE_WINDOW_MS = 5_000;
 
 /** A connection's counters, read live from its stream or flow. */
-export type Counters = () => { readonly bytesIn: number; readonly bytesOut: number };
+export type Counters = () => {
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly drops?: number;
+};
 
 /** What a connection is before it has counters. */
 export type ConnectionInfo = Omit<DaemonConnection, "bytesIn" | "bytesOut" | "rateIn" | "rateOut">;
@@ -208,6 +217,8 @@ export class DaemonState {
   #session: DaemonSession;
   #fingerprint = "";
   readonly #allow: string;
+  /** UDP datagrams dropped since start, by where: the Daemon's flows add to it. */
+  readonly udpDrops: UdpDrops = udpDrops();
 
   /** A model in the "connecting" phase, with no connections. */
   constructor(options: DaemonStateOptions) {
@@ -313,6 +324,7 @@ export class DaemonState {
       connections: [...this.#connections.values()].map((t) => this.#row(t)),
       allow: this.#allow,
       chat: [...this.#chat],
+      udpDrops: { ...this.udpDrops },
     };
   }
 
@@ -333,7 +345,7 @@ export class DaemonState {
   }
 
   #row(tracked: Tracked): DaemonConnection {
-    const { bytesIn, bytesOut } = tracked.counters();
+    const { bytesIn, bytesOut, drops } = tracked.counters();
     const rates = this.#rates.rates(rateKey(tracked.info.stream), this.#now());
     return {
       ...tracked.info,
@@ -341,6 +353,7 @@ export class DaemonState {
       bytesOut,
       rateIn: Math.round(rates?.bytesIn ?? 0),
       rateOut: Math.round(rates?.bytesOut ?? 0),
+      ...(drops === undefined ? {} : { drops }),
     };
   }
 }

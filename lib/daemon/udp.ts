@@ -9,7 +9,24 @@ import type { Channel } from "../core/mux.ts";
 import { formatHostPort } from "../net/hostport.ts";
 import { Tag } from "../core/protocol.ts";
 import type { Session } from "../core/session.ts";
-import { DatagramSender, receiveLoop, sessionPause } from "../core/datagram.ts";
+import {
+  DatagramSender,
+  type DropReason,
+  receiveLoop,
+  type SendBudget,
+  sessionPause,
+  type UdpDrops,
+} from "../core/datagram.ts";
+
+/** Options for {@linkcode DaemonFlow.connect}. */
+export interface DaemonFlowOptions {
+  /** Called once when the flow ends. */
+  readonly onEnd: (reason: string) => void;
+  /** The Daemon's drop totals, which the flow's drops are added to. */
+  readonly drops: UdpDrops;
+  /** The bytes all the Daemon's flows may queue toward their targets together. */
+  readonly budget?: SendBudget;
+}
 
 /**
  * Daemon side of one UDP flow: a socket of its own toward the target, which
@@ -27,7 +44,10 @@ export class DaemonFlow implements Channel {
   bytesIn = 0;
   /** Bytes of `datagramsOut`. */
   bytesOut = 0;
+  /** Datagrams of this flow dropped, either way. */
   drops = 0;
+  /** The Daemon's totals, by where, which this flow's drops are added to. */
+  #totals: UdpDrops;
   #socket: Deno.DatagramConn;
   #sender: DatagramSender;
   #to: Deno.NetAddr;
@@ -40,15 +60,16 @@ export class DaemonFlow implements Channel {
     session: Session,
     socket: Deno.DatagramConn,
     to: Deno.NetAddr,
-    onEnd: (reason: string) => void,
+    options: DaemonFlowOptions,
   ) {
     this.id = id;
+    this.#totals = options.drops;
     this.#session = session;
     this.#socket = socket;
-    this.#sender = new DatagramSender(socket);
+    this.#sender = new DatagramSender(socket, options.budget);
     this.#to = to;
     this.target = formatHostPort(to.hostname, to.port);
-    this.#onEnd = onEnd;
+    this.#onEnd = options.onEnd;
     receiveLoop(
       socket,
       (data, from) => this.#onReply(data, from),
@@ -65,7 +86,7 @@ export class DaemonFlow implements Channel {
     session: Session,
     address: string,
     port: number,
-    onEnd: (reason: string) => void,
+    options: DaemonFlowOptions,
   ): Promise<DaemonFlow> {
     const socket = Deno.listenDatagram({
       hostname: address.includes(":") ? "::" : "0.0.0.0",
@@ -73,7 +94,7 @@ export class DaemonFlow implements Channel {
       transport: "udp",
     });
     return Promise.resolve(
-      new DaemonFlow(id, session, socket, { transport: "udp", hostname: address, port }, onEnd),
+      new DaemonFlow(id, session, socket, { transport: "udp", hostname: address, port }, options),
     );
   }
 
@@ -84,23 +105,29 @@ export class DaemonFlow implements Channel {
   #onReply(data: Uint8Array, from: Deno.NetAddr): boolean {
     if (from.port !== this.#to.port || !sameAddress(from.hostname, this.#to.hostname)) return true;
     this.lastActive = Date.now();
-    if (this.#session.sendDatagram(this.id, data)) {
+    const verdict = this.#session.sendDatagram(this.id, data);
+    if (verdict === "sent") {
       this.datagramsIn++;
       this.bytesIn += data.length;
       return true;
     }
-    this.drops++;
+    this.#drop(verdict);
     return false;
   }
 
   onDatagram(data: Uint8Array): void {
     this.lastActive = Date.now();
-    if (this.#sender.send(data, this.#to)) {
+    if (this.#sender.send(data, this.#to, () => this.#drop("sendFailed"))) {
       this.datagramsOut++;
       this.bytesOut += data.length;
     } else {
-      this.drops++;
+      this.#drop("sendQueue");
     }
+  }
+
+  #drop(reason: DropReason): void {
+    this.drops++;
+    this.#totals[reason]++;
   }
 
   onReset(reason: string): void {

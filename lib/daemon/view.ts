@@ -8,6 +8,7 @@
  */
 
 import type { LogFields, Logger } from "../core/log.ts";
+import { LogBatcher } from "../core/log_batch.ts";
 import { escapeControls } from "../core/text.ts";
 import { ChatView } from "../ui/chat_view.ts";
 import { seconds } from "./retry_report.ts";
@@ -48,6 +49,8 @@ interface Step {
 export class DaemonView {
   readonly #options: DaemonViewOptions;
   #chat: ChatView | null = null;
+  /** Per-connection info records, summarised per PFO in bursts. */
+  readonly #batch = new LogBatcher();
 
   constructor(options: DaemonViewOptions) {
     this.#options = options;
@@ -59,7 +62,7 @@ export class DaemonView {
     switch (event.type) {
       case "opened":
       case "closed":
-        return logConnection(log, event);
+        return logConnection(log, this.#batch, event);
       case "warning":
         return log.child(event.scope).warn(event.message, event.fields);
       case "draining":
@@ -73,6 +76,7 @@ export class DaemonView {
         this.#chat = new ChatView({ label: "console", out, log: this.#scoped(event.session) });
         break;
       case "ended":
+        this.#batch.flush();
         this.#chat?.close();
         this.#chat = null;
         break;
@@ -170,21 +174,42 @@ function failedStep(event: Extract<DaemonEvent, { type: "failed" }>): Step {
   };
 }
 
-/** A connection or UDP flow opened or closed: one log record. */
-function logConnection(log: Logger, event: Extract<DaemonEvent, { type: "opened" | "closed" }>) {
+/** A connection or UDP flow opened or closed: one log record, or a count in a summary. */
+function logConnection(
+  log: Logger,
+  batch: LogBatcher,
+  event: Extract<DaemonEvent, { type: "opened" | "closed" }>,
+) {
   const c = event.connection;
-  const clog = log.child({ session: event.session, pfo: c.pfo, stream: c.stream });
+  const summaryLog = log.child({ session: event.session, pfo: c.pfo });
+  const clog = summaryLog.child({ stream: c.stream });
   const what = c.proto === "udp" ? "UDP flow" : "connection";
+  const key = `${event.session}\n${c.pfo}`;
   if (event.type === "opened") {
-    clog.info(`${what} opened`, { client: c.client, target: c.target, via: c.address });
+    batch.info({
+      key,
+      kind: "opened",
+      log: clog,
+      summaryLog,
+      msg: `${what} opened`,
+      fields: { client: c.client, target: c.target, via: c.address },
+    });
     return;
   }
-  clog.info(`${what} closed`, {
-    client: c.client,
-    target: c.target,
-    bytesIn: c.bytesIn,
-    bytesOut: c.bytesOut,
-    durationMs: event.durationMs,
-    reason: event.reason === "done" ? undefined : event.reason,
+  batch.info({
+    key,
+    kind: "closed",
+    log: clog,
+    summaryLog,
+    msg: `${what} closed`,
+    fields: {
+      client: c.client,
+      target: c.target,
+      bytesIn: c.bytesIn,
+      bytesOut: c.bytesOut,
+      durationMs: event.durationMs,
+      reason: event.reason === "done" ? undefined : event.reason,
+    },
+    sums: { bytesIn: c.bytesIn, bytesOut: c.bytesOut },
   });
 }
