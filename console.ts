@@ -56,6 +56,8 @@ import { loadConsoleSettings } from "./lib/settings/schema.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { consoleCommands } from "./lib/console/prompt.ts";
+import { ConsoleLive } from "./lib/console/live.ts";
+import { wantsScreen } from "./lib/ui/screen.ts";
 
 type Program = ReturnType<typeof rootCommand>;
 
@@ -72,6 +74,7 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
     .option("--auto-accept", "accept every Daemon without asking")
     .option("--token-file <file>", "accept Daemons that present this shared token, reject the rest")
     .option("--headless", "never prompt; accept pending sessions with `session accept`")
+    .option("--plain", "at a terminal, print lines as they come instead of the live screen")
     .allowExcessArguments(false);
   const cli: Cli = {
     settingsPath,
@@ -346,7 +349,7 @@ function addTrustCommands(program: Program, cli: Cli): void {
 
 async function run(
   settingsPath: string,
-  opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true },
+  opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true; plain?: true },
   logLevel: string | null,
   logFormat: string | null,
   configGiven: string | null,
@@ -361,20 +364,27 @@ async function run(
   const { settings } = await loadConsoleSettings(settingsPath);
   // Before anything is created, bound or written: one Console per settings file.
   using _lock = await lockInstance(settingsPath, "Console");
-  const log = runLogger(
-    (logLevel ?? settings.logLevel) as "info",
-    (logFormat ?? settings.logFormat) as "text",
-  );
+  const json = (logFormat ?? settings.logFormat) === "json";
   const isInteractive = interactive(opts.headless === true);
+  const question = isInteractive ? operatorQuestion() : null;
+  // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
+  const live = question && !json && wantsScreen({ plain: opts.plain === true, headless: false })
+    ? new ConsoleLive({ asking: question.isOpen, answer: question.answer })
+    : null;
+  const level = (logLevel ?? settings.logLevel) as "info";
+  const log = live ? live.logger(level) : runLogger(level, json ? "json" : "text");
   // With --log-format json, stdout carries JSON lines only: the readable display goes to stderr.
-  const display = (logFormat ?? settings.logFormat) === "json" ? printErr : printOut;
+  const display = live ? live.display : json ? printErr : printOut;
+  question?.setDisplay(display);
   const signals = exitSignals();
+  signals.exit.signal.addEventListener("abort", () => {
+    live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
+  });
   // Printed for the user to run: in the form they run portferry here.
   const daemonCommand = programCommand("daemon", ["{address}", "--fingerprint", "{fingerprint}"]);
   const controlCommand = (args: readonly string[]) =>
     programCommand("console", args, { config: configGiven });
 
-  const question = isInteractive ? operatorQuestion(display) : null;
   try {
     await runConsole({
       settingsPath,
@@ -390,14 +400,17 @@ async function run(
       forceSignal: signals.force.signal,
       onReady: (_address, con) => {
         if (!question) return;
+        live?.attach(con);
         readInputLines(settingsPath, inProcessClient(con.commands), {
           question,
           quit: () => signals.exit.abort(),
           print: display,
+          lines: live ? live.screen.lines() : stdinLines(),
         });
       },
     });
   } finally {
+    live?.stop();
     signals.dispose();
   }
   return EXIT.ok;
@@ -408,10 +421,15 @@ interface OperatorQuestion {
   readonly ask: (peer: PeerInfo, signal: AbortSignal) => Promise<Decision>;
   /** Give `line` to the open question; false when none is open. */
   answer(line: string): boolean;
+  /** Whether a question is open. */
+  isOpen(): boolean;
+  /** Where the question and its reminders are shown. */
+  setDisplay(display: (text: string) => void): void;
 }
 
-function operatorQuestion(display: (text: string) => void): OperatorQuestion {
+function operatorQuestion(): OperatorQuestion {
   let answer: ((line: string) => void) | null = null;
+  let display = printOut;
   const ask = (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
     display(
       `Accept the session from ${
@@ -440,6 +458,8 @@ function operatorQuestion(display: (text: string) => void): OperatorQuestion {
       answer(line);
       return true;
     },
+    isOpen: () => answer !== null,
+    setDisplay: (to) => (display = to),
   };
 }
 
@@ -451,6 +471,8 @@ async function readInputLines(
     question: OperatorQuestion;
     quit: () => void;
     print: (text: string) => void;
+    /** The typed lines: stdin's, or the live screen's input line. */
+    lines: AsyncIterable<string>;
   },
 ): Promise<void> {
   const { print, question } = options;
@@ -462,7 +484,7 @@ async function readInputLines(
     quit: options.quit,
     print,
   });
-  for await (const line of stdinLines()) {
+  for await (const line of options.lines) {
     // A pending y/n/t question takes plain answers; a /command still runs.
     if (!line.trim().startsWith("/") && question.answer(line)) continue;
     await handlePromptLine(line, { commands, chat, print });

@@ -46,6 +46,8 @@ import { rememberConsole } from "./lib/settings/edit.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { daemonCommands } from "./lib/daemon/prompt.ts";
+import { DaemonLive } from "./lib/daemon/live.ts";
+import { wantsScreen } from "./lib/ui/screen.ts";
 
 /**
  * The command line. Subcommands run through `commands`: the running
@@ -67,6 +69,7 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       "--headless",
       "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)",
     )
+    .option("--plain", "at a terminal, print lines as they come instead of the live screen")
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
     .option(
       "--allow <rule>",
@@ -194,12 +197,13 @@ function readPromptLines(
   commands: DaemonCommandRunner,
   exit: AbortController,
   print: (text: string) => void,
+  lines: AsyncIterable<string>,
 ): void {
   print("Type a line to chat with the Console's operator; /help lists the commands.");
   const chat = (text: string) => commands.run("chat", { text });
   const slash = daemonCommands({ cli, chat, quit: () => exit.abort(), print });
   (async () => {
-    for await (const line of stdinLines()) {
+    for await (const line of lines) {
       await handlePromptLine(line, { commands: slash, chat, print });
     }
   })();
@@ -253,13 +257,22 @@ if (import.meta.main) {
         fingerprint = await confirmFirstUse(settingsPath, consoleAddr, settings.connectTimeoutMs);
       }
       const logFormat = options.logFormat ?? settings.logFormat;
-      const log = runLogger(options.logLevel ?? settings.logLevel, logFormat);
       // With --log-format json, stdout carries JSON lines only: the session's steps are
       // log records, and the other readable lines go to stderr.
       const json = logFormat === "json";
-      const display = json ? printErr : printOut;
       const isInteractive = interactive(opts.headless === true);
+      // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
+      const live = isInteractive && !json &&
+          wantsScreen({ plain: opts.plain === true, headless: false })
+        ? new DaemonLive()
+        : null;
+      const level = options.logLevel ?? settings.logLevel;
+      const log = live ? live.logger(level) : runLogger(level, logFormat);
+      const display = live ? live.display : json ? printErr : printOut;
       const signals = exitSignals();
+      signals.exit.signal.addEventListener("abort", () => {
+        live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
+      });
       try {
         const daemon = new Daemon({
           settingsPath,
@@ -281,14 +294,17 @@ if (import.meta.main) {
                 commands,
                 signals.exit,
                 display,
+                live ? live.screen.lines() : stdinLines(),
               )
             : undefined,
           signal: signals.exit.signal,
           forceSignal: signals.force.signal,
         });
+        live?.attach(daemon);
         await daemon.start();
         await daemon.done();
       } finally {
+        live?.stop();
         signals.dispose();
       }
       exitCode = EXIT.ok;
