@@ -13,6 +13,7 @@
 import "./lib/app/scrub_env.ts";
 import {
   commandNames,
+  connectionLines,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -30,10 +31,12 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
+  WATCH_HELP,
+  watchResults,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { programCommand } from "./lib/app/invocation.ts";
-import { ControlCallError } from "./lib/app/control.ts";
+import { ControlCallError, streamControl } from "./lib/app/control.ts";
 import { type Decision, type PeerInfo, runConsole } from "./lib/console/server.ts";
 import {
   asCalled,
@@ -78,6 +81,7 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
     .allowExcessArguments(false);
   const cli: Cli = {
     settingsPath,
+    inProcess: client !== undefined,
     run: client ?? controlClient(settingsPath),
     offline: new OfflineCommands(settingsPath),
   };
@@ -92,10 +96,28 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
 /** What the subcommands act through. */
 interface Cli {
   readonly settingsPath: string;
+  /** Run from the running Console's own input line (no `--watch` there). */
+  readonly inProcess: boolean;
   /** The running Console's commands. */
   readonly run: ConsoleClient;
   /** The settings files, when no Console runs. */
   readonly offline: OfflineCommands;
+}
+
+/** `--watch`: the running Console's `command` every second, through its event stream. */
+async function watch<R>(
+  cli: Cli,
+  command: "status" | "pfo/list" | "connections/list",
+  json: boolean,
+  lines: (result: R) => string[],
+): Promise<void> {
+  if (cli.inProcess) throw new UsageError("--watch runs from the command line, not the input line");
+  const stream = streamControl(
+    settingsPaths(cli.settingsPath).control,
+    `watch=${encodeURIComponent(command)}&events=0`,
+    "Console",
+  );
+  await watchResults(stream, { json, lines });
 }
 
 function printLines(lines: readonly string[]): void {
@@ -115,7 +137,9 @@ function addStatusCommands(program: Program, cli: Cli): void {
   program.command("status")
     .description("show the session and every PFO")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(cli, "status", opts.json === true, statusLines);
       const status = await cli.run("status", {});
       if (opts.json) printOut(JSON.stringify(status, null, 2));
       else printLines(statusLines(status));
@@ -126,7 +150,10 @@ function addStatusCommands(program: Program, cli: Cli): void {
   connections.command("list").description("list open connections").option(
     "--json",
     "print JSON only",
-  ).action(async (opts) => {
+  ).option("--watch", WATCH_HELP).action(async (opts) => {
+    if (opts.watch) {
+      return await watch(cli, "connections/list", opts.json === true, connectionLines);
+    }
     printConnections(await cli.run("connections/list", {}), opts.json === true);
   });
   connections.command("kill").description("cut one connection").argument("<id>").action(
@@ -198,7 +225,9 @@ function addPfoCommands(program: Program, cli: Cli): void {
   pfo.command("list")
     .description("list PFOs (with no Console running: as saved in the settings file)")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(cli, "pfo/list", opts.json === true, pfoTableLines);
       let list: readonly PfoRow[];
       try {
         list = await cli.run("pfo/list", {});

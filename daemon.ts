@@ -11,6 +11,7 @@
 import "./lib/app/scrub_env.ts";
 import {
   commandNames,
+  connectionLines,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -29,14 +30,21 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
+  WATCH_HELP,
+  watchResults,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/net/allowlist.ts";
-import { callControl } from "./lib/app/control.ts";
+import { callControl, streamControl } from "./lib/app/control.ts";
 import { errorMessage } from "./lib/core/errors.ts";
 import { Daemon } from "./lib/daemon/daemon.ts";
-import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
+import {
+  type DaemonCommandRunner,
+  type DaemonStatus,
+  remoteCommands,
+} from "./lib/daemon/commands.ts";
+import type { DaemonConnection } from "./lib/daemon/state.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
 import { fetchConsoleFingerprint } from "./lib/core/tls.ts";
@@ -87,26 +95,12 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   program.command("status")
     .description("show the session and the connections made through this Daemon")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(commands, settingsPath, "status", opts.json === true);
       const status = await control.run("status", {});
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
-      printOut(`fingerprint: ${status.fingerprint}`);
-      printOut(`console: ${status.console}`);
-      const { state, phase } = status.session;
-      printOut(
-        `session: ${state}${phase === state ? "" : ` (${phase})`}` +
-          (status.session.lastError
-            ? `  last error: ${escapeControls(status.session.lastError)}`
-            : ""),
-      );
-      for (const c of status.connections) {
-        printOut(
-          `  #${c.stream} ${
-            escapeControls(`${c.pfo}: ${c.client} -> ${c.target} (${c.address})`)
-          }` +
-            `  in ${c.bytesIn} out ${c.bytesOut}`,
-        );
-      }
+      for (const line of statusLines(status)) printOut(line);
     });
   program.command("chat")
     .description("send a chat message to the Console's operator")
@@ -120,8 +114,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   connections.command("list").description("list open connections").option(
     "--json",
     "print JSON only",
-  ).action(
+  ).option("--watch", WATCH_HELP).action(
     async (opts) => {
+      if (opts.watch) {
+        return await watch(commands, settingsPath, "connections/list", opts.json === true);
+      }
       printConnections(
         (await control.run("connections/list", {})).map((c) => ({ ...c, id: c.stream })),
         opts.json === true,
@@ -142,6 +139,42 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       printOut("session closed");
     });
   return program;
+}
+
+/** `daemon status` without `--json`. */
+function statusLines(status: DaemonStatus): string[] {
+  const { state, phase } = status.session;
+  return [
+    `fingerprint: ${status.fingerprint}`,
+    `console: ${status.console}`,
+    `session: ${state}${phase === state ? "" : ` (${phase})`}` +
+    (status.session.lastError ? `  last error: ${escapeControls(status.session.lastError)}` : ""),
+    ...status.connections.map((c) =>
+      `  #${c.stream} ${escapeControls(`${c.pfo}: ${c.client} -> ${c.target} (${c.address})`)}` +
+      `  in ${c.bytesIn} out ${c.bytesOut}`
+    ),
+  ];
+}
+
+/** `--watch`: the running Daemon's `command` every second, through its event stream. */
+async function watch(
+  inProcess: DaemonCommandRunner | undefined,
+  settingsPath: string,
+  command: "status" | "connections/list",
+  json: boolean,
+): Promise<void> {
+  if (inProcess) throw new UsageError("--watch runs from the command line, not the input line");
+  const stream = streamControl(
+    settingsPaths(settingsPath).control,
+    `watch=${encodeURIComponent(command)}&events=0`,
+    "Daemon",
+  );
+  await watchResults(stream, {
+    json,
+    lines: command === "status"
+      ? statusLines
+      : (rows: DaemonConnection[]) => connectionLines(rows.map((c) => ({ ...c, id: c.stream }))),
+  });
 }
 
 /**

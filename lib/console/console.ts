@@ -9,6 +9,7 @@
 
 import { CommandError } from "../app/command_error.ts";
 import { type ControlServer, serveControl } from "../app/control.ts";
+import type { EventStreamSource } from "../app/event_stream.ts";
 import { closeQuietly, errorMessage } from "../core/errors.ts";
 import { EventHub } from "../core/events.ts";
 import { fileSafetyNote } from "../core/file_safety.ts";
@@ -24,6 +25,7 @@ import {
   type ConsoleCommandSet,
   controlHandlers,
   type ResolveResult,
+  runCommand,
   trustEntries,
 } from "./commands.ts";
 import { authenticateLink } from "./handshake.ts";
@@ -170,6 +172,7 @@ export class Console implements AsyncDisposable {
         path: paths.control,
         log,
         handlers: controlHandlers(this.commands),
+        events: this.#eventStream(),
       });
       this.#run = {
         identity,
@@ -190,6 +193,20 @@ export class Console implements AsyncDisposable {
     }
     this.#ready();
     return listen;
+  }
+
+  /** What the control API's `GET /events` streams: these events, and the watchable commands. */
+  #eventStream(): EventStreamSource {
+    const run = (name: "status" | "pfo/list" | "connections/list") => () =>
+      runCommand(this.commands, name, {});
+    return {
+      subscribe: (signal) => this.events.subscribe({ signal }),
+      results: {
+        status: run("status"),
+        "pfo/list": run("pfo/list"),
+        "connections/list": run("connections/list"),
+      },
+    };
   }
 
   /** The bound session address, once started. */

@@ -159,7 +159,19 @@ export class Daemon {
     this.#state.fingerprint = identity.fingerprint;
     out(`Allow-list: the Console may reach ${this.#state.snapshot().allow}`);
     const handlers = controlHandlers(this.commands);
-    const control = await serveControl({ path: paths.control, log, handlers });
+    const control = await serveControl({
+      path: paths.control,
+      log,
+      handlers,
+      // GET /events: the Daemon's events, and the commands `--watch` repeats.
+      events: {
+        subscribe: (signal) => this.subscribe({ signal }),
+        results: {
+          status: () => this.commands.run("status", {}),
+          "connections/list": () => this.commands.run("connections/list", {}),
+        },
+      },
+    });
     this.#options.onReady?.(this.commands);
     this.#done = this.#run(identity, token).finally(() => control.close());
   }
