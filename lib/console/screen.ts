@@ -7,6 +7,7 @@
  * @module
  */
 
+import { escapeControls } from "../core/text.ts";
 import type { ScreenView } from "../ui/screen.ts";
 import {
   type Column,
@@ -90,13 +91,14 @@ export function consoleScreen(
   view: ScreenView,
   extras: ConsoleScreenExtras,
 ): ScreenLine[] {
-  const lines = isCompact(view.size)
+  let lines = isCompact(view.size)
     ? compactLines(snapshot, view, extras)
     : fullLines(snapshot, view, extras);
   if (extras.asking && snapshot.session.state === "pending") {
-    return overlay(lines, pendingBox(snapshot, view.size.columns), view.size.rows);
+    lines = overlay(lines, pendingBox(snapshot, view.size.columns), view.size.rows);
   }
-  return lines.slice(0, view.size.rows);
+  // Peer strings (host, user, errors, chat) as data: escaped here, and again when drawn.
+  return lines.slice(0, view.size.rows).map((l) => ({ ...l, text: escapeControls(l.text) }));
 }
 
 function totals(pfos: readonly PfoSnapshot[]) {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { escapeControls } from "../core/text.ts";
 import type { ScreenView } from "../ui/screen.ts";
 import {
   type Column,
@@ -67,8 +68,9 @@ export function daemonScreen(
   view: ScreenView,
   extras: DaemonScreenExtras,
 ): ScreenLine[] {
+  // Peer strings (targets, reasons, chat) as data: escaped here, and again when drawn.
   return (isCompact(view.size) ? compactLines : fullLines)(snapshot, view, extras)
-    .slice(0, view.size.rows);
+    .slice(0, view.size.rows).map((l) => ({ ...l, text: escapeControls(l.text) }));
 }
 
 function totals(snapshot: DaemonSnapshot, extras: DaemonScreenExtras) {
