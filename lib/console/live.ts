@@ -12,7 +12,8 @@ import { RateMeter } from "../core/rates.ts";
 import { LiveScreen, type LiveScreenOptions } from "../ui/screen.ts";
 import type { ScreenLine } from "../ui/tables.ts";
 import type { Console } from "./console.ts";
-import { consoleScreen } from "./screen.ts";
+import { consoleScreen, withOpenBytes } from "./screen.ts";
+import type { ConsoleSnapshot } from "./state.ts";
 
 /** Options for {@linkcode ConsoleLive}. */
 export interface ConsoleLiveOptions {
@@ -86,17 +87,34 @@ export class ConsoleLive {
     this.screen.stop();
   }
 
+  /** Each PFO's rates from its live byte counts, sampled at every frame. */
+  #liveRates(snapshot: ConsoleSnapshot, now: number): ConsoleSnapshot {
+    return {
+      ...snapshot,
+      pfos: snapshot.pfos.map((p) => {
+        const key = `pfo:${p.name}`;
+        this.#rates.sample(key, { in: p.bytesIn, out: p.bytesOut }, now);
+        const r = this.#rates.rates(key, now);
+        return {
+          ...p,
+          rates: { ...p.rates, bytesInPerSecond: r?.in ?? 0, bytesOutPerSecond: r?.out ?? 0 },
+        };
+      }),
+    };
+  }
+
   #render(view: Parameters<LiveScreenOptions["render"]>[0]): ScreenLine[] {
     const con = this.#console;
     if (!con) return [{ text: "portferry Console: starting", style: "title" }, ...view.events];
-    const snapshot = con.snapshot();
     const now = Date.now();
+    const snapshot = this.#liveRates(withOpenBytes(con.snapshot()), now);
     const open = new Set<string>();
     for (const c of snapshot.connections) {
       const key = String(c.id);
       open.add(key);
       this.#rates.sample(key, { in: c.bytesIn, out: c.bytesOut }, now);
     }
+    for (const p of snapshot.pfos) open.add(`pfo:${p.name}`);
     this.#rates.retain(open);
     return consoleScreen(snapshot, view, {
       now,

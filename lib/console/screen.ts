@@ -23,6 +23,37 @@ import {
 import type { ConnectionInfo } from "./pfos.ts";
 import type { ConsoleSnapshot, PfoSnapshot } from "./state.ts";
 
+/**
+ * The snapshot with each TCP or SOCKS PFO's bytes counting its open
+ * connections too (the model adds a connection's bytes to its PFO when it
+ * closes), so that a long download shows on its PFO's row as it runs.
+ *
+ * @example
+ * ```ts
+ * import { withOpenBytes } from "./screen.ts";
+ * const pfo = { name: "web", proto: "tcp", bytesIn: 100, bytesOut: 1 };
+ * const conn = { pfo: "web", proto: "tcp", bytesIn: 50, bytesOut: 2 };
+ * const s = withOpenBytes({ pfos: [pfo], connections: [conn] } as never);
+ * if (s.pfos[0].bytesIn !== 150 || s.pfos[0].bytesOut !== 3) throw new Error("bad");
+ * ```
+ */
+export function withOpenBytes(snapshot: ConsoleSnapshot): ConsoleSnapshot {
+  const open = new Map<string, { in: number; out: number }>();
+  for (const c of snapshot.connections) {
+    if (c.proto === "udp") continue; // a UDP PFO's counters are live already
+    const o = open.get(c.pfo) ?? { in: 0, out: 0 };
+    open.set(c.pfo, { in: o.in + c.bytesIn, out: o.out + c.bytesOut });
+  }
+  if (open.size === 0) return snapshot;
+  return {
+    ...snapshot,
+    pfos: snapshot.pfos.map((p) => {
+      const o = p.proto === "udp" ? undefined : open.get(p.name);
+      return o ? { ...p, bytesIn: p.bytesIn + o.in, bytesOut: p.bytesOut + o.out } : p;
+    }),
+  };
+}
+
 /** A connection's rates, bytes per second. */
 export interface ConnectionRates {
   /** From the target to the client. */
