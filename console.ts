@@ -396,16 +396,21 @@ async function run(
   const json = (logFormat ?? settings.logFormat) === "json";
   const isInteractive = interactive(opts.headless === true);
   const question = isInteractive ? operatorQuestion() : null;
+  const signals = exitSignals();
   // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
   const live = question && !json && wantsScreen({ plain: opts.plain === true, headless: false })
-    ? new ConsoleLive({ asking: question.isOpen, answer: question.answer })
+    ? new ConsoleLive({
+      asking: question.isOpen,
+      answer: question.answer,
+      // Where Ctrl-C reaches the screen as a key (Windows): the same as the signal.
+      screen: { onInterrupt: () => interrupt(signals) },
+    })
     : null;
   const level = (logLevel ?? settings.logLevel) as "info";
   const log = live ? live.logger(level) : runLogger(level, json ? "json" : "text");
   // With --log-format json, stdout carries JSON lines only: the readable display goes to stderr.
   const display = live ? live.display : json ? printErr : printOut;
   question?.setDisplay(display);
-  const signals = exitSignals();
   signals.exit.signal.addEventListener("abort", () => {
     live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
   });
@@ -443,6 +448,12 @@ async function run(
     signals.dispose();
   }
   return EXIT.ok;
+}
+
+/** Ctrl-C typed as a key: drain first, stop at once the second time, as the signal does. */
+function interrupt(signals: ReturnType<typeof exitSignals>): void {
+  if (signals.exit.signal.aborted) signals.force.abort();
+  else signals.exit.abort();
 }
 
 /** The operator's y/n/t question about a pending session, answered on the input line. */

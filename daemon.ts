@@ -141,6 +141,12 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   return program;
 }
 
+/** Ctrl-C typed as a key: drain first, stop at once the second time, as the signal does. */
+function interrupt(signals: ReturnType<typeof exitSignals>): void {
+  if (signals.exit.signal.aborted) signals.force.abort();
+  else signals.exit.abort();
+}
+
 /** `daemon status` without `--json`. */
 function statusLines(status: DaemonStatus): string[] {
   const { state, phase } = status.session;
@@ -294,15 +300,15 @@ if (import.meta.main) {
       // log records, and the other readable lines go to stderr.
       const json = logFormat === "json";
       const isInteractive = interactive(opts.headless === true);
+      const signals = exitSignals();
       // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
       const live = isInteractive && !json &&
           wantsScreen({ plain: opts.plain === true, headless: false })
-        ? new DaemonLive()
+        ? new DaemonLive({ screen: { onInterrupt: () => interrupt(signals) } })
         : null;
       const level = options.logLevel ?? settings.logLevel;
       const log = live ? live.logger(level) : runLogger(level, logFormat);
       const display = live ? live.display : json ? printErr : printOut;
-      const signals = exitSignals();
       signals.exit.signal.addEventListener("abort", () => {
         live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
       });
