@@ -78,15 +78,15 @@ export interface ConsoleScreenExtras {
 
 const PFO_COLUMNS: readonly Column[] = [
   { head: "NAME", shrink: 2, min: 6 },
-  { head: "PROTO" },
+  { head: "PROTO", drop: 1 },
   { head: "LISTEN", shrink: 3, min: 9 },
   { head: "TARGET", shrink: 4, min: 8 },
   { head: "STATE", shrink: 5, min: 9 },
   { head: "CONNS", right: true },
   { head: "RATE IN", right: true },
-  { head: "RATE OUT", right: true },
-  { head: "BYTES IN", right: true },
-  { head: "BYTES OUT", right: true },
+  { head: "RATE OUT", right: true, drop: 2 },
+  { head: "BYTES IN", right: true, drop: 3 },
+  { head: "BYTES OUT", right: true, drop: 4 },
 ];
 
 const CONNECTION_COLUMNS: readonly Column[] = [
@@ -94,9 +94,9 @@ const CONNECTION_COLUMNS: readonly Column[] = [
   { head: "PFO", shrink: 2, min: 6 },
   { head: "CLIENT", shrink: 3, min: 8 },
   { head: "TARGET", shrink: 4, min: 8 },
-  { head: "AGE", right: true },
-  { head: "IN", right: true },
-  { head: "OUT", right: true },
+  { head: "AGE", right: true, drop: 1 },
+  { head: "IN", right: true, drop: 2 },
+  { head: "OUT", right: true, drop: 3 },
   { head: "RATE", right: true },
 ];
 

@@ -88,7 +88,7 @@ function view(columns: number, rows: number, events: string[] = []): ScreenView 
 const texts = (lines: { text: string }[]) => lines.map((l) => l.text).join("\n");
 
 Deno.test("consoleScreen() shows the header, the PFO row with its open connections and the connections newest first", () => {
-  const lines = consoleScreen(snapshot(), view(120, 30, ["04:00:00 chat"]), extras);
+  const lines = consoleScreen(snapshot(), view(130, 30, ["04:00:00 chat"]), extras);
   const text = texts(lines);
   assert.match(lines[0].text, /session: established {2}ana@lab \(linux\) from 10\.0\.0\.5:51000/);
   assert.match(text, /Daemon SHA256:peer/);

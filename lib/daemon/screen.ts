@@ -36,15 +36,15 @@ export interface DaemonScreenExtras {
 const COLUMNS: readonly Column[] = [
   { head: "ID", right: true },
   { head: "PFO", shrink: 2, min: 6 },
-  { head: "PROTO" },
+  { head: "PROTO", drop: 2 },
   { head: "CLIENT", shrink: 3, min: 8 },
   { head: "TARGET", shrink: 5, min: 8 },
-  { head: "REACHED", shrink: 4, min: 8 },
-  { head: "AGE", right: true },
-  { head: "IN", right: true },
-  { head: "OUT", right: true },
+  { head: "REACHED", shrink: 4, min: 8, drop: 6 },
+  { head: "AGE", right: true, drop: 1 },
+  { head: "IN", right: true, drop: 4 },
+  { head: "OUT", right: true, drop: 5 },
   { head: "RATE IN", right: true },
-  { head: "RATE OUT", right: true },
+  { head: "RATE OUT", right: true, drop: 3 },
 ];
 
 /**

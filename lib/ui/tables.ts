@@ -161,6 +161,11 @@ export interface Column {
   readonly min?: number;
   /** Which column gives up width first (higher gives first). Default 0. */
   readonly shrink?: number;
+  /**
+   * When even the narrowest columns do not fit, which columns are left out
+   * (higher first). Default: never left out.
+   */
+  readonly drop?: number;
 }
 
 /**
@@ -175,10 +180,13 @@ export interface Column {
  * ```
  */
 export function table(
-  columns: readonly Column[],
-  rows: readonly (readonly string[])[],
+  allColumns: readonly Column[],
+  allRows: readonly (readonly string[])[],
   width: number,
 ): ScreenLine[] {
+  const keep = keptColumns(allColumns, width);
+  const columns = keep.map((i) => allColumns[i]);
+  const rows = allRows.map((row) => keep.map((i) => row[i] ?? ""));
   const safe = rows.map((row) => row.map((cell) => escapeControls(cell)));
   const widths = columns.map((c, i) =>
     Math.max(textWidth(c.head), ...safe.map((r) => textWidth(r[i] ?? "")))
@@ -194,6 +202,20 @@ export function table(
     { text: line(columns.map((c) => c.head)), style: "head" },
     ...safe.map((r) => ({ text: line(r) })),
   ];
+}
+
+/** The columns shown at `width`: the droppable ones go, highest `drop` first, until the rest fit. */
+function keptColumns(columns: readonly Column[], width: number): number[] {
+  const floor = (c: Column) => (c.shrink ? (c.min ?? textWidth(c.head)) : textWidth(c.head));
+  const keep = columns.map((_c, i) => i);
+  const order = keep.filter((i) => (columns[i].drop ?? 0) > 0)
+    .sort((a, b) => (columns[b].drop ?? 0) - (columns[a].drop ?? 0));
+  const need = () => keep.reduce((sum, i) => sum + floor(columns[i]), 0) + 2 * (keep.length - 1);
+  for (const i of order) {
+    if (need() <= width) break;
+    keep.splice(keep.indexOf(i), 1);
+  }
+  return keep;
 }
 
 /** Narrow the widest shrinkable columns, in `shrink` order, until the row fits `width`. */

@@ -43,3 +43,16 @@ Deno.test("limitRows() ends with `… and N more` only when rows are left out", 
   assert.deepEqual(cut.rows, [["1"], ["2"]]);
   assert.equal(cut.more, "… and 3 more");
 });
+
+Deno.test("table() leaves out the droppable columns, highest first, when even the narrowest do not fit", () => {
+  const columns = [
+    { head: "NAME", shrink: 1, min: 4 },
+    { head: "BYTES", right: true, drop: 1 },
+    { head: "DETAIL", drop: 2 },
+    { head: "N", right: true },
+  ];
+  const rows = [["web", "10 KB", "something long", "3"]];
+  assert.equal(table(columns, rows, 80)[0].text, "NAME  BYTES  DETAIL          N");
+  assert.equal(table(columns, rows, 20)[0].text, "NAME  BYTES  N");
+  assert.equal(table(columns, rows, 10)[1].text, "web   3");
+});
