@@ -162,8 +162,8 @@ export interface Column {
   /** Which column gives up width first (higher gives first). Default 0. */
   readonly shrink?: number;
   /**
-   * When even the narrowest columns do not fit, which columns are left out
-   * (higher first). Default: never left out.
+   * When the table is too wide, which columns are left out (higher first)
+   * before the others shrink. Default: never left out.
    */
   readonly drop?: number;
 }
@@ -184,7 +184,7 @@ export function table(
   allRows: readonly (readonly string[])[],
   width: number,
 ): ScreenLine[] {
-  const keep = keptColumns(allColumns, width);
+  const keep = keptColumns(allColumns, allRows, width);
   const columns = keep.map((i) => allColumns[i]);
   const rows = allRows.map((row) => keep.map((i) => row[i] ?? ""));
   const safe = rows.map((row) => row.map((cell) => escapeControls(cell)));
@@ -204,13 +204,22 @@ export function table(
   ];
 }
 
-/** The columns shown at `width`: the droppable ones go, highest `drop` first, until the rest fit. */
-function keptColumns(columns: readonly Column[], width: number): number[] {
-  const floor = (c: Column) => (c.shrink ? (c.min ?? textWidth(c.head)) : textWidth(c.head));
+/**
+ * The columns shown at `width`: while the table at its natural width is
+ * too wide, the droppable ones go, highest `drop` first (the rest then shrink).
+ */
+function keptColumns(
+  columns: readonly Column[],
+  rows: readonly (readonly string[])[],
+  width: number,
+): number[] {
+  const natural = columns.map((c, i) =>
+    Math.max(textWidth(c.head), ...rows.map((r) => textWidth(escapeControls(r[i] ?? ""))))
+  );
   const keep = columns.map((_c, i) => i);
   const order = keep.filter((i) => (columns[i].drop ?? 0) > 0)
     .sort((a, b) => (columns[b].drop ?? 0) - (columns[a].drop ?? 0));
-  const need = () => keep.reduce((sum, i) => sum + floor(columns[i]), 0) + 2 * (keep.length - 1);
+  const need = () => keep.reduce((sum, i) => sum + natural[i], 0) + 2 * (keep.length - 1);
   for (const i of order) {
     if (need() <= width) break;
     keep.splice(keep.indexOf(i), 1);

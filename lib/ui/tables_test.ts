@@ -44,7 +44,7 @@ Deno.test("limitRows() ends with `… and N more` only when rows are left out", 
   assert.equal(cut.more, "… and 3 more");
 });
 
-Deno.test("table() leaves out the droppable columns, highest first, when even the narrowest do not fit", () => {
+Deno.test("table() leaves out the droppable columns, highest first, when the table is too wide", () => {
   const columns = [
     { head: "NAME", shrink: 1, min: 4 },
     { head: "BYTES", right: true, drop: 1 },
