@@ -13,6 +13,7 @@
 import "./lib/app/scrub_env.ts";
 import {
   commandNames,
+  connectionLines,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -30,11 +31,13 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
+  WATCH_HELP,
+  watchResults,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { addServiceCommands } from "./lib/app/service/command.ts";
 import { programCommand } from "./lib/app/invocation.ts";
-import { callControl, ControlCallError } from "./lib/app/control.ts";
+import { callControl, ControlCallError, streamControl } from "./lib/app/control.ts";
 import { type Decision, type PeerInfo, runConsole } from "./lib/console/server.ts";
 import {
   asCalled,
@@ -57,6 +60,8 @@ import { loadConsoleSettings } from "./lib/settings/schema.ts";
 import { escapeControls } from "./lib/core/text.ts";
 import { handlePromptLine } from "./lib/ui/prompt.ts";
 import { consoleCommands } from "./lib/console/prompt.ts";
+import { ConsoleLive } from "./lib/console/live.ts";
+import { wantsScreen } from "./lib/ui/screen.ts";
 
 type Program = ReturnType<typeof rootCommand>;
 
@@ -73,9 +78,11 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
     .option("--auto-accept", "accept every Daemon without asking")
     .option("--token-file <file>", "accept Daemons that present this shared token, reject the rest")
     .option("--headless", "never prompt; accept pending sessions with `session accept`")
+    .option("--plain", "at a terminal, print lines as they come instead of the live screen")
     .allowExcessArguments(false);
   const cli: Cli = {
     settingsPath,
+    inProcess: client !== undefined,
     run: client ?? controlClient(settingsPath),
     offline: new OfflineCommands(settingsPath),
   };
@@ -97,10 +104,28 @@ function buildProgram(settingsPath: string, client?: ConsoleClient) {
 /** What the subcommands act through. */
 interface Cli {
   readonly settingsPath: string;
+  /** Run from the running Console's own input line (no `--watch` there). */
+  readonly inProcess: boolean;
   /** The running Console's commands. */
   readonly run: ConsoleClient;
   /** The settings files, when no Console runs. */
   readonly offline: OfflineCommands;
+}
+
+/** `--watch`: the running Console's `command` every second, through its event stream. */
+async function watch<R>(
+  cli: Cli,
+  command: "status" | "pfo/list" | "connections/list",
+  json: boolean,
+  lines: (result: R) => string[],
+): Promise<void> {
+  if (cli.inProcess) throw new UsageError("--watch runs from the command line, not the input line");
+  const stream = streamControl(
+    settingsPaths(cli.settingsPath).control,
+    `watch=${encodeURIComponent(command)}&events=0`,
+    "Console",
+  );
+  await watchResults(stream, { json, lines });
 }
 
 function printLines(lines: readonly string[]): void {
@@ -130,7 +155,9 @@ function addStatusCommands(program: Program, cli: Cli): void {
   program.command("status")
     .description("show the session and every PFO")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(cli, "status", opts.json === true, statusLines);
       const status = await cli.run("status", {});
       if (opts.json) printOut(JSON.stringify(status, null, 2));
       else printLines(statusLines(status));
@@ -141,7 +168,10 @@ function addStatusCommands(program: Program, cli: Cli): void {
   connections.command("list").description("list open connections").option(
     "--json",
     "print JSON only",
-  ).action(async (opts) => {
+  ).option("--watch", WATCH_HELP).action(async (opts) => {
+    if (opts.watch) {
+      return await watch(cli, "connections/list", opts.json === true, connectionLines);
+    }
     printConnections(await cli.run("connections/list", {}), opts.json === true);
   });
   connections.command("kill").description("cut one connection").argument("<id>").action(
@@ -213,7 +243,9 @@ function addPfoCommands(program: Program, cli: Cli): void {
   pfo.command("list")
     .description("list PFOs (with no Console running: as saved in the settings file)")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(cli, "pfo/list", opts.json === true, pfoTableLines);
       let list: readonly PfoRow[];
       try {
         list = await cli.run("pfo/list", {});
@@ -364,7 +396,7 @@ function addTrustCommands(program: Program, cli: Cli): void {
 
 async function run(
   settingsPath: string,
-  opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true },
+  opts: { session?: string; autoAccept?: true; tokenFile?: string; headless?: true; plain?: true },
   logLevel: string | null,
   logFormat: string | null,
   configGiven: string | null,
@@ -379,20 +411,32 @@ async function run(
   const { settings } = await loadConsoleSettings(settingsPath);
   // Before anything is created, bound or written: one Console per settings file.
   using _lock = await lockInstance(settingsPath, "Console");
-  const log = runLogger(
-    (logLevel ?? settings.logLevel) as "info",
-    (logFormat ?? settings.logFormat) as "text",
-  );
+  const json = (logFormat ?? settings.logFormat) === "json";
   const isInteractive = interactive(opts.headless === true);
-  // With --log-format json, stdout carries JSON lines only: the readable display goes to stderr.
-  const display = (logFormat ?? settings.logFormat) === "json" ? printErr : printOut;
+  const question = isInteractive ? operatorQuestion() : null;
   const signals = exitSignals();
+  // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
+  const live = question && !json && wantsScreen({ plain: opts.plain === true, headless: false })
+    ? new ConsoleLive({
+      asking: question.isOpen,
+      answer: question.answer,
+      // Where Ctrl-C reaches the screen as a key (Windows): the same as the signal.
+      screen: { onInterrupt: () => interrupt(signals) },
+    })
+    : null;
+  const level = (logLevel ?? settings.logLevel) as "info";
+  const log = live ? live.logger(level) : runLogger(level, json ? "json" : "text");
+  // With --log-format json, stdout carries JSON lines only: the readable display goes to stderr.
+  const display = live ? live.display : json ? printErr : printOut;
+  question?.setDisplay(display);
+  signals.exit.signal.addEventListener("abort", () => {
+    live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
+  });
   // Printed for the user to run: in the form they run portferry here.
   const daemonCommand = programCommand("daemon", ["{address}", "--fingerprint", "{fingerprint}"]);
   const controlCommand = (args: readonly string[]) =>
     programCommand("console", args, { config: configGiven });
 
-  const question = isInteractive ? operatorQuestion(display) : null;
   try {
     await runConsole({
       settingsPath,
@@ -408,17 +452,26 @@ async function run(
       forceSignal: signals.force.signal,
       onReady: (_address, con) => {
         if (!question) return;
+        live?.attach(con);
         readInputLines(settingsPath, inProcessClient(con.commands), {
           question,
           quit: () => signals.exit.abort(),
           print: display,
+          lines: live ? live.screen.lines() : stdinLines(),
         });
       },
     });
   } finally {
+    live?.stop();
     signals.dispose();
   }
   return EXIT.ok;
+}
+
+/** Ctrl-C typed as a key: drain first, stop at once the second time, as the signal does. */
+function interrupt(signals: ReturnType<typeof exitSignals>): void {
+  if (signals.exit.signal.aborted) signals.force.abort();
+  else signals.exit.abort();
 }
 
 /** The operator's y/n/t question about a pending session, answered on the input line. */
@@ -426,10 +479,15 @@ interface OperatorQuestion {
   readonly ask: (peer: PeerInfo, signal: AbortSignal) => Promise<Decision>;
   /** Give `line` to the open question; false when none is open. */
   answer(line: string): boolean;
+  /** Whether a question is open. */
+  isOpen(): boolean;
+  /** Where the question and its reminders are shown. */
+  setDisplay(display: (text: string) => void): void;
 }
 
-function operatorQuestion(display: (text: string) => void): OperatorQuestion {
+function operatorQuestion(): OperatorQuestion {
   let answer: ((line: string) => void) | null = null;
+  let display = printOut;
   const ask = (peer: PeerInfo, signal: AbortSignal): Promise<Decision> => {
     display(
       `Accept the session from ${
@@ -458,6 +516,8 @@ function operatorQuestion(display: (text: string) => void): OperatorQuestion {
       answer(line);
       return true;
     },
+    isOpen: () => answer !== null,
+    setDisplay: (to) => (display = to),
   };
 }
 
@@ -469,6 +529,8 @@ async function readInputLines(
     question: OperatorQuestion;
     quit: () => void;
     print: (text: string) => void;
+    /** The typed lines: stdin's, or the live screen's input line. */
+    lines: AsyncIterable<string>;
   },
 ): Promise<void> {
   const { print, question } = options;
@@ -480,7 +542,7 @@ async function readInputLines(
     quit: options.quit,
     print,
   });
-  for await (const line of stdinLines()) {
+  for await (const line of options.lines) {
     // A pending y/n/t question takes plain answers; a /command still runs.
     if (!line.trim().startsWith("/") && question.answer(line)) continue;
     await handlePromptLine(line, { commands, chat, print });

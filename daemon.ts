@@ -11,6 +11,7 @@
 import "./lib/app/scrub_env.ts";
 import {
   commandNames,
+  connectionLines,
   EXIT,
   exitSignals,
   extractGlobalOptions,
@@ -29,16 +30,23 @@ import {
   unknownCommand,
   UsageError,
   usageTracker,
+  WATCH_HELP,
+  watchResults,
 } from "./lib/app/cli.ts";
 import { lockInstance } from "./lib/app/instance_lock.ts";
 import { addServiceCommands } from "./lib/app/service/command.ts";
 import { lookup } from "node:dns/promises";
 import { parseAllowRule } from "./lib/net/allowlist.ts";
-import { callControl } from "./lib/app/control.ts";
+import { callControl, streamControl } from "./lib/app/control.ts";
 import { programCommand } from "./lib/app/invocation.ts";
 import { errorMessage } from "./lib/core/errors.ts";
 import { Daemon } from "./lib/daemon/daemon.ts";
-import { type DaemonCommandRunner, remoteCommands } from "./lib/daemon/commands.ts";
+import {
+  type DaemonCommandRunner,
+  type DaemonStatus,
+  remoteCommands,
+} from "./lib/daemon/commands.ts";
+import type { DaemonConnection } from "./lib/daemon/state.ts";
 import { isFingerprint } from "./lib/core/identity.ts";
 import { formatHostPort, parseHostPort } from "./lib/net/hostport.ts";
 import { isWebSocketUrl, parseWebSocketUrl } from "./lib/net/console_url.ts";
@@ -52,6 +60,8 @@ import { daemonCommands } from "./lib/daemon/prompt.ts";
 import { proxyDial } from "./lib/daemon/dialer.ts";
 import { chooseProxy } from "./lib/daemon/proxy_choice.ts";
 import type { ProxyConfig } from "./lib/net/proxy.ts";
+import { DaemonLive } from "./lib/daemon/live.ts";
+import { wantsScreen } from "./lib/ui/screen.ts";
 
 /**
  * The command line. Subcommands run through `commands`: the running
@@ -77,6 +87,7 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
       "--headless",
       "never prompt (without --fingerprint, a terminal user is asked to confirm the Console's)",
     )
+    .option("--plain", "at a terminal, print lines as they come instead of the live screen")
     .option("--no-reconnect", "exit when the session ends or cannot be set up")
     .option(
       "--proxy <url>",
@@ -99,27 +110,12 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   program.command("status")
     .description("show the session and the connections made through this Daemon")
     .option("--json", "print JSON only")
+    .option("--watch", WATCH_HELP)
     .action(async (opts) => {
+      if (opts.watch) return await watch(commands, settingsPath, "status", opts.json === true);
       const status = await control.run("status", {});
       if (opts.json) return printOut(JSON.stringify(status, null, 2));
-      printOut(`fingerprint: ${status.fingerprint}`);
-      printOut(`console: ${status.console}`);
-      if (status.proxy) printOut(`proxy: ${status.proxy}`);
-      const { state, phase } = status.session;
-      printOut(
-        `session: ${state}${phase === state ? "" : ` (${phase})`}` +
-          (status.session.lastError
-            ? `  last error: ${escapeControls(status.session.lastError)}`
-            : ""),
-      );
-      for (const c of status.connections) {
-        printOut(
-          `  #${c.stream} ${
-            escapeControls(`${c.pfo}: ${c.client} -> ${c.target} (${c.address})`)
-          }` +
-            `  in ${c.bytesIn} out ${c.bytesOut}`,
-        );
-      }
+      for (const line of statusLines(status)) printOut(line);
     });
   program.command("chat")
     .description("send a chat message to the Console's operator")
@@ -133,8 +129,11 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   connections.command("list").description("list open connections").option(
     "--json",
     "print JSON only",
-  ).action(
+  ).option("--watch", WATCH_HELP).action(
     async (opts) => {
+      if (opts.watch) {
+        return await watch(commands, settingsPath, "connections/list", opts.json === true);
+      }
       printConnections(
         (await control.run("connections/list", {})).map((c) => ({ ...c, id: c.stream })),
         opts.json === true,
@@ -172,6 +171,49 @@ function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
     print: printOut,
   });
   return program;
+}
+
+/** Ctrl-C typed as a key: drain first, stop at once the second time, as the signal does. */
+function interrupt(signals: ReturnType<typeof exitSignals>): void {
+  if (signals.exit.signal.aborted) signals.force.abort();
+  else signals.exit.abort();
+}
+
+/** `daemon status` without `--json`. */
+function statusLines(status: DaemonStatus): string[] {
+  const { state, phase } = status.session;
+  return [
+    `fingerprint: ${status.fingerprint}`,
+    `console: ${status.console}`,
+    ...(status.proxy ? [`proxy: ${status.proxy}`] : []),
+    `session: ${state}${phase === state ? "" : ` (${phase})`}` +
+    (status.session.lastError ? `  last error: ${escapeControls(status.session.lastError)}` : ""),
+    ...status.connections.map((c) =>
+      `  #${c.stream} ${escapeControls(`${c.pfo}: ${c.client} -> ${c.target} (${c.address})`)}` +
+      `  in ${c.bytesIn} out ${c.bytesOut}`
+    ),
+  ];
+}
+
+/** `--watch`: the running Daemon's `command` every second, through its event stream. */
+async function watch(
+  inProcess: DaemonCommandRunner | undefined,
+  settingsPath: string,
+  command: "status" | "connections/list",
+  json: boolean,
+): Promise<void> {
+  if (inProcess) throw new UsageError("--watch runs from the command line, not the input line");
+  const stream = streamControl(
+    settingsPaths(settingsPath).control,
+    `watch=${encodeURIComponent(command)}&events=0`,
+    "Daemon",
+  );
+  await watchResults(stream, {
+    json,
+    lines: command === "status"
+      ? statusLines
+      : (rows: DaemonConnection[]) => connectionLines(rows.map((c) => ({ ...c, id: c.stream }))),
+  });
 }
 
 /**
@@ -269,12 +311,13 @@ function readPromptLines(
   commands: DaemonCommandRunner,
   exit: AbortController,
   print: (text: string) => void,
+  lines: AsyncIterable<string>,
 ): void {
   print("Type a line to chat with the Console's operator; /help lists the commands.");
   const chat = (text: string) => commands.run("chat", { text });
   const slash = daemonCommands({ cli, chat, quit: () => exit.abort(), print });
   (async () => {
-    for await (const line of stdinLines()) {
+    for await (const line of lines) {
       await handlePromptLine(line, { commands: slash, chat, print });
     }
   })();
@@ -355,13 +398,22 @@ if (import.meta.main) {
         );
       }
       const logFormat = options.logFormat ?? settings.logFormat;
-      const log = runLogger(options.logLevel ?? settings.logLevel, logFormat);
       // With --log-format json, stdout carries JSON lines only: the session's steps are
       // log records, and the other readable lines go to stderr.
       const json = logFormat === "json";
-      const display = json ? printErr : printOut;
       const isInteractive = interactive(opts.headless === true);
       const signals = exitSignals();
+      // The live screen, at a terminal (not with --plain, --headless, TERM=dumb or JSON logs).
+      const live = isInteractive && !json &&
+          wantsScreen({ plain: opts.plain === true, headless: false })
+        ? new DaemonLive({ screen: { onInterrupt: () => interrupt(signals) } })
+        : null;
+      const level = options.logLevel ?? settings.logLevel;
+      const log = live ? live.logger(level) : runLogger(level, logFormat);
+      const display = live ? live.display : json ? printErr : printOut;
+      signals.exit.signal.addEventListener("abort", () => {
+        live?.exiting("Exiting: draining open connections (Ctrl-C again stops at once)");
+      });
       try {
         const daemon = new Daemon({
           settingsPath,
@@ -389,14 +441,17 @@ if (import.meta.main) {
                 commands,
                 signals.exit,
                 display,
+                live ? live.screen.lines() : stdinLines(),
               )
             : undefined,
           signal: signals.exit.signal,
           forceSignal: signals.force.signal,
         });
+        live?.attach(daemon);
         await daemon.start();
         await daemon.done();
       } finally {
+        live?.stop();
         signals.dispose();
       }
       exitCode = EXIT.ok;

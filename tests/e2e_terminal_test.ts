@@ -44,7 +44,8 @@ async function atTerminal(
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", USER: "tester" },
+    // TERM=dumb: the line output these tests read, not the live screen (tests/e2e_screen_test.ts).
+    env: { NO_COLOR: "1", USER: "tester", TERM: "dumb" },
   }).spawn();
   const out = new Output();
   const pumps = Promise.all([out.pump(child.stdout), out.pump(child.stderr)]);

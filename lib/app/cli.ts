@@ -407,7 +407,12 @@ export interface ConnectionRow {
 /** Print connections as a table, or as JSON only. */
 export function printConnections(rows: readonly ConnectionRow[], json: boolean): void {
   if (json) return printOut(JSON.stringify(rows, null, 2));
-  if (rows.length === 0) return printOut("no open connections");
+  for (const line of connectionLines(rows)) printOut(line);
+}
+
+/** Connections as the lines of a table. */
+export function connectionLines(rows: readonly ConnectionRow[]): string[] {
+  if (rows.length === 0) return ["no open connections"];
   const table = rows.map((r) =>
     [
       String(r.id),
@@ -421,8 +426,36 @@ export function printConnections(rows: readonly ConnectionRow[], json: boolean):
   );
   const head = ["ID", "PFO", "PROTO", "CLIENT", "TARGET", "SINCE", "OUT/IN BYTES"];
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
-  for (const row of [head, ...table]) {
-    printOut(row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  return [head, ...table].map((row) => row.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+}
+
+// --- --watch ---------------------------------------------------------------------------
+
+/** The `--watch` option's help text. */
+export const WATCH_HELP =
+  "print it again every second until interrupted (with --json: one line each)";
+
+/**
+ * `--watch`: each result the program streams (lib/app/event_stream.ts),
+ * printed as `lines` make it (at a terminal, on a cleared screen; else
+ * followed by a blank line), or with `json` as one JSON line. Returns when
+ * the stream ends; a stopped program throws.
+ */
+export async function watchResults(
+  stream: AsyncIterable<Record<string, unknown>>,
+  options: { readonly json: boolean; readonly lines: (result: never) => string[] },
+): Promise<void> {
+  const terminal = !options.json && Deno.stdout.isTerminal();
+  for await (const line of stream) {
+    if (line.type !== "result") continue;
+    if (options.json) {
+      printOut(JSON.stringify(line.result));
+      continue;
+    }
+    if (terminal) Deno.stdout.writeSync(new TextEncoder().encode("\x1b[H\x1b[2J"));
+    printOut(`${new Date().toISOString()}  (every 1s; Ctrl-C stops)`);
+    for (const text of options.lines(line.result as never)) printOut(text);
+    if (!terminal) printOut("");
   }
 }
 

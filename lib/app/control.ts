@@ -16,6 +16,7 @@ import { readOwnTextFile, UnsafeFileError } from "../core/file_safety.ts";
 import type { Logger } from "../core/log.ts";
 import { secretEquals } from "../core/secret.ts";
 import { writeFileAtomic } from "../core/io.ts";
+import { eventStreamBody, type EventStreamSource, parseEventQuery } from "./event_stream.ts";
 
 /** What the control file holds. */
 export interface ControlFile {
@@ -56,6 +57,8 @@ export interface ControlServerOptions {
   readonly handlers: Readonly<Record<string, ControlHandler>>;
   /** Logger for refused requests and failed commands. */
   readonly log: Logger;
+  /** What `GET /events` streams (lib/app/event_stream.ts); without it, 404. */
+  readonly events?: EventStreamSource;
 }
 
 /** A running control server. */
@@ -137,6 +140,8 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
   const secret = crypto.getRandomValues(new Uint8Array(32)).toHex();
   const { log, handlers } = options;
   let port = 0; // set once listening, before any request is served
+  // Ends the open event streams on close: a server shuts down only once every answer is done.
+  const streams = new AbortController();
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     (req, info) =>
@@ -145,6 +150,8 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
         secret,
         handlers,
         log,
+        events: options.events,
+        streams: streams.signal,
       }),
   );
   port = server.addr.port;
@@ -162,6 +169,7 @@ export async function serveControl(options: ControlServerOptions): Promise<Contr
     } catch {
       // Gone or replaced by another instance: leave it.
     }
+    streams.abort();
     await server.shutdown();
   }
   return { port, close, [Symbol.asyncDispose]: close };
@@ -173,6 +181,9 @@ interface _RequestContext {
   readonly secret: string;
   readonly handlers: Readonly<Record<string, ControlHandler>>;
   readonly log: Logger;
+  readonly events?: EventStreamSource;
+  /** Aborted when the server closes: the event streams end. */
+  readonly streams: AbortSignal;
 }
 
 /** Check one control request, then run its command. */
@@ -183,7 +194,11 @@ async function _serveRequest(
 ): Promise<Response> {
   const refused = _refuseRequest(req, remote, ctx);
   if (refused) return refused;
-  const command = new URL(req.url).pathname.slice(1);
+  const url = new URL(req.url);
+  const command = url.pathname.slice(1);
+  if (req.method === "GET" && command === "events" && ctx.events) {
+    return _eventStream(url, ctx.events, AbortSignal.any([req.signal, ctx.streams]));
+  }
   const handler = Object.hasOwn(ctx.handlers, command) ? ctx.handlers[command] : undefined;
   if (req.method !== "POST" || !handler) {
     return Response.json({ error: `Cannot run command: unknown command "${command}"` }, {
@@ -221,6 +236,19 @@ function _refuseRequest(req: Request, remote: string, ctx: _RequestContext): Res
     });
   }
   return null;
+}
+
+/** `GET /events`: newline-delimited JSON until the client goes away (lib/app/event_stream.ts). */
+function _eventStream(url: URL, source: EventStreamSource, signal: AbortSignal): Response {
+  let query;
+  try {
+    query = parseEventQuery(url.searchParams, Object.keys(source.results));
+  } catch (err) {
+    return Response.json({ error: errorMessage(err) }, { status: 400 });
+  }
+  return new Response(eventStreamBody(source, query, signal), {
+    headers: { "content-type": "application/x-ndjson", "cache-control": "no-store" },
+  });
 }
 
 /** The request's body as a JSON object, or the 400 answer when it is not one. */
@@ -309,6 +337,89 @@ export async function callControl<T = unknown>(
   body: object,
   program: "Console" | "Daemon",
 ): Promise<T> {
+  const file = await _readControlFile(path, program);
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${file.port}/${command}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${file.secret}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (cause) {
+    throw _unreachable(path, file, program, cause);
+  }
+  // The program's own answer: its command set types the result.
+  const reply: { result: T; error?: string } = await res.json();
+  if (!res.ok) {
+    throw new ControlCallError(reply.error ?? `${program} answered ${res.status}`, {
+      result: reply.result,
+    });
+  }
+  return reply.result;
+}
+
+function _unreachable(
+  path: string,
+  file: ControlFile,
+  program: string,
+  cause: unknown,
+): ControlCallError {
+  return new ControlCallError(
+    `Cannot reach the ${program} at 127.0.0.1:${file.port}: it is not running (stale control file "${path}")`,
+    { cause, notRunning: _refused(cause) },
+  );
+}
+
+/**
+ * Follow the event stream (`GET /events`, lib/app/event_stream.ts) of the
+ * program whose control file is `path`: one parsed JSON object per line,
+ * until the program stops (then a {@linkcode ControlCallError}) or the
+ * caller stops reading.
+ *
+ * @example
+ * ```ts ignore
+ * for await (const line of streamControl(path, "watch=status&events=0", "Console")) show(line);
+ * ```
+ */
+export async function* streamControl(
+  path: string,
+  query: string,
+  program: "Console" | "Daemon",
+): AsyncGenerator<Record<string, unknown>> {
+  const file = await _readControlFile(path, program);
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${file.port}/events?${query}`, {
+      headers: { authorization: `Bearer ${file.secret}` },
+    });
+  } catch (cause) {
+    throw _unreachable(path, file, program, cause);
+  }
+  if (!res.ok || res.body === null) {
+    const reply = await res.json().catch(() => ({})) as { error?: string };
+    throw new ControlCallError(reply.error ?? `${program} answered ${res.status}`);
+  }
+  let rest = "";
+  try {
+    for await (const chunk of res.body.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      let nl: number;
+      while ((nl = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, nl);
+        rest = rest.slice(nl + 1);
+        if (line !== "") yield JSON.parse(line);
+      }
+    }
+  } catch (cause) {
+    throw new ControlCallError(`Cannot follow the ${program}'s events: ${errorMessage(cause)}`, {
+      cause,
+    });
+  }
+  throw new ControlCallError(`The ${program} stopped: its event stream ended`);
+}
+
+/** The control file at `path`, or why it cannot be used. */
+async function _readControlFile(path: string, program: string): Promise<ControlFile> {
   let file: ControlFile;
   try {
     file = JSON.parse(await readOwnTextFile(path));
@@ -324,25 +435,5 @@ export async function callControl<T = unknown>(
       cause,
     });
   }
-  let res: Response;
-  try {
-    res = await fetch(`http://127.0.0.1:${file.port}/${command}`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${file.secret}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-  } catch (cause) {
-    throw new ControlCallError(
-      `Cannot reach the ${program} at 127.0.0.1:${file.port}: it is not running (stale control file "${path}")`,
-      { cause, notRunning: _refused(cause) },
-    );
-  }
-  // The program's own answer: its command set types the result.
-  const reply: { result: T; error?: string } = await res.json();
-  if (!res.ok) {
-    throw new ControlCallError(reply.error ?? `${program} answered ${res.status}`, {
-      result: reply.result,
-    });
-  }
-  return reply.result;
+  return file;
 }

@@ -15,7 +15,7 @@
 /** The programs. */
 export type ProgramName = "console" | "daemon";
 
-const ENV = "--allow-env=LOG_TOKENS,LOG_STREAM,NO_COLOR,FORCE_COLOR,CLICOLOR_FORCE";
+const ENV = "--allow-env=LOG_TOKENS,LOG_STREAM,NO_COLOR,FORCE_COLOR,CLICOLOR_FORCE,TERM";
 /** The proxy variables the Daemon reads as curl does (`--proxy` overrides them). */
 const PROXY_ENV = "HTTPS_PROXY,https_proxy,ALL_PROXY,all_proxy,NO_PROXY,no_proxy";
 /** The system programs `service` subcommands run, by absolute path. */

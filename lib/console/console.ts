@@ -10,6 +10,7 @@
 import { CommandError } from "../app/command_error.ts";
 import { ControlError, type ControlServer, serveControl } from "../app/control.ts";
 import { type DashboardServer, serveDashboard } from "../app/dashboard.ts";
+import type { EventStreamSource } from "../app/event_stream.ts";
 import { CONSOLE_DASHBOARD_SCRIPT } from "./dashboard_script.ts";
 import { closeQuietly, errorMessage } from "../core/errors.ts";
 import { EventHub } from "../core/events.ts";
@@ -27,6 +28,7 @@ import {
   type ConsoleCommandSet,
   controlHandlers,
   type ResolveResult,
+  runCommand,
   trustEntries,
 } from "./commands.ts";
 import { authenticateLink } from "./handshake.ts";
@@ -181,6 +183,7 @@ export class Console implements AsyncDisposable {
         path: paths.control,
         log,
         handlers: { ...controlHandlers(this.commands), dashboard: () => this.#dashboardUrl() },
+        events: this.#eventStream(),
       });
       this.#run = {
         identity,
@@ -203,6 +206,20 @@ export class Console implements AsyncDisposable {
     }
     this.#ready();
     return listen;
+  }
+
+  /** What the control API's `GET /events` streams: these events, and the watchable commands. */
+  #eventStream(): EventStreamSource {
+    const run = (name: "status" | "pfo/list" | "connections/list") => () =>
+      runCommand(this.commands, name, {});
+    return {
+      subscribe: (signal) => this.events.subscribe({ signal }),
+      results: {
+        status: run("status"),
+        "pfo/list": run("pfo/list"),
+        "connections/list": run("connections/list"),
+      },
+    };
   }
 
   /** The bound session address, once started. */

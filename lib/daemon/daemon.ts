@@ -181,7 +181,19 @@ export class Daemon {
       ...controlHandlers(this.commands),
       dashboard: () => dashboardUrl(dashboard),
     };
-    const control = await serveControl({ path: paths.control, log, handlers });
+    const control = await serveControl({
+      path: paths.control,
+      log,
+      handlers,
+      // GET /events: the Daemon's events, and the commands `--watch` repeats.
+      events: {
+        subscribe: (signal) => this.subscribe({ signal }),
+        results: {
+          status: () => this.commands.run("status", {}),
+          "connections/list": () => this.commands.run("connections/list", {}),
+        },
+      },
+    });
     if (dashboard) {
       out(`Dashboard: ${dashboard.loginUrl()}`);
       out(`  (one login; \`${this.#dashboardCommand()}\` prints a new URL)`);
