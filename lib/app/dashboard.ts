@@ -61,6 +61,10 @@ const MAX_LOGIN_TOKENS = 32;
 const MAX_COOKIES = 64;
 /** A page that does not read its WebSocket gets no more snapshots past this many bytes queued. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** Open pages (WebSockets) per dashboard; each may hold up to MAX_BUFFERED_BYTES queued. */
+export const MAX_DASHBOARD_PAGES = 16;
+/** Longest command body a page may POST; the page's own are a few hundred bytes. */
+export const MAX_COMMAND_BYTES = 64 * 1024;
 
 /** The strict policy every answer carries: nothing but this server's own files. */
 export const DASHBOARD_CSP = [
@@ -125,8 +129,10 @@ class Gate {
   }
 
   loggedIn(headers: Headers): boolean {
-    const value = readCookie(headers.get("cookie") ?? "", this.cookieName);
-    return value !== null && this.#cookies.some((c) => secretEquals(c, value));
+    // Another site on this host (any port) may have set a cookie of the same
+    // name; any one of the values sent may be ours.
+    const values = readCookies(headers.get("cookie") ?? "", this.cookieName);
+    return values.some((value) => this.#cookies.some((c) => secretEquals(c, value)));
   }
 
   /** Why the request's `Host` (and for `checkOrigin`, its `Origin`) is foreign, or null. */
@@ -150,12 +156,13 @@ class Gate {
   }
 }
 
-function readCookie(header: string, name: string): string | null {
+function readCookies(header: string, name: string): string[] {
+  const values: string[] = [];
   for (const part of header.split(";")) {
     const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    if (eq > 0 && part.slice(0, eq).trim() === name) values.push(part.slice(eq + 1).trim());
   }
-  return null;
+  return values.slice(0, 8);
 }
 
 function securityHeaders(type: string): Headers {
@@ -318,7 +325,13 @@ async function runCommand(
   }
   let body: Record<string, unknown>;
   try {
-    body = await req.json();
+    const text = await readBody(req, MAX_COMMAND_BYTES);
+    if (text === null) {
+      return Response.json({
+        error: `Cannot run "${name}": the request is over ${MAX_COMMAND_BYTES} bytes`,
+      }, { status: 413 });
+    }
+    body = JSON.parse(text);
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       throw new TypeError("not an object");
     }
@@ -338,10 +351,38 @@ async function runCommand(
   }
 }
 
+/** The request's body as text, or null (and the rest left unread) past `max` bytes. */
+async function readBody(req: Request, max: number): Promise<string | null> {
+  if (Number(req.headers.get("content-length") ?? 0) > max) return null;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? []) {
+    size += chunk.length;
+    if (size > max) return null;
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 /** One page's WebSocket: the snapshot now, then again (at most every `pushEveryMs`) after each change. */
 function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortController>): Response {
   if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
     return textAnswer(400, "Cannot open the feed: expected a WebSocket");
+  }
+  if (pages.size >= MAX_DASHBOARD_PAGES) {
+    options.log.warn("dashboard page refused: too many pages open", {
+      limit: MAX_DASHBOARD_PAGES,
+    });
+    return textAnswer(
+      503,
+      `Cannot open the feed: ${MAX_DASHBOARD_PAGES} dashboard pages are open already; close one`,
+    );
   }
   const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 30 });
   const stop = new AbortController();

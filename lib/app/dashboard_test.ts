@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { EventHub } from "../core/events.ts";
 import { createLogger } from "../core/log.ts";
 import { ControlError } from "./control.ts";
-import { DASHBOARD_CSP, type DashboardServer, serveDashboard } from "./dashboard.ts";
+import {
+  DASHBOARD_CSP,
+  type DashboardServer,
+  MAX_COMMAND_BYTES,
+  MAX_DASHBOARD_PAGES,
+  serveDashboard,
+} from "./dashboard.ts";
 
 const quiet = createLogger({ level: "error", sink: () => {} });
 
@@ -216,4 +222,107 @@ Deno.test("serveDashboard() says which address it cannot listen on, and what to 
       `^Error: Cannot serve the dashboard on "127\\.0\\.0\\.1:${port}": .*change \`dashboard:\``,
     ),
   );
+});
+
+/** A page's WebSocket, open once the first snapshot arrived. */
+async function openPage(port: number, cookie: string): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+    headers: { cookie, origin: `http://127.0.0.1:${port}` },
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.onmessage = () => resolve();
+    ws.onclose = (e) => reject(new Error(`page closed: ${e.code} ${e.reason}`));
+  });
+  ws.onclose = null;
+  return ws;
+}
+
+Deno.test("serveDashboard() holds a bounded number of pages, and an abandoned upgrade frees its place", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const port = dash.port;
+  // Upgrades whose sender leaves at once must not keep a place.
+  for (let i = 0; i < MAX_DASHBOARD_PAGES + 2; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(
+      new TextEncoder().encode(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nOrigin: http://127.0.0.1:${port}\r\n` +
+          `Cookie: ${cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      ),
+    );
+    const buf = new Uint8Array(256);
+    await conn.read(buf); // the 101 (or a refusal)
+    conn.close();
+  }
+  const open: WebSocket[] = [];
+  try {
+    // The server sees those closes a moment later: bounded retries.
+    for (let i = 0, tries = 0; i < MAX_DASHBOARD_PAGES && tries < 200; tries++) {
+      const ws = await openPage(port, cookie).catch(() => null);
+      if (ws !== null) open[i++] = ws;
+    }
+    assert.equal(open.length, MAX_DASHBOARD_PAGES, "abandoned upgrades kept their places");
+    const over = await fetch(`http://127.0.0.1:${port}/ws`, {
+      headers: { cookie, origin: `http://127.0.0.1:${port}`, upgrade: "websocket" },
+    });
+    assert.equal(over.status, 503, "a page past the limit was let in");
+    assert.match(await over.text(), /pages are open already/);
+    const gone = new Promise((resolve) => (open[0].onclose = resolve));
+    open.shift()!.close();
+    await gone;
+    // The server sees the close a moment later: bounded retries until the place is free.
+    let again: WebSocket | null = null;
+    for (let i = 0; i < 50 && again === null; i++) {
+      again = await openPage(port, cookie).catch(() => null);
+    }
+    assert.ok(again, "a closed page's place was not freed");
+    open.push(again);
+  } finally {
+    for (const ws of open) ws.close();
+  }
+});
+
+Deno.test("serveDashboard() refuses a command body over its limit without reading it all", async () => {
+  const { dash, calls } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const own = `http://127.0.0.1:${dash.port}`;
+  const big = JSON.stringify({ pad: "x".repeat(MAX_COMMAND_BYTES) });
+  const res = await fetch(`${own}/api/echo`, {
+    method: "POST",
+    headers: { cookie, origin: own },
+    body: big,
+  });
+  assert.equal(res.status, 413);
+  assert.match((await res.json()).error, /over 65536 bytes/);
+  // Without a length: the body streamed in pieces.
+  const streamed = await fetch(`${own}/api/echo`, {
+    method: "POST",
+    headers: { cookie, origin: own },
+    body: ReadableStream.from([big.slice(0, 40_000), big.slice(40_000)]).pipeThrough(
+      new TextEncoderStream(),
+    ),
+  });
+  assert.equal(streamed.status, 413);
+  await streamed.body?.cancel();
+  assert.equal(calls.length, 0);
+});
+
+Deno.test("serveDashboard() finds its cookie among same-named ones another site on this host set", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const name = cookie.split("=")[0];
+  const res = await fetch(`http://127.0.0.1:${dash.port}/`, {
+    headers: { cookie: `${name}=planted-by-another-port; ${cookie}` },
+  });
+  assert.equal(res.status, 200, "a planted cookie of the same name logged the page out");
+  await res.body?.cancel();
+  const planted = await fetch(`http://127.0.0.1:${dash.port}/`, {
+    headers: { cookie: `${name}=planted-by-another-port` },
+  });
+  assert.equal(planted.status, 401);
+  await planted.body?.cancel();
 });
