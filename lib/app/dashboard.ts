@@ -321,13 +321,13 @@ async function runCommand(
 ): Promise<Response> {
   const handler = Object.hasOwn(options.handlers, name) ? options.handlers[name] : undefined;
   if (!handler) {
-    return Response.json({ error: `Cannot run "${name}": no such command` }, { status: 404 });
+    return pageAnswer({ error: `Cannot run "${name}": no such command` }, { status: 404 });
   }
   let body: Record<string, unknown>;
   try {
     const text = await readBody(req, MAX_COMMAND_BYTES);
     if (text === null) {
-      return Response.json({
+      return pageAnswer({
         error: `Cannot run "${name}": the request is over ${MAX_COMMAND_BYTES} bytes`,
       }, { status: 413 });
     }
@@ -336,19 +336,55 @@ async function runCommand(
       throw new TypeError("not an object");
     }
   } catch (cause) {
-    return Response.json({
+    return pageAnswer({
       error: `Cannot run "${name}": body is not a JSON object (${errorMessage(cause)})`,
     }, { status: 400 });
   }
   try {
-    return Response.json({ result: (await handler(body)) ?? null });
+    return pageAnswer({ result: (await handler(body)) ?? null });
   } catch (err) {
     const status = err instanceof ControlError ? err.status : 500;
     if (status === 500) {
       options.log.error("dashboard command failed", { command: name, error: errorMessage(err) });
     }
-    return Response.json({ error: errorMessage(err) }, { status });
+    return pageAnswer({ error: errorMessage(err) }, { status });
   }
+}
+
+/**
+ * In `JSON.stringify`'s text: an escaped backslash (kept), the escapes it
+ * writes for C0 controls other than tab and line feed, and the characters
+ * it leaves raw that `printable` escapes (DEL, C1, bidi, line separators).
+ */
+const PAGE_ESCAPES =
+  /\\(?:\\|[bfr]|u00(?:0[0-8bcef]|1[0-9a-f]))|[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+const SHORT_ESCAPES: Record<string, number> = { b: 0x08, f: 0x0c, r: 0x0d };
+
+function pageEscape(m: string): string {
+  if (m === "\\\\") return m;
+  if (m.length === 1) return `\\\\u${m.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  const code = m.length === 2 ? SHORT_ESCAPES[m[1]] : parseInt(m.slice(4), 16);
+  return `\\\\x${code.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * JSON for the page in which every string reads as `printable` (lib/core/text.ts)
+ * makes it: the snapshot and command answers carry peer strings (host, user,
+ * chat, reasons) and the page shows them as they come. One pass over the
+ * JSON text, so a large snapshot costs little more than `JSON.stringify`.
+ *
+ * @example
+ * ```ts
+ * import { pageJson } from "./dashboard.ts";
+ * if (JSON.parse(pageJson(["a\u202eb\x1b"]))[0] !== "a\\u202eb\\x1b") throw new Error("raw");
+ * ```
+ */
+export function pageJson(value: unknown): string {
+  return JSON.stringify(value).replace(PAGE_ESCAPES, pageEscape);
+}
+
+function pageAnswer(value: unknown, init: ResponseInit = {}): Response {
+  return new Response(pageJson(value), { ...init, headers: securityHeaders("application/json") });
 }
 
 /** The request's body as text, or null (and the rest left unread) past `max` bytes. */
@@ -394,7 +430,7 @@ function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortContr
     timer = null;
     if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > MAX_BUFFERED_BYTES) return;
     lastPush = Date.now();
-    socket.send(JSON.stringify({ program: options.program, snapshot: options.snapshot() }));
+    socket.send(pageJson({ program: options.program, snapshot: options.snapshot() }));
   };
   const refreshMs = options.refreshMs ?? 2000;
   let refresh: ReturnType<typeof setInterval> | undefined;

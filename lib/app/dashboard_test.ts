@@ -7,8 +7,10 @@ import {
   type DashboardServer,
   MAX_COMMAND_BYTES,
   MAX_DASHBOARD_PAGES,
+  pageJson,
   serveDashboard,
 } from "./dashboard.ts";
+import { printable } from "../core/text.ts";
 
 const quiet = createLogger({ level: "error", sink: () => {} });
 
@@ -325,4 +327,67 @@ Deno.test("serveDashboard() finds its cookie among same-named ones another site 
   });
   assert.equal(planted.status, 401);
   await planted.body?.cancel();
+});
+
+Deno.test("serveDashboard() sends peer strings to the page with control and bidi characters escaped", async () => {
+  const hostile = "ann\u202egnp.exe\x1b[2J\u2028x";
+  const shown = "ann\\u202egnp.exe\\x1b[2J\\u2028x";
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Console",
+    urlCommand: "console dashboard",
+    script: "",
+    snapshot: () => ({ peer: { user: hostile }, chat: [{ text: `two\nlines ${hostile}` }] }),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: {
+      resolve: () => ({ answer: hostile }),
+      refuse: () => {
+        throw new ControlError(`Cannot resolve "${hostile}"`, { status: 400 });
+      },
+    },
+    log: quiet,
+  });
+  await using _ = dash;
+  const cookie = await login(dash);
+  const own = `http://127.0.0.1:${dash.port}`;
+  const ws = new WebSocket(`ws://127.0.0.1:${dash.port}/ws`, { headers: { cookie, origin: own } });
+  const first = await new Promise<string>((resolve) => (ws.onmessage = (m) => resolve(m.data)));
+  const closed = new Promise((resolve) => (ws.onclose = resolve));
+  ws.close();
+  await closed;
+  const { snapshot } = JSON.parse(first);
+  assert.equal(snapshot.peer.user, shown);
+  assert.equal(snapshot.chat[0].text, `two\nlines ${shown}`, "a chat line break is kept");
+  const post = (name: string) =>
+    fetch(`${own}/api/${name}`, { method: "POST", headers: { cookie, origin: own }, body: "{}" })
+      .then((r) => r.json());
+  assert.deepEqual(await post("resolve"), { result: { answer: shown } });
+  assert.deepEqual(await post("refuse"), { error: `Cannot resolve "${shown}"` });
+});
+
+Deno.test("pageJson() reads back as printable() makes every string, backslashes included", () => {
+  const alphabet = ["a", "\\", '"', "u", "0", "\t", "\n", "\r", "\b", "\f", "\x00", "\x1b", "\x7f"];
+  alphabet.push(
+    "\x9b",
+    "\u202e",
+    "\u2066",
+    "\u2028",
+    "\u2029",
+    "\u061c",
+    "\ud800",
+    "é",
+    "\u{1f600}",
+  );
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  for (let i = 0; i < 2000; i++) {
+    let text = "";
+    for (let n = next() % 12; n > 0; n--) text += alphabet[next() % alphabet.length];
+    const value = { [`k${i}`]: text, list: [text, 1, null] };
+    assert.deepEqual(
+      JSON.parse(pageJson(value)),
+      { [`k${i}`]: printable(text), list: [printable(text), 1, null] },
+      JSON.stringify(text),
+    );
+  }
 });
