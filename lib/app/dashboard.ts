@@ -43,6 +43,13 @@ export interface DashboardOptions {
    * the chart move on a page while nothing else changes. Default 2000.
    */
   readonly refreshMs?: number;
+  /**
+   * How long a login URL works, in ms. Default 10 minutes: the URL printed at
+   * start may sit in a log (a service's journal) that others can read.
+   */
+  readonly loginTokenMs?: number;
+  /** The clock, in ms (tests). Default `Date.now`. */
+  readonly now?: () => number;
 }
 
 /** A running dashboard. */
@@ -57,6 +64,8 @@ export interface DashboardServer extends AsyncDisposable {
 
 /** Login tokens waiting to be used; the oldest goes when there are more. */
 const MAX_LOGIN_TOKENS = 32;
+/** How long a login URL works unless the options say otherwise: 10 minutes. */
+const LOGIN_TOKEN_MS = 10 * 60 * 1000;
 /** Logged-in browsers; the oldest is logged out when there are more. */
 const MAX_COOKIES = 64;
 /** A page that does not read its WebSocket gets no more snapshots past this many bytes queued. */
@@ -94,12 +103,21 @@ function isWildcard(host: string): boolean {
 
 /** What one dashboard checks requests against. */
 class Gate {
-  readonly #tokens: string[] = [];
+  readonly #tokens: { token: string; expires: number }[] = [];
+  readonly #tokenMs: number;
+  readonly #now: () => number;
   readonly #cookies: string[] = [];
   readonly cookieName: string;
   readonly hosts: readonly string[];
 
-  constructor(address: HostPort, port: number, program: string) {
+  constructor(
+    address: HostPort,
+    port: number,
+    program: string,
+    clock: { tokenMs?: number; now?: () => number } = {},
+  ) {
+    this.#tokenMs = clock.tokenMs ?? LOGIN_TOKEN_MS;
+    this.#now = clock.now ?? Date.now;
     this.cookieName = `portferry-${program.toLowerCase()}-${port}`;
     const names = new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
     if (!isWildcard(address.host)) names.add(formatHostPort(address.host, port).toLowerCase());
@@ -108,17 +126,17 @@ class Gate {
 
   newToken(): string {
     const token = randomToken();
-    this.#tokens.push(token);
+    this.#tokens.push({ token, expires: this.#now() + this.#tokenMs });
     if (this.#tokens.length > MAX_LOGIN_TOKENS) this.#tokens.shift();
     return token;
   }
 
   /** Use up `token`: true when it was a valid login token. */
   redeem(token: string): boolean {
-    const i = this.#tokens.findIndex((t) => secretEquals(t, token));
+    const i = this.#tokens.findIndex((t) => secretEquals(t.token, token));
     if (i < 0) return false;
-    this.#tokens.splice(i, 1);
-    return true;
+    const [used] = this.#tokens.splice(i, 1);
+    return this.#now() < used.expires;
   }
 
   newCookie(): string {
@@ -242,7 +260,10 @@ export function serveDashboard(options: DashboardOptions): DashboardServer {
     );
   }
   const port = server.addr.port;
-  gate = new Gate(address, port, options.program);
+  gate = new Gate(address, port, options.program, {
+    tokenMs: options.loginTokenMs,
+    now: options.now,
+  });
   const shown = isWildcard(address.host) ? "127.0.0.1" : address.host;
   let closed: Promise<void> | null = null;
   const close = () => {
@@ -301,7 +322,7 @@ function answer(
 /** Trade a login token for the cookie, and take the token out of the address bar. */
 function login(gate: Gate, token: string, options: DashboardOptions): Response {
   if (!gate.redeem(token)) {
-    options.log.warn("dashboard login refused: unknown or used token");
+    options.log.warn("dashboard login refused: unknown, used or expired token");
     return loginPage(options.program, options.urlCommand);
   }
   const headers = securityHeaders("text/plain; charset=utf-8");

@@ -391,3 +391,31 @@ Deno.test("pageJson() reads back as printable() makes every string, backslashes 
     );
   }
 });
+
+Deno.test("serveDashboard() lets a login URL work for a limited time only", async () => {
+  let now = 1_000_000;
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Daemon",
+    urlCommand: "daemon dashboard",
+    script: "",
+    snapshot: () => ({}),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: {},
+    log: quiet,
+    loginTokenMs: 60_000,
+    now: () => now,
+  });
+  await using _ = dash;
+  const fresh = dash.loginUrl();
+  const stale = dash.loginUrl();
+  now += 59_999;
+  const ok = await fetch(fresh, { redirect: "manual" });
+  await ok.body?.cancel();
+  assert.equal(ok.status, 303);
+  now += 1;
+  const late = await fetch(stale, { redirect: "manual" });
+  assert.equal(late.status, 401, "a login URL past its time still worked");
+  assert.equal(late.headers.get("set-cookie"), null);
+  await late.body?.cancel();
+});
