@@ -14,6 +14,7 @@
 import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import { secretEquals } from "../core/secret.ts";
+import { parseIp, unmapIp } from "../net/address.ts";
 import { formatHostPort, type HostPort } from "../net/hostport.ts";
 import { ControlError, type ControlHandler } from "./control.ts";
 import { DASHBOARD_CSS } from "./dashboard_style.ts";
@@ -91,9 +92,16 @@ function randomToken(): string {
   return crypto.getRandomValues(new Uint8Array(24)).toHex();
 }
 
-/** Whether `host` is a loopback address (or `localhost`). */
+/**
+ * Whether `host` is a loopback address (or `localhost`). A name that merely
+ * starts with "127." (`127.0.0.1.example.net`) may resolve anywhere: not loopback.
+ */
 export function isLoopbackHost(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
+  if (host.toLowerCase() === "localhost") return true;
+  const ip = parseIp(host);
+  if (ip === null) return false;
+  const plain = unmapIp(ip);
+  return plain.family === 4 ? plain.bits >> 24n === 127n : plain.bits === 1n;
 }
 
 /** Whether `host` means every address of this computer. */

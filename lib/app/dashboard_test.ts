@@ -5,6 +5,7 @@ import { ControlError } from "./control.ts";
 import {
   DASHBOARD_CSP,
   type DashboardServer,
+  isLoopbackHost,
   MAX_COMMAND_BYTES,
   MAX_DASHBOARD_PAGES,
   pageJson,
@@ -418,4 +419,22 @@ Deno.test("serveDashboard() lets a login URL work for a limited time only", asyn
   assert.equal(late.status, 401, "a login URL past its time still worked");
   assert.equal(late.headers.get("set-cookie"), null);
   await late.body?.cancel();
+});
+
+Deno.test("isLoopbackHost() takes loopback addresses only, not names that look like them", () => {
+  for (
+    const host of [
+      "localhost",
+      "127.0.0.1",
+      "127.8.9.10",
+      "::1",
+      "0:0:0:0:0:0:0:1",
+      "::ffff:127.0.0.1",
+    ]
+  ) {
+    assert.ok(isLoopbackHost(host), host);
+  }
+  for (const host of ["127.0.0.1.nip.io", "127.example.net", "10.0.0.1", "::", "0.0.0.0", "::2"]) {
+    assert.ok(!isLoopbackHost(host), host);
+  }
 });
