@@ -438,3 +438,28 @@ Deno.test("isLoopbackHost() takes loopback addresses only, not names that look l
     assert.ok(!isLoopbackHost(host), host);
   }
 });
+
+Deno.test("serveDashboard() takes the loopback Host forms a browser sends and refuses look-alikes", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const p = dash.port;
+  for (const host of [`127.0.0.1:${p}`, `LOCALHOST:${p}`, `localhost:${p}`, `[::1]:${p}`]) {
+    const line = await rawStatusLine(p, "GET /", host);
+    assert.match(line, /^HTTP\/1\.1 401/, `Host "${host}" was refused`);
+  }
+  const lookAlikes = [
+    `localhost.:${p}`,
+    `127.0.0.1.:${p}`,
+    "127.0.0.1",
+    `127.0.0.1:0${p}`,
+    `0x7f.0.0.1:${p}`,
+    `2130706433:${p}`,
+    `[0:0:0:0:0:0:0:1]:${p}`,
+    `127.0.0.1:${p}@evil.example`,
+    `evil.example#127.0.0.1:${p}`,
+  ];
+  for (const host of lookAlikes) {
+    const line = await rawStatusLine(p, "GET /", host);
+    assert.match(line, /^HTTP\/1\.1 (421|400)/, `Host "${host}" was let in`);
+  }
+});
