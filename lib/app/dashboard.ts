@@ -12,7 +12,7 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, LogThrottle } from "../core/log.ts";
 import { secretEquals } from "../core/secret.ts";
 import { parseIp, unmapIp } from "../net/address.ts";
 import { formatHostPort, type HostPort } from "../net/hostport.ts";
@@ -117,6 +117,10 @@ class Gate {
   readonly #cookies: string[] = [];
   readonly cookieName: string;
   readonly hosts: readonly string[];
+  /** Refusals any web page can cause: logged at most every 10 s each, with counts. */
+  readonly refusedLog = new LogThrottle();
+  readonly loginLog = new LogThrottle();
+  readonly pagesLog = new LogThrottle();
 
   constructor(
     address: HostPort,
@@ -300,7 +304,8 @@ function answer(
   const isWebSocket = url.pathname === "/ws";
   const refused = gate.refusal(req, req.method !== "GET" || isWebSocket);
   if (refused) {
-    options.log.warn("dashboard request refused", { reason: refused.text });
+    const times = gate.refusedLog.hit();
+    if (times) options.log.warn("dashboard request refused", { reason: refused.text, times });
     return textAnswer(refused.status, `Cannot use the dashboard: ${refused.text}`);
   }
   const token = url.searchParams.get("token");
@@ -322,7 +327,7 @@ function answer(
     case "/app.css":
       return new Response(DASHBOARD_CSS, { headers: securityHeaders("text/css") });
     case "/ws":
-      return openFeed(req, options, pages);
+      return openFeed(req, gate, options, pages);
   }
   return textAnswer(404, "Cannot find that page on the dashboard");
 }
@@ -330,7 +335,10 @@ function answer(
 /** Trade a login token for the cookie, and take the token out of the address bar. */
 function login(gate: Gate, token: string, options: DashboardOptions): Response {
   if (!gate.redeem(token)) {
-    options.log.warn("dashboard login refused: unknown, used or expired token");
+    const times = gate.loginLog.hit();
+    if (times) {
+      options.log.warn("dashboard login refused: unknown, used or expired token", { times });
+    }
     return loginPage(options.program, options.urlCommand);
   }
   const headers = securityHeaders("text/plain; charset=utf-8");
@@ -436,14 +444,23 @@ async function readBody(req: Request, max: number): Promise<string | null> {
 }
 
 /** One page's WebSocket: the snapshot now, then again (at most every `pushEveryMs`) after each change. */
-function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortController>): Response {
+function openFeed(
+  req: Request,
+  gate: Gate,
+  options: DashboardOptions,
+  pages: Set<AbortController>,
+): Response {
   if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
     return textAnswer(400, "Cannot open the feed: expected a WebSocket");
   }
   if (pages.size >= MAX_DASHBOARD_PAGES) {
-    options.log.warn("dashboard page refused: too many pages open", {
-      limit: MAX_DASHBOARD_PAGES,
-    });
+    const times = gate.pagesLog.hit();
+    if (times) {
+      options.log.warn("dashboard page refused: too many pages open", {
+        limit: MAX_DASHBOARD_PAGES,
+        times,
+      });
+    }
     return textAnswer(
       503,
       `Cannot open the feed: ${MAX_DASHBOARD_PAGES} dashboard pages are open already; close one`,

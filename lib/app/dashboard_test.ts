@@ -463,3 +463,41 @@ Deno.test("serveDashboard() takes the loopback Host forms a browser sends and re
     assert.match(line, /^HTTP\/1\.1 (421|400)/, `Host "${host}" was let in`);
   }
 });
+
+Deno.test("serveDashboard() logs refusals any web page can cause at a bounded rate, with counts", async () => {
+  const lines: string[] = [];
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Console",
+    urlCommand: "console dashboard",
+    script: "",
+    snapshot: () => ({}),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: { echo: () => null },
+    log: createLogger({ level: "warn", sink: (line) => lines.push(line) }),
+  });
+  await using _ = dash;
+  const own = `http://127.0.0.1:${dash.port}`;
+  for (let i = 0; i < 20; i++) {
+    const post = await fetch(`${own}/api/echo`, {
+      method: "POST",
+      headers: { origin: "http://evil.example" },
+      body: "{}",
+    });
+    assert.equal(post.status, 403);
+    await post.body?.cancel();
+    const bad = await fetch(`${own}/?token=guess${i}`, { redirect: "manual" });
+    assert.equal(bad.status, 401);
+    await bad.body?.cancel();
+  }
+  assert.equal(
+    lines.filter((l) => l.includes("dashboard request refused")).length,
+    1,
+    lines.join("\n"),
+  );
+  assert.equal(
+    lines.filter((l) => l.includes("dashboard login refused")).length,
+    1,
+    lines.join("\n"),
+  );
+});
