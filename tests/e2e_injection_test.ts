@@ -173,3 +173,48 @@ Deno.test("a Console's session id, OPEN fields, chat, CLOSE and REJECT reasons r
   assert.equal(rawControl(text), null, text);
   assert.deepEqual(forgedLines(daemon.out.lines, [FAKE, "Session ended: fake"]), []);
 });
+
+/** Every string in `value`, however deep. */
+function stringsIn(value: unknown): string[] {
+  if (typeof value === "string") return [value];
+  if (typeof value !== "object" || value === null) return [];
+  return Object.entries(value).flatMap(([k, v]) => [k, ...stringsIn(v)]);
+}
+
+Deno.test("a Daemon's chat reaches the Console's dashboard page escaped, as on the terminal", async () => {
+  await using con = await startConsole({ args: ["--auto-accept"] });
+  const [, login] = await con.out.waitFor(/Dashboard: (http:\/\/\S+)/);
+  const origin = new URL(login).origin;
+  const loggedIn = await fetch(login, { redirect: "manual" });
+  await loggedIn.body?.cancel();
+  const cookie = (loggedIn.headers.get("set-cookie") ?? "").split(";")[0];
+  assert.match(cookie, /=/, "no login cookie");
+  const d = await hostileDaemon(con, { host: "vm", user: "root", os: "linux" });
+  const ws = new WebSocket(`${origin.replace("http", "ws")}/ws`, { headers: { cookie, origin } });
+  try {
+    assert.equal(d.answer.tag, Tag.ACCEPT);
+    await con.out.waitFor(/Session established with root@vm/);
+    await sendNow(d.link, { tag: Tag.CHAT, text: `hi${evil(FAKE_ESTABLISHED)}\r\nsecond` });
+    const snapshot = await within(
+      new Promise<unknown>((resolve) => {
+        ws.onmessage = (m) => {
+          const { snapshot } = JSON.parse(String(m.data));
+          if (JSON.stringify(snapshot).includes(FAKE_ESTABLISHED)) resolve(snapshot);
+        };
+      }),
+      15_000,
+      "the chat line on the dashboard's feed",
+    );
+    const strings = stringsIn(snapshot);
+    for (const s of strings) assert.equal(rawControl(s), null, JSON.stringify(s));
+    assert.ok(
+      strings.some((s) => s.includes(`hi\\x1b[2J\\x1b[H\\x0d\n${FAKE_ESTABLISHED}\\u202e`)),
+      "the chat line is not on the page as printable() shows it",
+    );
+  } finally {
+    const closed = new Promise((resolve) => (ws.onclose = resolve));
+    ws.close();
+    await closed;
+    closeQuietly(d.link);
+  }
+});

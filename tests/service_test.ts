@@ -257,3 +257,19 @@ Deno.test("underRoot() maps system paths, Windows drives included, under --root"
   );
   assert.equal(underRoot(null, "/etc/x"), "/etc/x");
 });
+
+Deno.test("systemdUnit() refuses a path with a line break rather than let it start a directive of its own", () => {
+  const evil = "/home/ann/x\nExecStartPre=/bin/sh -c id";
+  for (
+    const s of [
+      spec({ settingsDir: evil }),
+      spec({ command: ["/opt/pf/portferry-daemon", "--config", `${evil}/d.yaml`] }),
+    ]
+  ) {
+    assert.throws(() => systemdUnit(s), (err: Error) => {
+      assert.match(err.message, /^Cannot write ".*\\x0aExecStartPre.*" into a systemd unit/);
+      return true;
+    });
+  }
+  assert.throws(() => systemdWord("a\rb"), /control character/);
+});

@@ -12,8 +12,9 @@
  */
 
 import { errorMessage } from "../core/errors.ts";
-import type { Logger } from "../core/log.ts";
+import { type Logger, LogThrottle } from "../core/log.ts";
 import { secretEquals } from "../core/secret.ts";
+import { parseIp, unmapIp } from "../net/address.ts";
 import { formatHostPort, type HostPort } from "../net/hostport.ts";
 import { ControlError, type ControlHandler } from "./control.ts";
 import { DASHBOARD_CSS } from "./dashboard_style.ts";
@@ -43,6 +44,13 @@ export interface DashboardOptions {
    * the chart move on a page while nothing else changes. Default 2000.
    */
   readonly refreshMs?: number;
+  /**
+   * How long a login URL works, in ms. Default 10 minutes: the URL printed at
+   * start may sit in a log (a service's journal) that others can read.
+   */
+  readonly loginTokenMs?: number;
+  /** The clock, in ms (tests). Default `Date.now`. */
+  readonly now?: () => number;
 }
 
 /** A running dashboard. */
@@ -57,10 +65,16 @@ export interface DashboardServer extends AsyncDisposable {
 
 /** Login tokens waiting to be used; the oldest goes when there are more. */
 const MAX_LOGIN_TOKENS = 32;
+/** How long a login URL works unless the options say otherwise: 10 minutes. */
+const LOGIN_TOKEN_MS = 10 * 60 * 1000;
 /** Logged-in browsers; the oldest is logged out when there are more. */
 const MAX_COOKIES = 64;
 /** A page that does not read its WebSocket gets no more snapshots past this many bytes queued. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** Open pages (WebSockets) per dashboard; each may hold up to MAX_BUFFERED_BYTES queued. */
+export const MAX_DASHBOARD_PAGES = 16;
+/** Longest command body a page may POST; the page's own are a few hundred bytes. */
+export const MAX_COMMAND_BYTES = 64 * 1024;
 
 /** The strict policy every answer carries: nothing but this server's own files. */
 export const DASHBOARD_CSP = [
@@ -78,9 +92,16 @@ function randomToken(): string {
   return crypto.getRandomValues(new Uint8Array(24)).toHex();
 }
 
-/** Whether `host` is a loopback address (or `localhost`). */
+/**
+ * Whether `host` is a loopback address (or `localhost`). A name that merely
+ * starts with "127." (`127.0.0.1.example.net`) may resolve anywhere: not loopback.
+ */
 export function isLoopbackHost(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
+  if (host.toLowerCase() === "localhost") return true;
+  const ip = parseIp(host);
+  if (ip === null) return false;
+  const plain = unmapIp(ip);
+  return plain.family === 4 ? plain.bits >> 24n === 127n : plain.bits === 1n;
 }
 
 /** Whether `host` means every address of this computer. */
@@ -90,12 +111,25 @@ function isWildcard(host: string): boolean {
 
 /** What one dashboard checks requests against. */
 class Gate {
-  readonly #tokens: string[] = [];
+  readonly #tokens: { token: string; expires: number }[] = [];
+  readonly #tokenMs: number;
+  readonly #now: () => number;
   readonly #cookies: string[] = [];
   readonly cookieName: string;
   readonly hosts: readonly string[];
+  /** Refusals any web page can cause: logged at most every 10 s each, with counts. */
+  readonly refusedLog = new LogThrottle();
+  readonly loginLog = new LogThrottle();
+  readonly pagesLog = new LogThrottle();
 
-  constructor(address: HostPort, port: number, program: string) {
+  constructor(
+    address: HostPort,
+    port: number,
+    program: string,
+    clock: { tokenMs?: number; now?: () => number } = {},
+  ) {
+    this.#tokenMs = clock.tokenMs ?? LOGIN_TOKEN_MS;
+    this.#now = clock.now ?? Date.now;
     this.cookieName = `portferry-${program.toLowerCase()}-${port}`;
     const names = new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
     if (!isWildcard(address.host)) names.add(formatHostPort(address.host, port).toLowerCase());
@@ -104,17 +138,17 @@ class Gate {
 
   newToken(): string {
     const token = randomToken();
-    this.#tokens.push(token);
+    this.#tokens.push({ token, expires: this.#now() + this.#tokenMs });
     if (this.#tokens.length > MAX_LOGIN_TOKENS) this.#tokens.shift();
     return token;
   }
 
   /** Use up `token`: true when it was a valid login token. */
   redeem(token: string): boolean {
-    const i = this.#tokens.findIndex((t) => secretEquals(t, token));
+    const i = this.#tokens.findIndex((t) => secretEquals(t.token, token));
     if (i < 0) return false;
-    this.#tokens.splice(i, 1);
-    return true;
+    const [used] = this.#tokens.splice(i, 1);
+    return this.#now() < used.expires;
   }
 
   newCookie(): string {
@@ -125,8 +159,10 @@ class Gate {
   }
 
   loggedIn(headers: Headers): boolean {
-    const value = readCookie(headers.get("cookie") ?? "", this.cookieName);
-    return value !== null && this.#cookies.some((c) => secretEquals(c, value));
+    // Another site on this host (any port) may have set a cookie of the same
+    // name; any one of the values sent may be ours.
+    const values = readCookies(headers.get("cookie") ?? "", this.cookieName);
+    return values.some((value) => this.#cookies.some((c) => secretEquals(c, value)));
   }
 
   /** Why the request's `Host` (and for `checkOrigin`, its `Origin`) is foreign, or null. */
@@ -150,12 +186,13 @@ class Gate {
   }
 }
 
-function readCookie(header: string, name: string): string | null {
+function readCookies(header: string, name: string): string[] {
+  const values: string[] = [];
   for (const part of header.split(";")) {
     const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    if (eq > 0 && part.slice(0, eq).trim() === name) values.push(part.slice(eq + 1).trim());
   }
-  return null;
+  return values.slice(0, 8);
 }
 
 function securityHeaders(type: string): Headers {
@@ -235,7 +272,10 @@ export function serveDashboard(options: DashboardOptions): DashboardServer {
     );
   }
   const port = server.addr.port;
-  gate = new Gate(address, port, options.program);
+  gate = new Gate(address, port, options.program, {
+    tokenMs: options.loginTokenMs,
+    now: options.now,
+  });
   const shown = isWildcard(address.host) ? "127.0.0.1" : address.host;
   let closed: Promise<void> | null = null;
   const close = () => {
@@ -264,7 +304,8 @@ function answer(
   const isWebSocket = url.pathname === "/ws";
   const refused = gate.refusal(req, req.method !== "GET" || isWebSocket);
   if (refused) {
-    options.log.warn("dashboard request refused", { reason: refused.text });
+    const times = gate.refusedLog.hit();
+    if (times) options.log.warn("dashboard request refused", { reason: refused.text, times });
     return textAnswer(refused.status, `Cannot use the dashboard: ${refused.text}`);
   }
   const token = url.searchParams.get("token");
@@ -286,7 +327,7 @@ function answer(
     case "/app.css":
       return new Response(DASHBOARD_CSS, { headers: securityHeaders("text/css") });
     case "/ws":
-      return openFeed(req, options, pages);
+      return openFeed(req, gate, options, pages);
   }
   return textAnswer(404, "Cannot find that page on the dashboard");
 }
@@ -294,7 +335,10 @@ function answer(
 /** Trade a login token for the cookie, and take the token out of the address bar. */
 function login(gate: Gate, token: string, options: DashboardOptions): Response {
   if (!gate.redeem(token)) {
-    options.log.warn("dashboard login refused: unknown or used token");
+    const times = gate.loginLog.hit();
+    if (times) {
+      options.log.warn("dashboard login refused: unknown, used or expired token", { times });
+    }
     return loginPage(options.program, options.urlCommand);
   }
   const headers = securityHeaders("text/plain; charset=utf-8");
@@ -314,34 +358,113 @@ async function runCommand(
 ): Promise<Response> {
   const handler = Object.hasOwn(options.handlers, name) ? options.handlers[name] : undefined;
   if (!handler) {
-    return Response.json({ error: `Cannot run "${name}": no such command` }, { status: 404 });
+    return pageAnswer({ error: `Cannot run "${name}": no such command` }, { status: 404 });
   }
   let body: Record<string, unknown>;
   try {
-    body = await req.json();
+    const text = await readBody(req, MAX_COMMAND_BYTES);
+    if (text === null) {
+      return pageAnswer({
+        error: `Cannot run "${name}": the request is over ${MAX_COMMAND_BYTES} bytes`,
+      }, { status: 413 });
+    }
+    body = JSON.parse(text);
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       throw new TypeError("not an object");
     }
   } catch (cause) {
-    return Response.json({
+    return pageAnswer({
       error: `Cannot run "${name}": body is not a JSON object (${errorMessage(cause)})`,
     }, { status: 400 });
   }
   try {
-    return Response.json({ result: (await handler(body)) ?? null });
+    return pageAnswer({ result: (await handler(body)) ?? null });
   } catch (err) {
     const status = err instanceof ControlError ? err.status : 500;
     if (status === 500) {
       options.log.error("dashboard command failed", { command: name, error: errorMessage(err) });
     }
-    return Response.json({ error: errorMessage(err) }, { status });
+    return pageAnswer({ error: errorMessage(err) }, { status });
   }
 }
 
+/**
+ * In `JSON.stringify`'s text: an escaped backslash (kept), the escapes it
+ * writes for C0 controls other than tab and line feed, and the characters
+ * it leaves raw that `printable` escapes (DEL, C1, bidi, line separators).
+ */
+const PAGE_ESCAPES =
+  /\\(?:\\|[bfr]|u00(?:0[0-8bcef]|1[0-9a-f]))|[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+const SHORT_ESCAPES: Record<string, number> = { b: 0x08, f: 0x0c, r: 0x0d };
+
+function pageEscape(m: string): string {
+  if (m === "\\\\") return m;
+  if (m.length === 1) return `\\\\u${m.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  const code = m.length === 2 ? SHORT_ESCAPES[m[1]] : parseInt(m.slice(4), 16);
+  return `\\\\x${code.toString(16).padStart(2, "0")}`;
+}
+
+/**
+ * JSON for the page in which every string reads as `printable` (lib/core/text.ts)
+ * makes it: the snapshot and command answers carry peer strings (host, user,
+ * chat, reasons) and the page shows them as they come. One pass over the
+ * JSON text, so a large snapshot costs little more than `JSON.stringify`.
+ *
+ * @example
+ * ```ts
+ * import { pageJson } from "./dashboard.ts";
+ * if (JSON.parse(pageJson(["a\u202eb\x1b"]))[0] !== "a\\u202eb\\x1b") throw new Error("raw");
+ * ```
+ */
+export function pageJson(value: unknown): string {
+  return JSON.stringify(value).replace(PAGE_ESCAPES, pageEscape);
+}
+
+function pageAnswer(value: unknown, init: ResponseInit = {}): Response {
+  return new Response(pageJson(value), { ...init, headers: securityHeaders("application/json") });
+}
+
+/** The request's body as text, or null (and the rest left unread) past `max` bytes. */
+async function readBody(req: Request, max: number): Promise<string | null> {
+  if (Number(req.headers.get("content-length") ?? 0) > max) return null;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? []) {
+    size += chunk.length;
+    if (size > max) return null;
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 /** One page's WebSocket: the snapshot now, then again (at most every `pushEveryMs`) after each change. */
-function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortController>): Response {
+function openFeed(
+  req: Request,
+  gate: Gate,
+  options: DashboardOptions,
+  pages: Set<AbortController>,
+): Response {
   if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
     return textAnswer(400, "Cannot open the feed: expected a WebSocket");
+  }
+  if (pages.size >= MAX_DASHBOARD_PAGES) {
+    const times = gate.pagesLog.hit();
+    if (times) {
+      options.log.warn("dashboard page refused: too many pages open", {
+        limit: MAX_DASHBOARD_PAGES,
+        times,
+      });
+    }
+    return textAnswer(
+      503,
+      `Cannot open the feed: ${MAX_DASHBOARD_PAGES} dashboard pages are open already; close one`,
+    );
   }
   const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 30 });
   const stop = new AbortController();
@@ -353,7 +476,7 @@ function openFeed(req: Request, options: DashboardOptions, pages: Set<AbortContr
     timer = null;
     if (socket.readyState !== WebSocket.OPEN || socket.bufferedAmount > MAX_BUFFERED_BYTES) return;
     lastPush = Date.now();
-    socket.send(JSON.stringify({ program: options.program, snapshot: options.snapshot() }));
+    socket.send(pageJson({ program: options.program, snapshot: options.snapshot() }));
   };
   const refreshMs = options.refreshMs ?? 2000;
   let refresh: ReturnType<typeof setInterval> | undefined;

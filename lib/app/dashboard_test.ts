@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import { EventHub } from "../core/events.ts";
 import { createLogger } from "../core/log.ts";
 import { ControlError } from "./control.ts";
-import { DASHBOARD_CSP, type DashboardServer, serveDashboard } from "./dashboard.ts";
+import {
+  DASHBOARD_CSP,
+  type DashboardServer,
+  isLoopbackHost,
+  MAX_COMMAND_BYTES,
+  MAX_DASHBOARD_PAGES,
+  pageJson,
+  serveDashboard,
+} from "./dashboard.ts";
+import { printable } from "../core/text.ts";
 
 const quiet = createLogger({ level: "error", sink: () => {} });
 
@@ -215,5 +224,280 @@ Deno.test("serveDashboard() says which address it cannot listen on, and what to 
     new RegExp(
       `^Error: Cannot serve the dashboard on "127\\.0\\.0\\.1:${port}": .*change \`dashboard:\``,
     ),
+  );
+});
+
+/** A page's WebSocket, open once the first snapshot arrived. */
+async function openPage(port: number, cookie: string): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, {
+    headers: { cookie, origin: `http://127.0.0.1:${port}` },
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.onmessage = () => resolve();
+    ws.onclose = (e) => reject(new Error(`page closed: ${e.code} ${e.reason}`));
+  });
+  ws.onclose = null;
+  return ws;
+}
+
+Deno.test("serveDashboard() holds a bounded number of pages, and an abandoned upgrade frees its place", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const port = dash.port;
+  // Upgrades whose sender leaves at once must not keep a place.
+  for (let i = 0; i < MAX_DASHBOARD_PAGES + 2; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(
+      new TextEncoder().encode(
+        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nOrigin: http://127.0.0.1:${port}\r\n` +
+          `Cookie: ${cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      ),
+    );
+    const buf = new Uint8Array(256);
+    await conn.read(buf); // the 101 (or a refusal)
+    conn.close();
+  }
+  const open: WebSocket[] = [];
+  try {
+    // The server sees those closes a moment later: bounded retries.
+    for (let i = 0, tries = 0; i < MAX_DASHBOARD_PAGES && tries < 200; tries++) {
+      const ws = await openPage(port, cookie).catch(() => null);
+      if (ws !== null) open[i++] = ws;
+    }
+    assert.equal(open.length, MAX_DASHBOARD_PAGES, "abandoned upgrades kept their places");
+    const over = await fetch(`http://127.0.0.1:${port}/ws`, {
+      headers: { cookie, origin: `http://127.0.0.1:${port}`, upgrade: "websocket" },
+    });
+    assert.equal(over.status, 503, "a page past the limit was let in");
+    assert.match(await over.text(), /pages are open already/);
+    const gone = new Promise((resolve) => (open[0].onclose = resolve));
+    open.shift()!.close();
+    await gone;
+    // The server sees the close a moment later: bounded retries until the place is free.
+    let again: WebSocket | null = null;
+    for (let i = 0; i < 50 && again === null; i++) {
+      again = await openPage(port, cookie).catch(() => null);
+    }
+    assert.ok(again, "a closed page's place was not freed");
+    open.push(again);
+  } finally {
+    for (const ws of open) ws.close();
+  }
+});
+
+Deno.test("serveDashboard() refuses a command body over its limit without reading it all", async () => {
+  const { dash, calls } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const own = `http://127.0.0.1:${dash.port}`;
+  const big = JSON.stringify({ pad: "x".repeat(MAX_COMMAND_BYTES) });
+  const res = await fetch(`${own}/api/echo`, {
+    method: "POST",
+    headers: { cookie, origin: own },
+    body: big,
+  });
+  assert.equal(res.status, 413);
+  assert.match((await res.json()).error, /over 65536 bytes/);
+  // Without a length: the body streamed in pieces.
+  const streamed = await fetch(`${own}/api/echo`, {
+    method: "POST",
+    headers: { cookie, origin: own },
+    body: ReadableStream.from([big.slice(0, 40_000), big.slice(40_000)]).pipeThrough(
+      new TextEncoderStream(),
+    ),
+  });
+  assert.equal(streamed.status, 413);
+  await streamed.body?.cancel();
+  assert.equal(calls.length, 0);
+});
+
+Deno.test("serveDashboard() finds its cookie among same-named ones another site on this host set", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const cookie = await login(dash);
+  const name = cookie.split("=")[0];
+  const res = await fetch(`http://127.0.0.1:${dash.port}/`, {
+    headers: { cookie: `${name}=planted-by-another-port; ${cookie}` },
+  });
+  assert.equal(res.status, 200, "a planted cookie of the same name logged the page out");
+  await res.body?.cancel();
+  const planted = await fetch(`http://127.0.0.1:${dash.port}/`, {
+    headers: { cookie: `${name}=planted-by-another-port` },
+  });
+  assert.equal(planted.status, 401);
+  await planted.body?.cancel();
+});
+
+Deno.test("serveDashboard() sends peer strings to the page with control and bidi characters escaped", async () => {
+  const hostile = "ann\u202egnp.exe\x1b[2J\u2028x";
+  const shown = "ann\\u202egnp.exe\\x1b[2J\\u2028x";
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Console",
+    urlCommand: "console dashboard",
+    script: "",
+    snapshot: () => ({ peer: { user: hostile }, chat: [{ text: `two\nlines ${hostile}` }] }),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: {
+      resolve: () => ({ answer: hostile }),
+      refuse: () => {
+        throw new ControlError(`Cannot resolve "${hostile}"`, { status: 400 });
+      },
+    },
+    log: quiet,
+  });
+  await using _ = dash;
+  const cookie = await login(dash);
+  const own = `http://127.0.0.1:${dash.port}`;
+  const ws = new WebSocket(`ws://127.0.0.1:${dash.port}/ws`, { headers: { cookie, origin: own } });
+  const first = await new Promise<string>((resolve) => (ws.onmessage = (m) => resolve(m.data)));
+  const closed = new Promise((resolve) => (ws.onclose = resolve));
+  ws.close();
+  await closed;
+  const { snapshot } = JSON.parse(first);
+  assert.equal(snapshot.peer.user, shown);
+  assert.equal(snapshot.chat[0].text, `two\nlines ${shown}`, "a chat line break is kept");
+  const post = (name: string) =>
+    fetch(`${own}/api/${name}`, { method: "POST", headers: { cookie, origin: own }, body: "{}" })
+      .then((r) => r.json());
+  assert.deepEqual(await post("resolve"), { result: { answer: shown } });
+  assert.deepEqual(await post("refuse"), { error: `Cannot resolve "${shown}"` });
+});
+
+Deno.test("pageJson() reads back as printable() makes every string, backslashes included", () => {
+  const alphabet = ["a", "\\", '"', "u", "0", "\t", "\n", "\r", "\b", "\f", "\x00", "\x1b", "\x7f"];
+  alphabet.push(
+    "\x9b",
+    "\u202e",
+    "\u2066",
+    "\u2028",
+    "\u2029",
+    "\u061c",
+    "\ud800",
+    "é",
+    "\u{1f600}",
+  );
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  for (let i = 0; i < 2000; i++) {
+    let text = "";
+    for (let n = next() % 12; n > 0; n--) text += alphabet[next() % alphabet.length];
+    const value = { [`k${i}`]: text, list: [text, 1, null] };
+    assert.deepEqual(
+      JSON.parse(pageJson(value)),
+      { [`k${i}`]: printable(text), list: [printable(text), 1, null] },
+      JSON.stringify(text),
+    );
+  }
+});
+
+Deno.test("serveDashboard() lets a login URL work for a limited time only", async () => {
+  let now = 1_000_000;
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Daemon",
+    urlCommand: "daemon dashboard",
+    script: "",
+    snapshot: () => ({}),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: {},
+    log: quiet,
+    loginTokenMs: 60_000,
+    now: () => now,
+  });
+  await using _ = dash;
+  const fresh = dash.loginUrl();
+  const stale = dash.loginUrl();
+  now += 59_999;
+  const ok = await fetch(fresh, { redirect: "manual" });
+  await ok.body?.cancel();
+  assert.equal(ok.status, 303);
+  now += 1;
+  const late = await fetch(stale, { redirect: "manual" });
+  assert.equal(late.status, 401, "a login URL past its time still worked");
+  assert.equal(late.headers.get("set-cookie"), null);
+  await late.body?.cancel();
+});
+
+Deno.test("isLoopbackHost() takes loopback addresses only, not names that look like them", () => {
+  for (
+    const host of [
+      "localhost",
+      "127.0.0.1",
+      "127.8.9.10",
+      "::1",
+      "0:0:0:0:0:0:0:1",
+      "::ffff:127.0.0.1",
+    ]
+  ) {
+    assert.ok(isLoopbackHost(host), host);
+  }
+  for (const host of ["127.0.0.1.nip.io", "127.example.net", "10.0.0.1", "::", "0.0.0.0", "::2"]) {
+    assert.ok(!isLoopbackHost(host), host);
+  }
+});
+
+Deno.test("serveDashboard() takes the loopback Host forms a browser sends and refuses look-alikes", async () => {
+  const { dash } = start();
+  await using _ = dash;
+  const p = dash.port;
+  for (const host of [`127.0.0.1:${p}`, `LOCALHOST:${p}`, `localhost:${p}`, `[::1]:${p}`]) {
+    const line = await rawStatusLine(p, "GET /", host);
+    assert.match(line, /^HTTP\/1\.1 401/, `Host "${host}" was refused`);
+  }
+  const lookAlikes = [
+    `localhost.:${p}`,
+    `127.0.0.1.:${p}`,
+    "127.0.0.1",
+    `127.0.0.1:0${p}`,
+    `0x7f.0.0.1:${p}`,
+    `2130706433:${p}`,
+    `[0:0:0:0:0:0:0:1]:${p}`,
+    `127.0.0.1:${p}@evil.example`,
+    `evil.example#127.0.0.1:${p}`,
+  ];
+  for (const host of lookAlikes) {
+    const line = await rawStatusLine(p, "GET /", host);
+    assert.match(line, /^HTTP\/1\.1 (421|400)/, `Host "${host}" was let in`);
+  }
+});
+
+Deno.test("serveDashboard() logs refusals any web page can cause at a bounded rate, with counts", async () => {
+  const lines: string[] = [];
+  const dash = serveDashboard({
+    address: { host: "127.0.0.1", port: 0 },
+    program: "Console",
+    urlCommand: "console dashboard",
+    script: "",
+    snapshot: () => ({}),
+    subscribe: (signal) => new EventHub<{ type: string }>().subscribe({ signal }),
+    handlers: { echo: () => null },
+    log: createLogger({ level: "warn", sink: (line) => lines.push(line) }),
+  });
+  await using _ = dash;
+  const own = `http://127.0.0.1:${dash.port}`;
+  for (let i = 0; i < 20; i++) {
+    const post = await fetch(`${own}/api/echo`, {
+      method: "POST",
+      headers: { origin: "http://evil.example" },
+      body: "{}",
+    });
+    assert.equal(post.status, 403);
+    await post.body?.cancel();
+    const bad = await fetch(`${own}/?token=guess${i}`, { redirect: "manual" });
+    assert.equal(bad.status, 401);
+    await bad.body?.cancel();
+  }
+  assert.equal(
+    lines.filter((l) => l.includes("dashboard request refused")).length,
+    1,
+    lines.join("\n"),
+  );
+  assert.equal(
+    lines.filter((l) => l.includes("dashboard login refused")).length,
+    1,
+    lines.join("\n"),
   );
 });

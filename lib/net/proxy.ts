@@ -68,7 +68,11 @@ export const PROXY_CREDENTIALS_MESSAGE =
  * ```
  */
 export function redactProxyText(text: string): string {
-  return escapeControls(text.replace(/^([^/]*\/\/[^:@/]*):[^@/]*@/, "$1:***@"));
+  // Everything from the first ':' after any scheme to the last '@' goes: a
+  // password may hold '/', '@', '?' or '#', and curl takes a URL without a scheme.
+  return escapeControls(
+    text.replace(/^((?:[A-Za-z][A-Za-z0-9+.-]*:\/\/)?[^:@]*):.*@/s, "$1:***@"),
+  );
 }
 
 /**

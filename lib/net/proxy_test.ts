@@ -11,6 +11,7 @@ import {
   proxyFromEnv,
   ProxyReplyError,
   ProxyReplyParser,
+  redactProxyText,
 } from "./proxy.ts";
 
 const encoder = new TextEncoder();
@@ -271,4 +272,23 @@ Deno.test("connectThroughProxy() refuses an oversized reply and a reply with byt
     );
     await fake.close();
   }
+});
+
+Deno.test("parseProxyUrl() shows no part of a password in its errors, whatever breaks the URL", () => {
+  const cases = [
+    "ann:s3cret@proxy:99999", // no scheme
+    "ann:s3cret@bad_host!:1", // no scheme, bad host
+    "http://ann:s3/cret@proxy:3128", // a '/' in the password
+    "http://ann:s3cret@x@proxy:99999", // an '@' in the password
+    "http://an/n:s3cret@proxy:3128", // a '/' in the user name
+  ];
+  for (const text of cases) {
+    assert.throws(() => parseProxyUrl(text), (err: Error) => {
+      assert.doesNotMatch(err.message, /s3|cret/, text);
+      assert.match(err.message, /\*\*\*/, text);
+      return true;
+    });
+  }
+  assert.equal(redactProxyText("http://ann:s3cret@proxy:3128"), "http://ann:***@proxy:3128");
+  assert.equal(redactProxyText("proxy.example:3128"), "proxy.example:3128");
 });

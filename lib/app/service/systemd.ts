@@ -6,6 +6,7 @@
  * @module
  */
 
+import { escapeControls } from "../../core/text.ts";
 import { programTitle, type ServiceSpec } from "./spec.ts";
 
 /** Folders `ProtectHome=` hides. */
@@ -28,6 +29,17 @@ export function isUnder(path: string, folder: string): boolean {
  * ```
  */
 export function systemdWord(word: string): string {
+  // A line break would end the directive and start one of the word's own
+  // (`ExecStartPre=...`); no path or flag of ours needs a control character.
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(word)) {
+    throw new TypeError(
+      `Cannot write "${
+        escapeControls(word)
+      }" into a systemd unit: it holds a control character such as a line break; ` +
+        "move the settings file or program to a path without one",
+    );
+  }
   const escaped = word.replaceAll("%", "%%").replaceAll("$", "$$$$");
   if (escaped !== "" && /^[^\s"'\\;]+$/.test(escaped)) return escaped;
   return `"${escaped.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
