@@ -7,7 +7,8 @@
  * reads the local socket only while it holds credit from the peer, so a peer
  * that stops reading stalls only its own stream, and it grants credit back
  * only after bytes reached the local socket, so memory per stream is bounded
- * by {@linkcode INITIAL_WINDOW_BYTES}.
+ * by its receive window: {@linkcode INITIAL_WINDOW_BYTES}, or more once the
+ * window grew (see {@linkcode WindowHost}).
  *
  * @module
  */
@@ -21,6 +22,7 @@ import {
   INITIAL_WINDOW_BYTES,
   MAX_DATA_BYTES,
   type Message,
+  STREAM_WINDOW_LIMIT_BYTES,
   Tag,
 } from "./protocol.ts";
 
@@ -53,6 +55,24 @@ export interface Channel {
   onDatagram?(data: Uint8Array): void;
 }
 
+/**
+ * What a stream needs from its session to grow its receive window, when both
+ * sides tune windows. A stream that receives data fast grows: when it took
+ * half its window (its local socket took the bytes) in less than two round
+ * trips' worth of time per window, the window doubles, up to `max` and
+ * within the session's budget for the sum of all windows.
+ */
+export interface WindowHost {
+  /** Largest window a stream grows to. */
+  readonly max: number;
+  /** The session's round-trip time in milliseconds, or 0 while unknown (it then measures it). */
+  rttMs(): number;
+  /** Take up to `bytes` more of the session's window budget; returns how many were taken. */
+  reserve(bytes: number): number;
+  /** Give `bytes` of the budget back (a stream that grew has ended). */
+  unreserve(bytes: number): void;
+}
+
 /** What a stream needs from its session. */
 export interface StreamHost {
   /**
@@ -72,6 +92,8 @@ export interface StreamHost {
    * grew (positive) or shrank (negative) by `delta`; the session keeps the total.
    */
   held?(delta: number): void;
+  /** Set when both sides tune windows: a stream's receive window may grow. */
+  readonly windows?: WindowHost | null;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -149,6 +171,13 @@ export class Stream implements Channel {
   #recvBytes = 0;
   /** Bytes the peer may still send before it needs more credit from us. */
   #recvWindow = INITIAL_WINDOW_BYTES;
+  /** The receive window: the most bytes the peer may have in flight or held here. */
+  #window = INITIAL_WINDOW_BYTES;
+  /** When the current window-tuning epoch began (performance.now()), and bytesReceived then. */
+  #epochAt = performance.now();
+  #epochBytes = 0;
+  /** The most credit the peer may give: twice the largest window it may grow to. */
+  #creditCap: number;
   #ungranted = 0;
   #writing = false;
 
@@ -168,6 +197,12 @@ export class Stream implements Channel {
     this.#host = host;
     this.#log = options.log;
     this.#onEnd = options.onEnd;
+    this.#creditCap = 2 * (host.windows ? STREAM_WINDOW_LIMIT_BYTES : INITIAL_WINDOW_BYTES);
+  }
+
+  /** The receive window now: {@linkcode INITIAL_WINDOW_BYTES}, or more once it grew. */
+  get window(): number {
+    return this.#window;
   }
 
   /** True once the stream has ended and released its socket. */
@@ -281,7 +316,7 @@ export class Stream implements Channel {
   onWindow(credit: number): void {
     if (this.#ended) return;
     this.#sendCredit += credit;
-    if (this.#sendCredit > 2 * INITIAL_WINDOW_BYTES) {
+    if (this.#sendCredit > this.#creditCap) {
       throw new ProtocolError(
         `Cannot accept WINDOW on stream ${this.id}: credit ${this.#sendCredit} overflows`,
       );
@@ -342,8 +377,9 @@ export class Stream implements Channel {
         // which cannot set TCP_NODELAY. Below the threshold the peer still
         // holds at least 3/4 of its window, so it never waits on us.
         if (!this.#ended && this.#ungranted >= GRANT_THRESHOLD) {
-          this.#recvWindow += this.#ungranted;
-          this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit: this.#ungranted });
+          const credit = this.#ungranted + this.#grow();
+          this.#recvWindow += credit;
+          this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit });
           this.#ungranted = 0;
         }
       }
@@ -357,6 +393,30 @@ export class Stream implements Channel {
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * Window tuning, at each grant: once the local socket took half the window
+   * since the epoch began, end the epoch, and if that took less than two
+   * round trips per window (the peer is held back by its credit, not by the
+   * link or our reader) double the window, within the session's budget.
+   * Returns the extra credit to grant. A reader that takes nothing never
+   * reaches a grant, so its stream never grows.
+   */
+  #grow(): number {
+    const windows = this.#host.windows;
+    if (!windows || this.#window >= windows.max) return 0;
+    const taken = this.bytesReceived - this.#epochBytes;
+    if (taken < this.#window / 2) return 0;
+    const now = performance.now();
+    const rtt = windows.rttMs();
+    const fast = rtt > 0 && now - this.#epochAt < (4 * rtt * taken) / this.#window;
+    this.#epochAt = now;
+    this.#epochBytes = this.bytesReceived;
+    if (!fast) return 0;
+    const extra = windows.reserve(Math.min(this.#window, windows.max - this.#window));
+    this.#window += extra;
+    return extra;
   }
 
   #maybeDone(): void {
@@ -377,6 +437,9 @@ export class Stream implements Channel {
     this.#streaming = false;
     this.#dropReceived();
     this.#spare = [];
+    if (this.#window > INITIAL_WINDOW_BYTES) {
+      this.#host.windows?.unreserve(this.#window - INITIAL_WINDOW_BYTES);
+    }
     closeQuietly(this.conn); // the other direction may have closed it already
     const wake = this.#creditWaiter;
     this.#creditWaiter = null;

@@ -19,7 +19,13 @@ import {
 } from "./errors.ts";
 import { FrameWriter, type MessageReader, SEND_QUEUE_CAP } from "./frames.ts";
 import { type Logger, LogThrottle } from "./log.ts";
-import { type Channel, Stream, type StreamHost, type StreamOptions } from "./mux.ts";
+import {
+  type Channel,
+  Stream,
+  type StreamHost,
+  type StreamOptions,
+  type WindowHost,
+} from "./mux.ts";
 import type { ByteConn } from "./mux.ts";
 import {
   type CloseCode,
@@ -42,6 +48,7 @@ import {
   type ResolveResultMessage,
   type Role,
   SENDERS,
+  STREAM_WINDOW_MAX_BYTES,
   Tag,
   type WindowMessage,
 } from "./protocol.ts";
@@ -124,6 +131,14 @@ export interface SessionOptions {
    * `limit`. Default {@linkcode MAX_HELD_BYTES}.
    */
   readonly maxHeldBytes?: number;
+  /**
+   * The peer offered `window-tuning`: this side's stream receive windows
+   * grow while a stream is window-limited, up to `streamWindowMax` each, and
+   * their sum within `maxHeldBytes`. Otherwise every window stays fixed.
+   */
+  readonly windowTuning?: boolean;
+  /** Largest receive window one stream grows to. Default {@linkcode STREAM_WINDOW_MAX_BYTES}. */
+  readonly streamWindowMax?: number;
   /**
    * Console: the Daemon waits for the operator. Until this side sends
    * ACCEPT, the Daemon may send only {@linkcode pendingBudget} of
@@ -227,6 +242,14 @@ export class Session implements StreamHost {
   #lastTcpAt = 0;
   #udpTokens = UDP_TOKENS_MAX;
   #pingSeq = 0;
+  /** When the PING `#pingSeq` went (performance.now()), or -1 once answered. */
+  #pingAt = -1;
+  /** Smoothed round-trip time from PING to PONG, in ms; 0 until measured. */
+  #rtt = 0;
+  /** Window tuning, when both sides offer it; else null (fixed windows). */
+  readonly windows: WindowHost | null;
+  /** Bytes streams' windows grew beyond their initial window, summed. */
+  #windowsGrown = 0;
   #ticks = 0;
   #ticksPerPing: number;
   #heartbeat: ReturnType<typeof setInterval>;
@@ -256,6 +279,7 @@ export class Session implements StreamHost {
     this.#maxStreams = options.maxStreams ?? MAX_STREAMS;
     this.#maxHeldBytes = options.maxHeldBytes ?? MAX_HELD_BYTES;
     this.#earlyData = options.earlyData ?? false;
+    this.windows = options.windowTuning ? this.#windowHost(options.streamWindowMax) : null;
     this.#writer = new FrameWriter(
       link,
       (err) =>
@@ -297,6 +321,49 @@ export class Session implements StreamHost {
   /** Bytes held for the peer: early data, and stream bytes not yet taken by their local socket. */
   get heldBytes(): number {
     return this.#held;
+  }
+
+  /** The round-trip time measured by heartbeats, in milliseconds; 0 until measured. */
+  get rttMs(): number {
+    return this.#rtt;
+  }
+
+  /**
+   * The window policy streams use: the round trip from heartbeats (a PING
+   * goes at once when none is known yet), and a budget of `maxHeldBytes` for
+   * the sum of every stream's window, so what the peer may send this side
+   * before it is taken stays within it.
+   */
+  #windowHost(max = STREAM_WINDOW_MAX_BYTES): WindowHost {
+    return {
+      max,
+      rttMs: () => {
+        if (this.#rtt === 0 && this.#pingAt < 0) this.#ping();
+        return this.#rtt;
+      },
+      reserve: (bytes) => {
+        const used = this.#windowsGrown + INITIAL_WINDOW_BYTES * this.#streams.size;
+        const granted = Math.max(0, Math.min(bytes, this.#maxHeldBytes - used));
+        this.#windowsGrown += granted;
+        return granted;
+      },
+      unreserve: (bytes) => {
+        this.#windowsGrown = Math.max(0, this.#windowsGrown - bytes);
+      },
+    };
+  }
+
+  #ping(): void {
+    this.#pingAt = performance.now();
+    this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
+  }
+
+  /** A PONG: if it answers the latest PING, fold its round trip into the estimate. */
+  #onPong(seq: number): void {
+    if (seq !== this.#pingSeq || this.#pingAt < 0) return;
+    const sample = Math.max(performance.now() - this.#pingAt, 0.01);
+    this.#pingAt = -1;
+    this.#rtt = this.#rtt === 0 ? sample : (7 * this.#rtt + sample) / 8;
   }
 
   /** Bytes queued for the peer and not yet written. */
@@ -500,7 +567,7 @@ export class Session implements StreamHost {
         this.send({ tag: Tag.PONG, seq: msg.seq });
         return;
       case Tag.PONG:
-        return;
+        return this.#onPong(msg.seq);
       case Tag.CHAT:
         this.#handlers.onChat(msg.text);
         return;
@@ -895,9 +962,7 @@ export class Session implements StreamHost {
       );
       return;
     }
-    if (++this.#ticks % this.#ticksPerPing === 0) {
-      this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
-    }
+    if (++this.#ticks % this.#ticksPerPing === 0) this.#ping();
     for (const channel of this.#streams.values()) {
       if (channel instanceof Stream && channel.quietWhileHalfClosed(this.#halfClosedTicks)) {
         channel.reset(
