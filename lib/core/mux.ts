@@ -306,7 +306,11 @@ export class Stream implements Channel {
       );
     }
     this.#recvWindow -= data.length;
-    this.#recvQueue.push(data);
+    // `data` may be a view of the session's read buffer. It is kept as it is
+    // only when it is the next to be written, else copied: a reader that
+    // stalls pins at most two frames of the session's read buffers.
+    const waits = !this.#started || this.#recvHead < this.#recvQueue.length;
+    this.#recvQueue.push(waits ? data.slice() : data);
     this.#recvBytes += data.length;
     this.#host.held?.(data.length);
     if (this.#started && !this.#writing) this.#drain();

@@ -441,3 +441,16 @@ Deno.test("Stream accepts credit beyond two initial windows only when its peer t
   assert.throws(() => fixed.onWindow(2 * INITIAL_WINDOW_BYTES), /overflows/);
   fixed.abort("test over");
 });
+
+Deno.test("Stream copies the DATA bodies it must hold, so the buffer they were views of may change", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const { stream } = recordedStream(relay);
+  const shared = new Uint8Array(1000).map((_, i) => i & 0xff);
+  const want = shared.slice();
+  stream.onData(shared.subarray(0, 500)); // not started: both wait
+  stream.onData(shared.subarray(500));
+  shared.fill(0);
+  stream.start();
+  assert.deepEqual(await readN(client, 1000), want);
+  stream.abort("test over");
+});

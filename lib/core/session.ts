@@ -714,7 +714,8 @@ export class Session implements StreamHost {
         return;
       }
     }
-    held.frames.push(data);
+    // A copy: `data` may be a view of the read buffer, and this waits for the target.
+    held.frames.push(data && data.slice());
   }
 
   /** The TCP stream `id`, or undefined if it is gone; a UDP flow here is a protocol error. */

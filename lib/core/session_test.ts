@@ -944,3 +944,34 @@ Deno.test("each side learns the other's capabilities in the handshake, window-tu
   await daemonSide;
   assert.deepEqual(offered, CAPABILITIES);
 });
+
+// --- DATA bodies handed on as views ----------------------------------------------
+
+Deno.test("MessageReader hands DATA bodies on as views of its read buffer, never overwritten by later reads", async () => {
+  const [a, b] = memoryConnPair(8 * MIB);
+  const reader = new MessageReader(b);
+  reader.trust();
+  const frames = 40;
+  const sizes = Array.from({ length: frames }, (_, i) => 60_000 + i * 97);
+  const writing = (async () => {
+    for (let i = 0; i < frames; i++) {
+      await writeAll(a, encodeMessage({ tag: Tag.DATA, stream: 1, data: pattern(sizes[i], i) }));
+      await writeAll(a, encodeMessage({ tag: Tag.PING, seq: i + 1 }));
+    }
+    await a.closeWrite();
+  })();
+  const bodies: Uint8Array[] = [];
+  for (let batch; (batch = await reader.batch()) !== null;) {
+    for (const msg of batch) if (msg.tag === Tag.DATA) bodies.push(msg.data);
+  }
+  await writing;
+  assert.equal(bodies.length, frames);
+  for (let i = 0; i < frames; i++) {
+    assert.deepEqual(bodies[i], pattern(sizes[i], i), `DATA body ${i} changed after it was read`);
+  }
+  assert.ok(
+    bodies.every((body) => body.buffer.byteLength === 256 * 1024),
+    "a DATA body was copied out of the read buffer",
+  );
+  assert.ok(new Set(bodies.map((body) => body.buffer)).size > 1, "one read buffer for 2.4 MB");
+});
