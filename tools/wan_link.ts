@@ -307,7 +307,7 @@ async function relay(client: Deno.TcpConn, link: LinkState): Promise<void> {
   let target: Deno.TcpConn | null = null;
   try {
     // The SYN's way out: the target hears of the connection one delay later.
-    if (o.handshake) await sleep(o.delayMs);
+    if (o.handshake && o.delayMs > 0) await sleep(o.delayMs);
     target = await Deno.connect({ hostname: o.to.hostname, port: o.to.port });
     open.add(target);
     target.setNoDelay(true);
@@ -315,7 +315,7 @@ async function relay(client: Deno.TcpConn, link: LinkState): Promise<void> {
     const upPipe = new Pipe(link.up, link.cap, o.onBackpressure);
     const downPipe = new Pipe(link.down, link.cap, o.onBackpressure);
     // The SYN-ACK's way back: the client's first bytes leave after it.
-    const upStart = o.handshake ? sleep(o.delayMs) : Promise.resolve();
+    const upStart = o.handshake && o.delayMs > 0 ? sleep(o.delayMs) : Promise.resolve();
     await Promise.all([
       upStart.then(() => upPipe.readFrom(client)),
       upPipe.writeTo(target),
