@@ -73,6 +73,20 @@ export interface WindowHost {
   unreserve(bytes: number): void;
 }
 
+/**
+ * Full-size read buffers (header and the largest DATA body) shared by a
+ * session's streams: a busy stream takes one for each read and gives it back
+ * once the link took its frame, so a fast transfer allocates no buffer per
+ * read (garbage at the link's rate grows a process by tens of MiB before the
+ * garbage collector frees it).
+ */
+export interface BufferPool {
+  /** A spare full-size buffer, or undefined if none is spare. */
+  take(): Uint8Array | undefined;
+  /** A full-size buffer whose frame the link took; the pool keeps it, or drops it when full. */
+  give(buffer: Uint8Array): void;
+}
+
 /** What a stream needs from its session. */
 export interface StreamHost {
   /**
@@ -94,6 +108,8 @@ export interface StreamHost {
   held?(delta: number): void;
   /** Set when both sides tune windows: a stream's receive window may grow. */
   readonly windows?: WindowHost | null;
+  /** Spare read buffers shared by the streams; without it each stream keeps a few. */
+  readonly buffers?: BufferPool;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -120,7 +136,7 @@ export interface StreamOptions {
 
 const SMALL_READ = 4 * 1024;
 /** A full-size read buffer: header and the largest DATA body. */
-const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
+export const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
 /** Full-size buffers a busy stream keeps for reuse once the link took their frame. */
 const SPARE_BUFFERS = 2;
 const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
@@ -159,9 +175,12 @@ export class Stream implements Channel {
   /** True while reads fill whole full-size buffers: only then are spares worth keeping. */
   #streaming = false;
   #recycle = (frame: Uint8Array): void => {
-    if (!this.#streaming || this.#spare.length >= SPARE_BUFFERS) return;
-    if (frame.buffer.byteLength !== FULL_BUFFER || frame.byteOffset !== 0) return;
-    this.#spare.push(new Uint8Array(frame.buffer as ArrayBuffer));
+    if (!this.#streaming || frame.buffer.byteLength !== FULL_BUFFER || frame.byteOffset !== 0) {
+      return;
+    }
+    const full = new Uint8Array(frame.buffer as ArrayBuffer);
+    if (this.#host.buffers) this.#host.buffers.give(full);
+    else if (this.#spare.length < SPARE_BUFFERS) this.#spare.push(full);
   };
   #creditWaiter: (() => void) | null = null;
 
@@ -262,9 +281,10 @@ export class Stream implements Channel {
       }
       if (this.#ended) return;
       const want = Math.min(size, this.#sendCredit);
-      const buf = want === MAX_DATA_BYTES && this.#spare.length > 0
-        ? this.#spare.pop()!
-        : new Uint8Array(FRAME_HEADER_BYTES + want);
+      const spare = want === MAX_DATA_BYTES
+        ? (this.#host.buffers?.take() ?? this.#spare.pop())
+        : undefined;
+      const buf = spare ?? new Uint8Array(FRAME_HEADER_BYTES + want);
       let n: number | null;
       try {
         n = await this.conn.read(buf.subarray(FRAME_HEADER_BYTES));

@@ -4,6 +4,7 @@ import { encodeMessage, tagName } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import {
+  type BufferPool,
   type ByteConn,
   Stream,
   type StreamHost,
@@ -110,6 +111,7 @@ function recordedStream(
   relay: ByteConn,
   ends: StreamSummary[] = [],
   windows: WindowHost | null = null,
+  buffers?: BufferPool,
 ) {
   const host = new RecordingHost();
   const streamHost: StreamHost = {
@@ -119,6 +121,7 @@ function recordedStream(
     release: () => host.release(),
     held: (d) => host.heldDelta(d),
     windows,
+    buffers,
   };
   const stream = new Stream(5, relay, streamHost, { log, onEnd: (s) => ends.push(s) });
   return { host, stream };
@@ -453,4 +456,34 @@ Deno.test("Stream copies the DATA bodies it must hold, so the buffer they were v
   stream.start();
   assert.deepEqual(await readN(client, 1000), want);
   stream.abort("test over");
+});
+
+Deno.test("busy streams read into the session's spare buffers once the link took their frames", async () => {
+  const spares: Uint8Array[] = [];
+  let reused = 0;
+  const pool: BufferPool = {
+    take: () => {
+      const buffer = spares.pop();
+      if (buffer) reused++;
+      return buffer;
+    },
+    give: (buffer) => void spares.push(buffer),
+  };
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const { host, stream } = recordedStream(relay, [], null, pool);
+  stream.onWindow(INITIAL_WINDOW_BYTES); // two windows of credit
+  stream.start();
+  const sent = new Uint8Array(2 * INITIAL_WINDOW_BYTES).map((_, i) => (i * 13 + (i >> 16)) & 0xff);
+  await writeAll(client, sent);
+  await turnsUntil(() => host.dataBytes === sent.length, "every byte sent");
+  const got = new Uint8Array(sent.length);
+  let at = 0;
+  for (const d of host.data) {
+    got.set(d, at);
+    at += d.length;
+  }
+  assert.deepEqual(got, sent, "a reused buffer changed what was sent");
+  assert.ok(reused > 0, "no spare buffer was reused");
+  assert.ok(spares.every((b) => b.length === FRAME_HEADER_BYTES + MAX_DATA_BYTES));
+  stream.reset("test over");
 });

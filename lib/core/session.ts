@@ -20,7 +20,9 @@ import {
 import { FrameWriter, type MessageReader, SEND_QUEUE_CAP } from "./frames.ts";
 import { type Logger, LogThrottle } from "./log.ts";
 import {
+  type BufferPool,
   type Channel,
+  FULL_BUFFER,
   Stream,
   type StreamHost,
   type StreamOptions,
@@ -65,6 +67,13 @@ export {
 
 /** Send-queue size above which UDP datagrams are dropped instead of queued. */
 const DATAGRAM_HIGH_WATER = 1024 * 1024;
+/**
+ * Most spare read buffers a session keeps for its streams: the send queue's
+ * high-water mark in full-size frames (4 MiB). Dropped once TCP is idle.
+ */
+const SPARE_BUFFERS = 64;
+/** TCP idle this long lets the spare read buffers go. */
+const SPARE_IDLE_MS = 1_000;
 /** TCP counts as active for this long after its last DATA frame. */
 const TCP_ACTIVE_MS = 100;
 /** Datagrams UDP may send in a burst while TCP is active. */
@@ -250,6 +259,16 @@ export class Session implements StreamHost {
   readonly windows: WindowHost | null;
   /** Bytes streams' windows grew beyond their initial window, summed. */
   #windowsGrown = 0;
+  #spares: Uint8Array[] = [];
+  /** StreamHost: full-size read buffers the streams share, up to {@linkcode SPARE_BUFFERS}. */
+  readonly buffers: BufferPool = {
+    take: () => this.#spares.pop(),
+    give: (buffer) => {
+      if (this.#spares.length < SPARE_BUFFERS && buffer.length === FULL_BUFFER && !this.#ended) {
+        this.#spares.push(buffer);
+      }
+    },
+  };
   #ticks = 0;
   #ticksPerPing: number;
   #heartbeat: ReturnType<typeof setInterval>;
@@ -964,6 +983,7 @@ export class Session implements StreamHost {
       return;
     }
     if (++this.#ticks % this.#ticksPerPing === 0) this.#ping();
+    if (this.#spares.length > 0 && Date.now() - this.#lastTcpAt > SPARE_IDLE_MS) this.#spares = [];
     for (const channel of this.#streams.values()) {
       if (channel instanceof Stream && channel.quietWhileHalfClosed(this.#halfClosedTicks)) {
         channel.reset(
@@ -996,6 +1016,7 @@ export class Session implements StreamHost {
     for (const stream of [...this.#streams.values()]) stream.abort(`session ended: ${reason}`);
     this.#streams.clear();
     this.#held = 0;
+    this.#spares = [];
     this.#handlers.onEnd(this.#ended);
     for (const wake of this.#endWaiters.splice(0)) wake();
   }
