@@ -237,8 +237,10 @@ export class FrameWriter {
   }
 
   /**
-   * Queue a heartbeat answer. One still waiting in the queue is replaced, so
-   * a peer that pings and never reads costs one answer, not one per ping.
+   * Queue a heartbeat answer, ahead of everything not yet being written, so
+   * the peer measures the link's round trip rather than this queue. One
+   * still waiting is replaced, so a peer that pings and never reads costs
+   * one answer, not one per ping.
    */
   pushPong(frame: Uint8Array): void {
     if (this.#failed) return;
@@ -247,8 +249,12 @@ export class FrameWriter {
       this.#queue[this.#pongAt] = frame;
       return;
     }
-    this.#pongAt = this.#queue.length;
-    this.push(frame);
+    this.#pongAt = this.#head;
+    this.#queue.splice(this.#head, 0, frame);
+    this.#written.splice(this.#head, 0, undefined);
+    this.#isData.splice(this.#head, 0, false);
+    this.#queued += frame.length;
+    if (!this.#running) this.#run();
   }
 
   /** A promise while over the high-water mark, else null. */

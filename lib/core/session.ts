@@ -72,6 +72,8 @@ const DATAGRAM_HIGH_WATER = 1024 * 1024;
  * high-water mark in full-size frames (4 MiB). Dropped once TCP is idle.
  */
 const SPARE_BUFFERS = 64;
+/** Round trips kept: the least of them is the link's (4 heartbeats: 16 s). */
+const RTT_SAMPLES = 4;
 /** TCP idle this long lets the spare read buffers go. */
 const SPARE_IDLE_MS = 1_000;
 /** TCP counts as active for this long after its last DATA frame. */
@@ -253,7 +255,9 @@ export class Session implements StreamHost {
   #pingSeq = 0;
   /** When the PING `#pingSeq` went (performance.now()), or -1 once answered. */
   #pingAt = -1;
-  /** Smoothed round-trip time from PING to PONG, in ms; 0 until measured. */
+  /** The latest round trips from PING to PONG, in ms, newest last. */
+  #rttSamples: number[] = [];
+  /** The least of them: the link's round trip without the queues' share; 0 until measured. */
   #rtt = 0;
   /** Window tuning, when both sides offer it; else null (fixed windows). */
   readonly windows: WindowHost | null;
@@ -377,12 +381,13 @@ export class Session implements StreamHost {
     this.send({ tag: Tag.PING, seq: ++this.#pingSeq });
   }
 
-  /** A PONG: if it answers the latest PING, fold its round trip into the estimate. */
+  /** A PONG: if it answers the latest PING, keep its round trip among the latest. */
   #onPong(seq: number): void {
     if (seq !== this.#pingSeq || this.#pingAt < 0) return;
     const sample = Math.max(performance.now() - this.#pingAt, 0.01);
     this.#pingAt = -1;
-    this.#rtt = this.#rtt === 0 ? sample : (7 * this.#rtt + sample) / 8;
+    if (this.#rttSamples.push(sample) > RTT_SAMPLES) this.#rttSamples.shift();
+    this.#rtt = Math.min(...this.#rttSamples);
   }
 
   /** Bytes queued for the peer and not yet written. */
