@@ -429,6 +429,7 @@ if (import.meta.main) {
           dashboardCommand: programCommand("daemon", ["dashboard"], {
             config: options.config ?? null,
           }),
+          streamWindowMax: settings.streamWindowMax,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           proxy,
           log,

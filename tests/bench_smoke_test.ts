@@ -87,3 +87,45 @@ Deno.test("tools/bench.ts --smoke prints a table with portferry's figures and wr
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tools/bench.ts --wan --smoke puts the link emulator on every path and prints their figures", async () => {
+  const dir = await tempDir("pf-bench-wan-smoke-");
+  const json = `${dir}/wan.json`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await benchFlags(), "tools/bench.ts", "--wan", "--smoke", "--json", json],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 170_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  try {
+    assert.deepEqual(out.code, 0, `bench --wan --smoke exited ${out.code}:\n${stdout}\n${stderr}`);
+    assert.match(stdout, /^### 1 Gbit\/s, 20 ms each way/m, stdout);
+    const row = stdout.split("\n").find((l) => l.startsWith("| portferry (TLS) |"));
+    assert.ok(row, `no portferry row:\n${stdout}\n${stderr}`);
+    assert.match(row, /× direct, [\d.]+× ssh\)/, `no ratios to direct and ssh: ${row}`);
+    const report = JSON.parse(await Deno.readTextFile(json));
+    const rows: { name: string; figures: Record<string, number>; errors: string[] }[] =
+      report["1g-20ms"].rows;
+    assert.deepEqual(rows.map((r) => r.name), ["direct", "portferry", "ssh-L-aes", "ssh-R"]);
+    for (const r of rows) {
+      assert.deepEqual(r.errors, [], r.name);
+      for (const key of ["up1", "down1", "up4", "down4"]) {
+        // A link of 1 Gbit/s: no path can carry more, whatever the machine's load.
+        assert.ok(
+          r.figures[key] > 0 && r.figures[key] <= 1000 * 1.05,
+          `${r.name} ${key}: ${r.figures[key]}`,
+        );
+      }
+      // A new connection waits for the link's round trip (20 ms each way) at least once.
+      assert.ok(r.figures.conn >= 40, `${r.name} conn: ${r.figures.conn} ms`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -22,6 +22,8 @@
  * `udp` (tools/bench_udp.ts): UDP loss and jitter with iperf3 through
  * portferry beside direct at 100 Mbit/s, 300 Mbit/s and 1 Gbit/s; run alone
  * (`--workloads udp`) it rewrites only the UDP section of bench/RESULTS.md.
+ * `--wan` runs the bench on emulated long paths instead (tools/bench_wan.ts,
+ * with the link emulator tools/wan_link.ts): its own options follow it.
  *
  * The bench runs with the `bench` task's explicit permission flags. Deno lets
  * a script read `/proc` only with `--allow-all`, so VmRSS, Pss, CPU ticks, the
@@ -59,9 +61,10 @@
 import { benchPfos, type PfoBenchResult } from "./bench_pfos.ts";
 import { caseLine, CASES, runCases } from "./bench_fairness.ts";
 import { benchUdp, markedUdpSection, udpSection, writeUdpSection } from "./bench_udp.ts";
+import { keepWanSection, wanMain } from "./bench_wan.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const ROOT_PATH = ROOT.pathname;
+export const ROOT_PATH = ROOT.pathname;
 const decoder = new TextDecoder();
 
 /**
@@ -69,7 +72,7 @@ const decoder = new TextDecoder();
  * its path, else the `deno` on PATH that `--allow-run=deno` names (PATH's
  * `deno` may be a symlink to this one, as an npm install makes it).
  */
-const DENO = Deno.permissions.querySync({ name: "run", command: Deno.execPath() }).state ===
+export const DENO = Deno.permissions.querySync({ name: "run", command: Deno.execPath() }).state ===
     "granted"
   ? Deno.execPath()
   : "deno";
@@ -173,7 +176,9 @@ function parseArgs(args: string[]): BenchOptions {
           "usage: deno task bench [--smoke] [--seconds S] [--repeat N] [--idle N[,N]] [--idle-10k]\n" +
             "         [--ports N] [--port-base P] [--tools " + ALL_TOOLS.join(",") + "]\n" +
             "         [--workloads up1,down1,up4,down4,rtt,connrate,idle,ports,pfos,fairness,udp-flood]\n" +
-            "         [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]",
+            "         [--json FILE] [--markdown FILE | --no-markdown] [--cpu-prof DIR]\n" +
+            "       deno task bench --wan [--profile 1g-20ms,100m-100ms,10g-1ms,ceiling] [--smoke]\n" +
+            "         [--tools direct,portferry,ssh-L-aes,ssh-R] [--workloads up1,down1,up4,down4,conn]",
         );
         Deno.exit(0);
         break;
@@ -202,9 +207,9 @@ function parseArgs(args: string[]): BenchOptions {
 // ---------------------------------------------------------------- processes
 
 /** Every process this bench started, so it can stop them (by pid) on any exit. */
-const children = new Set<Deno.ChildProcess>();
+export const children = new Set<Deno.ChildProcess>();
 
-function kill(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
+export function kill(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
   try {
     child.kill(signal);
   } catch {
@@ -212,7 +217,7 @@ function kill(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): void {
   }
 }
 
-async function stopChild(child: Deno.ChildProcess, graceMs = 3000): Promise<void> {
+export async function stopChild(child: Deno.ChildProcess, graceMs = 3000): Promise<void> {
   kill(child, "SIGTERM");
   const timer = setTimeout(() => kill(child), graceMs);
   try {
@@ -224,7 +229,7 @@ async function stopChild(child: Deno.ChildProcess, graceMs = 3000): Promise<void
 }
 
 /** Spawn `cmd` with stdout and stderr going to `log` (a file: no pipe for this process to drain). */
-function spawnLogged(
+export function spawnLogged(
   cmd: string,
   args: string[],
   log: string,
@@ -242,7 +247,7 @@ function spawnLogged(
   return child;
 }
 
-async function waitForLine(
+export async function waitForLine(
   log: string,
   re: RegExp,
   ms: number,
@@ -275,7 +280,7 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function which(cmd: string): Promise<string | null> {
+export async function which(cmd: string): Promise<string | null> {
   for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"])) {
     try {
       const path = `${dir}/${cmd}`;
@@ -341,7 +346,7 @@ async function waitForEcho(port: number, ms: number, what: string): Promise<void
  * The text of `paths` (/proc files) through `cat`: Deno reads `/proc` only
  * with `--allow-all`. A file that is gone (its process exited) is left out.
  */
-async function catProc(paths: string[]): Promise<string> {
+export async function catProc(paths: string[]): Promise<string> {
   if (paths.length === 0) return "";
   const out = await new Deno.Command("cat", {
     args: paths,
@@ -459,7 +464,7 @@ async function rssKiB(pid: number): Promise<number> {
  * Deno lets no script write a program its `--allow-run` names. The linker
  * unlinks the old file first, so a loadgen another bench runs is undisturbed.
  */
-async function buildLoadgen(): Promise<string> {
+export async function buildLoadgen(): Promise<string> {
   const cc = (await which("cc")) ?? (await which("gcc"));
   if (!cc) {
     throw new Error("Cannot build the load generator: no C compiler (cc or gcc); install gcc");
@@ -476,7 +481,7 @@ async function buildLoadgen(): Promise<string> {
   return LOADGEN;
 }
 
-class Loadgen {
+export class Loadgen {
   constructor(readonly path: string) {}
 
   async run(args: string[], budgetMs: number): Promise<Record<string, number>> {
@@ -562,7 +567,7 @@ class Loadgen {
 // -------------------------------------------------------------------- paths
 
 /** A running path from the load generator to the target. */
-interface Running {
+export interface Running {
   /** Where clients connect. */
   readonly port: number;
   /** Processes whose memory the idle figure counts (and their children). */
@@ -570,7 +575,7 @@ interface Running {
   readonly stop: () => Promise<void>;
 }
 
-interface PathDef {
+export interface PathDef {
   readonly name: string;
   readonly label: string;
   /** "rss": VmRSS summed; "pss": Pss summed (forking tools share pages). */
@@ -645,8 +650,15 @@ async function consoleCli(settings: string, args: string[]): Promise<string> {
   return decoder.decode(r.stdout);
 }
 
-function portferryPath(
+/**
+ * Where a path's long-lived link goes through a link emulator (the WAN mode,
+ * tools/bench_wan.ts): given the port its far end listens on, the port to dial.
+ */
+export type Via = (port: number) => Promise<number>;
+
+export function portferryPath(
   profDir: string | null,
+  via?: Via,
   consoleAddress: (address: string) => string = (address) => address,
 ): PathDef {
   return {
@@ -677,6 +689,9 @@ function portferryPath(
             `--cpu-prof-name=daemon-${profiles}.cpuprofile`,
           ]
           : [];
+        const dial = via
+          ? `127.0.0.1:${await via(Number(address.slice(address.lastIndexOf(":") + 1)))}`
+          : address;
         daemon = spawnLogged(
           DENO,
           [
@@ -684,7 +699,7 @@ function portferryPath(
             ...prof,
             ...await taskFlags("daemon"),
             "daemon.ts",
-            consoleAddress(address),
+            consoleAddress(dial),
             "--fingerprint",
             fingerprint,
             "--config",
@@ -732,7 +747,7 @@ function portferryPath(
 
 /** portferry with the Daemon dialing `ws://` straight to the session port (no web server). */
 function portferryWsPath(profDir: string | null): PathDef {
-  const base = portferryPath(profDir, (address) => `ws://${address}/portferry`);
+  const base = portferryPath(profDir, undefined, (address) => `ws://${address}/portferry`);
   return { ...base, name: "portferry-ws", label: "portferry over ws" };
 }
 
@@ -788,7 +803,7 @@ function socatPath(socat: string): PathDef {
 }
 
 /** An sshd of our own: high port, own config, host key and client key, in `dir`. */
-interface Sshd {
+export interface Sshd {
   readonly port: number;
   readonly pid: number;
   readonly key: string;
@@ -796,7 +811,7 @@ interface Sshd {
   stop(): Promise<void>;
 }
 
-async function startSshd(sshd: string, keygen: string, dir: string): Promise<Sshd> {
+export async function startSshd(sshd: string, keygen: string, dir: string): Promise<Sshd> {
   const hostKey = `${dir}/host_ed25519`;
   const clientKey = `${dir}/client_ed25519`;
   for (const key of [hostKey, clientKey]) {
@@ -858,13 +873,14 @@ async function startSshd(sshd: string, keygen: string, dir: string): Promise<Ssh
   return { port, pid: child.pid, key: clientKey, user, stop: () => stopChild(child, 2000) };
 }
 
-function sshPath(
+export function sshPath(
   ssh: string,
   sshd: () => Promise<Sshd>,
   name: string,
   label: string,
   mode: "L" | "R",
   cipher: string | null,
+  via?: Via,
 ): PathDef {
   return {
     name,
@@ -883,7 +899,7 @@ function sshPath(
         "-i",
         server.key,
         "-p",
-        String(server.port),
+        String(via ? await via(server.port) : server.port),
         "-o",
         "IdentitiesOnly=yes",
         "-o",
@@ -915,7 +931,7 @@ function sshPath(
   };
 }
 
-function errorText(err: unknown): string {
+export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
@@ -1329,11 +1345,11 @@ function targetTable(ts: Target[]): string {
 }
 
 /** The 1-minute load average, as /proc/loadavg has it. */
-async function loadAverage(): Promise<string> {
+export async function loadAverage(): Promise<string> {
   return (await catProc(["/proc/loadavg"])).split(" ")[0] || "?";
 }
 
-async function machine(): Promise<Record<string, string | number>> {
+export async function machine(): Promise<Record<string, string | number>> {
   const cpuinfo = await catProc(["/proc/cpuinfo"]);
   const model = cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? "unknown";
   const mem = (await catProc(["/proc/meminfo"])).match(/^MemTotal:\s+(\d+) kB/m)?.[1];
@@ -1354,6 +1370,7 @@ async function machine(): Promise<Record<string, string | number>> {
 // --------------------------------------------------------------------- main
 
 async function main(): Promise<number> {
+  if (Deno.args.includes("--wan")) return await wanMain(Deno.args);
   const o = parseArgs(Deno.args);
   const started = Date.now();
   const work = await Deno.makeTempDir({ prefix: "portferry-bench-" });
@@ -1670,6 +1687,7 @@ async function main(): Promise<number> {
           "",
           report,
           "",
+          ...await keepWanSection(o.markdown),
         ].join("\n"),
       );
       // Formatted as `deno task check` wants it (it aligns the tables).

@@ -44,6 +44,7 @@ export const RUNTIME_FLAGS: Readonly<Record<ProgramName, readonly string[]>> = O
   ]),
   daemon: Object.freeze([
     "--no-prompt",
+    "--v8-flags=--max-semi-space-size=4",
     "--unstable-net",
     "--allow-net",
     "--allow-read",

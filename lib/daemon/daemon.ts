@@ -85,6 +85,8 @@ export interface DaemonOptions {
   readonly dashboard?: HostPort | null;
   /** How the user gets a new dashboard URL, for the page that asks for one. Default `deno task daemon dashboard`. */
   readonly dashboardCommand?: string;
+  /** Largest receive window one stream grows to (settings `streamWindowMax`). */
+  readonly streamWindowMax?: number;
 }
 
 /**
@@ -319,7 +321,7 @@ export class Daemon {
     const consoleText = state.session.console;
     const proxy = state.session.proxy;
     state.change({ type: "connecting", console: consoleText, first, proxy });
-    const { link, reader, id } = await dialConsole({
+    const { link, reader, id, capabilities } = await dialConsole({
       host: this.#console.host,
       port: this.#console.port,
       fingerprint: this.#options.fingerprint,
@@ -342,6 +344,8 @@ export class Daemon {
       id,
       log,
       maxHeldBytes: this.#options.maxHeldBytes,
+      windowTuning: capabilities.includes("window-tuning"),
+      streamWindowMax: this.#options.streamWindowMax,
       handlers: {
         onOpen: (msg) => void handleOpen(with_.ctx, s, msg),
         onResolve: (msg) => answerResolve(with_.lookups, s, msg, this.#options.log),

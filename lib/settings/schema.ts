@@ -16,6 +16,7 @@ import { parseAllowRule } from "../net/allowlist.ts";
 import { errorMessage } from "../core/errors.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "../core/protocol.ts";
+import { STREAM_WINDOW_LIMIT_BYTES, STREAM_WINDOW_MAX_BYTES } from "../core/protocol.ts";
 import {
   DEFAULT_SESSION_PORT,
   type HostPort,
@@ -104,6 +105,8 @@ export interface ConsoleSettings {
   readonly trustedProxies: readonly string[];
   /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
   readonly dashboard: HostPort | null;
+  /** Largest receive window one stream grows to, in bytes. Default 16777216 (16 MiB). */
+  readonly streamWindowMax: number;
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
@@ -145,6 +148,8 @@ export interface DaemonSettings {
   readonly proxyAuthFile: string | null;
   /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
   readonly dashboard: HostPort | null;
+  /** Largest receive window one stream grows to, in bytes. Default 16777216 (16 MiB). */
+  readonly streamWindowMax: number;
 }
 
 /** The web dashboard's address by default: loopback, a port of its own. */
@@ -173,6 +178,7 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   websocketPath: "/portferry",
   trustedProxies: Object.freeze([]),
   dashboard: DEFAULT_DASHBOARD,
+  streamWindowMax: STREAM_WINDOW_MAX_BYTES,
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -190,6 +196,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   proxy: null,
   proxyAuthFile: null,
   dashboard: DEFAULT_DASHBOARD,
+  streamWindowMax: STREAM_WINDOW_MAX_BYTES,
 });
 
 // ---------------------------------------------------------------------------
@@ -211,6 +218,7 @@ const CONSOLE_KEYS = [
   "websocketPath",
   "trustedProxies",
   "dashboard",
+  "streamWindowMax",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -227,6 +235,7 @@ const DAEMON_KEYS = [
   "proxy",
   "proxyAuthFile",
   "dashboard",
+  "streamWindowMax",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -495,6 +504,7 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     websocketPath: _websocketPath(src, e.get("websocketPath")),
     trustedProxies: Object.freeze(_trustedProxies(src, e.get("trustedProxies"))),
     dashboard: _dashboard(src, e.get("dashboard")),
+    streamWindowMax: _windowMax(src, e.get("streamWindowMax"), d.streamWindowMax),
   });
 }
 
@@ -524,6 +534,21 @@ function _trustedProxies(src: _Source, e: _Entry | undefined): string[] {
     }
   });
   return entries;
+}
+
+/** `streamWindowMax`: from the initial window to {@linkcode STREAM_WINDOW_LIMIT_BYTES}. */
+function _windowMax(src: _Source, e: _Entry | undefined, fallback: number): number {
+  const v = _int(src, "streamWindowMax", e, fallback, 0);
+  if (v < INITIAL_WINDOW_BYTES || v > STREAM_WINDOW_LIMIT_BYTES) {
+    _fail(
+      src,
+      _at(e!),
+      `Cannot use ${
+        _label("streamWindowMax")
+      }: ${v} is out of range; use ${INITIAL_WINDOW_BYTES} to ${STREAM_WINDOW_LIMIT_BYTES}`,
+    );
+  }
+  return v;
 }
 
 /** Daemon settings from a parsed file. */
@@ -561,6 +586,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     proxy: _proxy(src, e.get("proxy")),
     proxyAuthFile: _file(src, "proxyAuthFile", e.get("proxyAuthFile")),
     dashboard: _dashboard(src, e.get("dashboard")),
+    streamWindowMax: _windowMax(src, e.get("streamWindowMax"), d.streamWindowMax),
   });
 }
 

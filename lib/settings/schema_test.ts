@@ -366,3 +366,20 @@ Deno.test("parseDaemonSettings() reads a ws:// or wss:// console address as a We
   const plain = parseDaemonSettings('console: "office:7470"\n', "/etc/d.yaml");
   assert.ok(plain.console && !("text" in plain.console));
 });
+
+Deno.test("streamWindowMax defaults to 16 MiB in both programs and is refused outside 512 KiB to 1 GiB", () => {
+  assert.equal(parseConsoleSettings("", "c.yaml").streamWindowMax, 16 * 1024 * 1024);
+  assert.equal(parseDaemonSettings("", "d.yaml").streamWindowMax, 16 * 1024 * 1024);
+  assert.equal(
+    parseDaemonSettings("streamWindowMax: 4194304\n", "d.yaml").streamWindowMax,
+    4194304,
+  );
+  assert.throws(
+    () => parseConsoleSettings("streamWindowMax: 1000\n", "c.yaml"),
+    /streamWindowMax.*1000 is out of range; use 524288 to 1073741824/,
+  );
+  assert.throws(
+    () => parseDaemonSettings("streamWindowMax: 2147483647\n", "d.yaml"),
+    /streamWindowMax.*2147483647 is out of range; use 524288 to 1073741824/,
+  );
+});
