@@ -541,11 +541,14 @@ async function writeWanSections(file: string, sections: Map<string, string>): Pr
   const start = text.indexOf(WAN_HEADING);
   const before = start < 0 ? text.trimEnd() : text.slice(0, start).trimEnd();
   const old = start < 0 ? "" : text.slice(start);
-  const parts = WAN_PROFILES.map((p) => {
-    if (sections.has(p.name)) return sections.get(p.name)!;
-    const a = old.indexOf(BEGIN(p.name));
-    const b = old.indexOf(END(p.name));
-    return a >= 0 && b > a ? old.slice(a, b + END(p.name).length) : null;
+  // Other marked sections (a loopback comparison written by hand) stay, after the profiles.
+  const others = [...old.matchAll(/<!-- wan:([\w-]+) -->/g)].map((m) => m[1])
+    .filter((name) => !WAN_PROFILES.some((p) => p.name === name));
+  const parts = [...WAN_PROFILES.map((p) => p.name), ...others].map((name) => {
+    if (sections.has(name)) return sections.get(name)!;
+    const a = old.indexOf(BEGIN(name));
+    const b = old.indexOf(END(name));
+    return a >= 0 && b > a ? old.slice(a, b + END(name).length) : null;
   }).filter((s): s is string => s !== null);
   const intro = [
     WAN_HEADING,
