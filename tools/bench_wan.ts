@@ -564,7 +564,12 @@ async function writeWanSections(file: string, sections: Map<string, string>): Pr
   const tmp = `${file}.tmp`;
   await Deno.writeTextFile(tmp, out);
   await Deno.rename(tmp, file);
-  await new Deno.Command(DENO, { args: ["fmt", "--quiet", file], stdout: "null", stderr: "null" })
+  await new Deno.Command(DENO, {
+    args: ["fmt", "--quiet", file],
+    cwd: ROOT_PATH,
+    stdout: "null",
+    stderr: "null",
+  })
     .output();
 }
 
