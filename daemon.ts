@@ -270,6 +270,7 @@ if (import.meta.main) {
           backoffMaxMs: settings.backoffMaxMs,
           connectTimeoutMs: settings.connectTimeoutMs,
           maxHeldBytes: settings.maxHeldBytes,
+          streamWindowMax: settings.streamWindowMax,
           allow: opts.allow.length > 0 ? opts.allow : settings.allow,
           log,
           out: display,

@@ -306,6 +306,7 @@ export class Console implements AsyncDisposable {
       token: () => this.#token,
       autoAccept: () => this.#autoAccept(),
       pendingTimeoutMs: () => this.#current().pendingTimeoutMs,
+      streamWindowMax: () => this.#current().streamWindowMax,
       ask: this.#o.ask,
       controlCommand: this.#o.controlCommand ??
         ((args) => ["deno task console", ...args].join(" ")),

@@ -33,6 +33,8 @@ export interface SessionDeskOptions {
   readonly autoAccept: () => boolean;
   /** How long a pending Daemon may wait, in milliseconds. */
   readonly pendingTimeoutMs: () => number;
+  /** Largest receive window one stream grows to (settings `streamWindowMax`). */
+  readonly streamWindowMax?: () => number;
   /** Ask the operator about a pending session; absent in headless mode. */
   readonly ask?: (peer: PeerInfo, signal: AbortSignal) => Promise<Decision>;
   /** How the operator runs a subcommand, for the hints. */
@@ -229,6 +231,8 @@ export class SessionDesk {
         id,
         log: slog,
         earlyData: daemon.claim.capabilities.includes("early-data"),
+        windowTuning: daemon.claim.capabilities.includes("window-tuning"),
+        streamWindowMax: this.#o.streamWindowMax?.(),
         // Until it is accepted, the Daemon gets a small budget and pendingTimeoutMs.
         pending: { timeoutMs: this.#o.pendingTimeoutMs() },
         handlers: {

@@ -10,15 +10,28 @@ import type { ByteConn } from "./mux.ts";
 
 class Pipe {
   #chunks: Uint8Array[] = [];
+  /** Per chunk: when it may be read (performance.now()), for a link with a delay. */
+  #readyAt: number[] = [];
   #size = 0;
   #capacity: number;
+  #delayMs: number;
   #ended = false;
   #broken = false;
   #readers: (() => void)[] = [];
   #writers: (() => void)[] = [];
 
-  constructor(capacity: number) {
+  constructor(capacity: number, delayMs = 0) {
     this.#capacity = capacity;
+    this.#delayMs = delayMs;
+  }
+
+  /** Wait until the first chunk's delay has passed (a delayed pipe only). */
+  async #delivered(): Promise<void> {
+    while (this.#delayMs > 0 && this.#readyAt.length > 0 && !this.#broken) {
+      const wait = this.#readyAt[0] - performance.now();
+      if (wait <= 0) return;
+      await new Promise((r) => setTimeout(r, Math.ceil(wait)));
+    }
   }
 
   #wake(list: (() => void)[]): void {
@@ -30,14 +43,19 @@ class Pipe {
       if (this.#ended || this.#broken) return null;
       await new Promise<void>((r) => this.#readers.push(r));
     }
+    await this.#delivered();
+    if (this.#size === 0) return null; // broken while the delay ran
+    const now = performance.now();
     let n = 0;
-    while (n < p.length && this.#chunks.length > 0) {
+    while (n < p.length && this.#chunks.length > 0 && this.#readyAt[0] <= now) {
       const head = this.#chunks[0];
       const take = Math.min(head.length, p.length - n);
       p.set(head.subarray(0, take), n);
       n += take;
-      if (take === head.length) this.#chunks.shift();
-      else this.#chunks[0] = head.subarray(take);
+      if (take === head.length) {
+        this.#chunks.shift();
+        this.#readyAt.shift();
+      } else this.#chunks[0] = head.subarray(take);
     }
     this.#size -= n;
     this.#wake(this.#writers);
@@ -52,6 +70,7 @@ class Pipe {
     if (this.#broken || this.#ended) throw new Deno.errors.BrokenPipe("pipe closed");
     const n = Math.min(p.length, this.#capacity - this.#size);
     this.#chunks.push(p.slice(0, n));
+    this.#readyAt.push(performance.now() + this.#delayMs);
     this.#size += n;
     this.#wake(this.#readers);
     return n;
@@ -66,6 +85,7 @@ class Pipe {
   break(): void {
     this.#broken = true;
     this.#chunks = [];
+    this.#readyAt = [];
     this.#size = 0;
     this.#wake(this.#readers);
     this.#wake(this.#writers);
@@ -116,7 +136,9 @@ function end(inbound: Pipe, outbound: Pipe): MemoryConn {
 }
 
 /**
- * Two joined ends; each pipe holds at most `capacity` bytes.
+ * Two joined ends; each pipe holds at most `capacity` bytes. With `delayMs`,
+ * bytes become readable that long after they were written, each way, as on
+ * a long link.
  *
  * @example
  * ```ts
@@ -127,8 +149,11 @@ function end(inbound: Pipe, outbound: Pipe): MemoryConn {
  * if (await b.read(buf) !== 3) throw new Error("short read");
  * ```
  */
-export function memoryConnPair(capacity = 64 * 1024): [MemoryConn, MemoryConn] {
-  const ab = new Pipe(capacity);
-  const ba = new Pipe(capacity);
+export function memoryConnPair(
+  capacity = 64 * 1024,
+  delayMs = 0,
+): [MemoryConn, MemoryConn] {
+  const ab = new Pipe(capacity, delayMs);
+  const ba = new Pipe(capacity, delayMs);
   return [end(ba, ab), end(ab, ba)];
 }

@@ -132,6 +132,11 @@ export function encodeMessage(msg: Message): Uint8Array {
 export interface FrameDecoderOptions {
   /** Largest frame accepted (tag + stream + body). Default: post-auth cap. */
   maxFrameBytes?: number;
+  /**
+   * DATA bodies are views of the bytes pushed, not copies: the caller
+   * promises never to change bytes it pushed. Default false.
+   */
+  dataViews?: boolean;
 }
 
 /**
@@ -154,10 +159,12 @@ export interface FrameDecoderOptions {
 export class FrameDecoder {
   #buf = new Uint8Array(0);
   #maxFrameBytes: number;
+  #copyData: boolean;
 
   /** A decoder with no bytes held yet. */
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxFrameBytes = options.maxFrameBytes ?? MAX_DATA_BYTES + 5;
+    this.#copyData = !options.dataViews;
   }
 
   /** Change the frame size cap (raised once the peer is authenticated). */
@@ -196,7 +203,7 @@ export class FrameDecoder {
       const stream = view.getUint32(5);
       const start = buf.byteOffset + offset + FRAME_HEADER_BYTES;
       const body = new Uint8Array(buf.buffer, start, length - 5);
-      out.push(decodeBody(tag, stream, body));
+      out.push(decodeBody(tag, stream, body, this.#copyData));
       offset += 4 + length;
     }
     // Keep only the unfinished tail, as a copy: the caller may reuse `chunk`.
@@ -206,8 +213,9 @@ export class FrameDecoder {
 }
 
 /**
- * Decode one frame's body, given its tag and stream. DATA bodies are copied,
- * so the caller may reuse its read buffer.
+ * Decode one frame's body, given its tag and stream. DATA bodies are copied
+ * (unless `copyData` is false: then they are views of `body`), so the caller
+ * may reuse its read buffer.
  *
  * @example
  * ```ts
@@ -217,7 +225,12 @@ export class FrameDecoder {
  * if (msg.tag !== Tag.PING || msg.seq !== 3) throw new Error("bad");
  * ```
  */
-export function decodeBody(tag: number, stream: number, body: Uint8Array): Message {
+export function decodeBody(
+  tag: number,
+  stream: number,
+  body: Uint8Array,
+  copyData = true,
+): Message {
   const name = tagName(tag);
   if (!TAG_NAMES.has(tag)) throw new ProtocolError(`Cannot decode frame: unknown tag ${tag}`);
   if (!STREAM_TAGS.has(tag) && stream !== 0) {
@@ -226,7 +239,7 @@ export function decodeBody(tag: number, stream: number, body: Uint8Array): Messa
   if (STREAM_TAGS.has(tag) && stream === 0) {
     throw new ProtocolError(`Cannot decode ${name}: stream 0 is reserved`);
   }
-  if (BINARY_TAGS.has(tag)) return decodeBinary(tag, stream, body);
+  if (BINARY_TAGS.has(tag)) return decodeBinary(tag, stream, body, copyData);
   if (body.length > MAX_CONTROL_BYTES) {
     throw new ProtocolError(
       `Cannot decode ${name}: body of ${body.length} bytes exceeds ${MAX_CONTROL_BYTES}`,
@@ -244,7 +257,7 @@ export function decodeBody(tag: number, stream: number, body: Uint8Array): Messa
   return decodeControl(tag as TagValue, stream, new Fields(name, value as Record<string, unknown>));
 }
 
-function decodeBinary(tag: number, stream: number, body: Uint8Array): Message {
+function decodeBinary(tag: number, stream: number, body: Uint8Array, copyData: boolean): Message {
   switch (tag) {
     case Tag.DATA:
       if (body.length === 0) throw new ProtocolError("Cannot decode DATA: empty body");
@@ -253,7 +266,7 @@ function decodeBinary(tag: number, stream: number, body: Uint8Array): Message {
           `Cannot decode DATA: ${body.length} bytes exceeds ${MAX_DATA_BYTES}`,
         );
       }
-      return { tag: Tag.DATA, stream, data: body.slice() };
+      return { tag: Tag.DATA, stream, data: copyData ? body.slice() : body };
     case Tag.DATAGRAM:
       if (body.length > MAX_DATAGRAM_BYTES) {
         throw new ProtocolError(

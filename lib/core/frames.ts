@@ -10,7 +10,7 @@ import { encodeMessage, FrameDecoder } from "./codec.ts";
 import { SessionClosedError } from "./errors.ts";
 import { writeAll } from "./io.ts";
 import type { ByteConn } from "./mux.ts";
-import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, type Message } from "./protocol.ts";
+import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, type Message, Tag } from "./protocol.ts";
 
 /**
  * Send-queue size above which streams wait before reading more, and above
@@ -27,20 +27,33 @@ export const SEND_QUEUE_CAP = 64 * 1024 * 1024;
 const JOIN_FRAME_BYTES = 16 * 1024;
 /** The most bytes one joined write carries. */
 const BATCH_BYTES = 64 * 1024;
+/** A reader's buffer. */
+const READ_BUFFER_BYTES = 256 * 1024;
+/** Room a read needs after the unfinished frame's start: the largest frame, length included. */
+const READ_ROOM = 4 + MAX_FRAME_BYTES;
 
 /**
  * Reads messages from a link, keeping any that arrive beyond the one asked
  * for. The handshake and the session loop share one reader, so no byte is
  * lost between them.
+ *
+ * DATA bodies are handed on as views of the read buffer, not copies. Once
+ * one is, the bytes before the unfinished frame are never written again:
+ * reads go on after it, and when too little room is left a new buffer takes
+ * over (the unfinished frame is copied there) and the old one is freed once
+ * the last view of it is.
  */
 export class MessageReader {
   #link: ByteConn;
   #maxFrameBytes = MAX_HANDSHAKE_FRAME_BYTES;
-  #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES });
+  #decoder = new FrameDecoder({ maxFrameBytes: MAX_HANDSHAKE_FRAME_BYTES, dataViews: true });
   #queue: Message[] = [];
-  /** Read buffer; bytes [0, #held) are an unfinished frame kept from the last read. */
-  #buf = new Uint8Array(256 * 1024);
+  /** Read buffer; bytes [#start, #start + #held) are an unfinished frame kept from the last read. */
+  #buf = new Uint8Array(READ_BUFFER_BYTES);
+  #start = 0;
   #held = 0;
+  /** True once a DATA body handed on is a view of `#buf`. */
+  #lent = false;
   #bytesRead = 0;
   #released = false;
 
@@ -71,10 +84,12 @@ export class MessageReader {
     this.#released = true;
     const buffer = this.#buf.buffer;
     this.#buf = new Uint8Array(0);
+    this.#start = 0;
     this.#held = 0;
     this.#queue = [];
     // Detaching the buffer frees its memory at once; a read in flight keeps its own reference.
-    buffer.transfer(0);
+    // A buffer DATA views were handed out of is left to the garbage collector.
+    if (!this.#lent) buffer.transfer(0);
   }
 
   /** Raise the frame cap once the peer is authenticated. */
@@ -87,10 +102,10 @@ export class MessageReader {
   async batch(): Promise<Message[] | null> {
     while (this.#queue.length === 0) {
       if (this.#released) return null;
-      const n = await this.#link.read(this.#buf.subarray(this.#held));
+      const n = await this.#link.read(this.#buf.subarray(this.#start + this.#held));
       if (n === null || this.#released) return null;
       this.#bytesRead += n;
-      this.#queue = this.#decode(this.#held + n);
+      this.#queue = this.#decode(this.#start + this.#held + n);
     }
     const out = this.#queue;
     this.#queue = [];
@@ -98,14 +113,15 @@ export class MessageReader {
   }
 
   /**
-   * Decode the whole frames among the first `end` bytes of the buffer and
-   * keep the unfinished one at its start. The decoder only ever sees whole
-   * frames, so it never copies a read to join it with the next one.
+   * Decode the whole frames in the buffer from `#start` to `end` and keep the
+   * unfinished one. The decoder only ever sees whole frames, so it never
+   * copies a read to join it with the next one.
    */
   #decode(end: number): Message[] {
     const buf = this.#buf;
     const view = new DataView(buf.buffer, buf.byteOffset, end);
-    let whole = 0;
+    const from = this.#start;
+    let whole = from;
     while (end - whole >= 4) {
       const length = view.getUint32(whole);
       // A bad length: let the decoder reject it now, with its own error.
@@ -113,12 +129,33 @@ export class MessageReader {
       if (end - whole < 4 + length) break;
       whole += 4 + length;
     }
-    const messages = whole > 0 ? this.#decoder.push(buf.subarray(0, whole)) : [];
-    // Deno's TLS reads return one record (16 KiB) at a time, so most reads end
-    // inside a 64 KiB frame and decode nothing: leave those bytes where they are.
-    if (whole > 0 && whole < end) buf.copyWithin(0, whole, end);
+    const messages = whole > from ? this.#decoder.push(buf.subarray(from, whole)) : [];
+    if (!this.#lent) this.#lent = messages.some((m) => m.tag === Tag.DATA);
+    this.#start = whole;
     this.#held = end - whole;
+    this.#makeRoom();
     return messages;
+  }
+
+  /**
+   * Make room for the next read. A buffer nothing was lent from is reused:
+   * the unfinished frame moves to its start. Deno's TLS reads return one
+   * record (16 KiB) at a time, so most reads end inside a 64 KiB frame and
+   * decode nothing: those bytes stay where they are.
+   */
+  #makeRoom(): void {
+    const start = this.#start;
+    if (!this.#lent) {
+      if (start > 0 && this.#held > 0) this.#buf.copyWithin(0, start, start + this.#held);
+      this.#start = 0;
+      return;
+    }
+    if (this.#buf.length - start >= READ_ROOM) return;
+    const fresh = new Uint8Array(READ_BUFFER_BYTES);
+    fresh.set(this.#buf.subarray(start, start + this.#held));
+    this.#buf = fresh;
+    this.#start = 0;
+    this.#lent = false;
   }
 
   /** The next message; throws SessionClosedError at end of link. */
@@ -200,8 +237,10 @@ export class FrameWriter {
   }
 
   /**
-   * Queue a heartbeat answer. One still waiting in the queue is replaced, so
-   * a peer that pings and never reads costs one answer, not one per ping.
+   * Queue a heartbeat answer, ahead of everything not yet being written, so
+   * the peer measures the link's round trip rather than this queue. One
+   * still waiting is replaced, so a peer that pings and never reads costs
+   * one answer, not one per ping.
    */
   pushPong(frame: Uint8Array): void {
     if (this.#failed) return;
@@ -210,8 +249,12 @@ export class FrameWriter {
       this.#queue[this.#pongAt] = frame;
       return;
     }
-    this.#pongAt = this.#queue.length;
-    this.push(frame);
+    this.#pongAt = this.#head;
+    this.#queue.splice(this.#head, 0, frame);
+    this.#written.splice(this.#head, 0, undefined);
+    this.#isData.splice(this.#head, 0, false);
+    this.#queued += frame.length;
+    if (!this.#running) this.#run();
   }
 
   /** A promise while over the high-water mark, else null. */

@@ -105,6 +105,8 @@ export interface DaemonHandshakeOptions {
   readonly os: string;
   /** Called when the Console holds the session for the operator. */
   readonly onPending: () => void;
+  /** Called with what the Console offered in its challenge. */
+  readonly onCapabilities?: (capabilities: readonly string[]) => void;
 }
 
 /**
@@ -139,6 +141,7 @@ export async function daemonHandshake(
       }`,
     );
   }
+  options.onCapabilities?.(challenge.capabilities);
   const signature = await options.sign(authTranscript(challenge.nonce, options.consoleFingerprint));
   await sendNow(link, {
     tag: Tag.AUTH,

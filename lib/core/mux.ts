@@ -7,7 +7,8 @@
  * reads the local socket only while it holds credit from the peer, so a peer
  * that stops reading stalls only its own stream, and it grants credit back
  * only after bytes reached the local socket, so memory per stream is bounded
- * by {@linkcode INITIAL_WINDOW_BYTES}.
+ * by its receive window: {@linkcode INITIAL_WINDOW_BYTES}, or more once the
+ * window grew (see {@linkcode WindowHost}).
  *
  * @module
  */
@@ -21,6 +22,7 @@ import {
   INITIAL_WINDOW_BYTES,
   MAX_DATA_BYTES,
   type Message,
+  STREAM_WINDOW_LIMIT_BYTES,
   Tag,
 } from "./protocol.ts";
 
@@ -53,6 +55,38 @@ export interface Channel {
   onDatagram?(data: Uint8Array): void;
 }
 
+/**
+ * What a stream needs from its session to grow its receive window, when both
+ * sides tune windows. A stream that receives data fast grows: when it took
+ * half its window (its local socket took the bytes) in less than two round
+ * trips' worth of time per window, the window doubles, up to `max` and
+ * within the session's budget for the sum of all windows.
+ */
+export interface WindowHost {
+  /** Largest window a stream grows to. */
+  readonly max: number;
+  /** The session's round-trip time in milliseconds, or 0 while unknown (it then measures it). */
+  rttMs(): number;
+  /** Take up to `bytes` more of the session's window budget; returns how many were taken. */
+  reserve(bytes: number): number;
+  /** Give `bytes` of the budget back (a stream that grew has ended). */
+  unreserve(bytes: number): void;
+}
+
+/**
+ * Full-size read buffers (header and the largest DATA body) shared by a
+ * session's streams: a busy stream takes one for each read and gives it back
+ * once the link took its frame, so a fast transfer allocates no buffer per
+ * read (garbage at the link's rate grows a process by tens of MiB before the
+ * garbage collector frees it).
+ */
+export interface BufferPool {
+  /** A spare full-size buffer, or undefined if none is spare. */
+  take(): Uint8Array | undefined;
+  /** A full-size buffer whose frame the link took; the pool keeps it, or drops it when full. */
+  give(buffer: Uint8Array): void;
+}
+
 /** What a stream needs from its session. */
 export interface StreamHost {
   /**
@@ -72,6 +106,10 @@ export interface StreamHost {
    * grew (positive) or shrank (negative) by `delta`; the session keeps the total.
    */
   held?(delta: number): void;
+  /** Set when both sides tune windows: a stream's receive window may grow. */
+  readonly windows?: WindowHost | null;
+  /** Spare read buffers shared by the streams; without it each stream keeps a few. */
+  readonly buffers?: BufferPool;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -98,7 +136,7 @@ export interface StreamOptions {
 
 const SMALL_READ = 4 * 1024;
 /** A full-size read buffer: header and the largest DATA body. */
-const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
+export const FULL_BUFFER = FRAME_HEADER_BYTES + MAX_DATA_BYTES;
 /** Full-size buffers a busy stream keeps for reuse once the link took their frame. */
 const SPARE_BUFFERS = 2;
 const GRANT_THRESHOLD = INITIAL_WINDOW_BYTES / 4;
@@ -137,9 +175,12 @@ export class Stream implements Channel {
   /** True while reads fill whole full-size buffers: only then are spares worth keeping. */
   #streaming = false;
   #recycle = (frame: Uint8Array): void => {
-    if (!this.#streaming || this.#spare.length >= SPARE_BUFFERS) return;
-    if (frame.buffer.byteLength !== FULL_BUFFER || frame.byteOffset !== 0) return;
-    this.#spare.push(new Uint8Array(frame.buffer as ArrayBuffer));
+    if (!this.#streaming || frame.buffer.byteLength !== FULL_BUFFER || frame.byteOffset !== 0) {
+      return;
+    }
+    const full = new Uint8Array(frame.buffer as ArrayBuffer);
+    if (this.#host.buffers) this.#host.buffers.give(full);
+    else if (this.#spare.length < SPARE_BUFFERS) this.#spare.push(full);
   };
   #creditWaiter: (() => void) | null = null;
 
@@ -149,6 +190,13 @@ export class Stream implements Channel {
   #recvBytes = 0;
   /** Bytes the peer may still send before it needs more credit from us. */
   #recvWindow = INITIAL_WINDOW_BYTES;
+  /** The receive window: the most bytes the peer may have in flight or held here. */
+  #window = INITIAL_WINDOW_BYTES;
+  /** When the current window-tuning epoch began (performance.now()), and bytesReceived then. */
+  #epochAt = performance.now();
+  #epochBytes = 0;
+  /** The most credit the peer may give: twice the largest window it may grow to. */
+  #creditCap: number;
   #ungranted = 0;
   #writing = false;
 
@@ -168,6 +216,12 @@ export class Stream implements Channel {
     this.#host = host;
     this.#log = options.log;
     this.#onEnd = options.onEnd;
+    this.#creditCap = 2 * (host.windows ? STREAM_WINDOW_LIMIT_BYTES : INITIAL_WINDOW_BYTES);
+  }
+
+  /** The receive window now: {@linkcode INITIAL_WINDOW_BYTES}, or more once it grew. */
+  get window(): number {
+    return this.#window;
   }
 
   /** True once the stream has ended and released its socket. */
@@ -227,9 +281,10 @@ export class Stream implements Channel {
       }
       if (this.#ended) return;
       const want = Math.min(size, this.#sendCredit);
-      const buf = want === MAX_DATA_BYTES && this.#spare.length > 0
-        ? this.#spare.pop()!
-        : new Uint8Array(FRAME_HEADER_BYTES + want);
+      const spare = want === MAX_DATA_BYTES
+        ? (this.#host.buffers?.take() ?? this.#spare.pop())
+        : undefined;
+      const buf = spare ?? new Uint8Array(FRAME_HEADER_BYTES + want);
       let n: number | null;
       try {
         n = await this.conn.read(buf.subarray(FRAME_HEADER_BYTES));
@@ -271,7 +326,11 @@ export class Stream implements Channel {
       );
     }
     this.#recvWindow -= data.length;
-    this.#recvQueue.push(data);
+    // `data` may be a view of the session's read buffer. It is kept as it is
+    // only when it is the next to be written, else copied: a reader that
+    // stalls pins at most two frames of the session's read buffers.
+    const waits = !this.#started || this.#recvHead < this.#recvQueue.length;
+    this.#recvQueue.push(waits ? data.slice() : data);
     this.#recvBytes += data.length;
     this.#host.held?.(data.length);
     if (this.#started && !this.#writing) this.#drain();
@@ -281,7 +340,7 @@ export class Stream implements Channel {
   onWindow(credit: number): void {
     if (this.#ended) return;
     this.#sendCredit += credit;
-    if (this.#sendCredit > 2 * INITIAL_WINDOW_BYTES) {
+    if (this.#sendCredit > this.#creditCap) {
       throw new ProtocolError(
         `Cannot accept WINDOW on stream ${this.id}: credit ${this.#sendCredit} overflows`,
       );
@@ -342,8 +401,9 @@ export class Stream implements Channel {
         // which cannot set TCP_NODELAY. Below the threshold the peer still
         // holds at least 3/4 of its window, so it never waits on us.
         if (!this.#ended && this.#ungranted >= GRANT_THRESHOLD) {
-          this.#recvWindow += this.#ungranted;
-          this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit: this.#ungranted });
+          const credit = this.#ungranted + this.#grow();
+          this.#recvWindow += credit;
+          this.#host.send({ tag: Tag.WINDOW, stream: this.id, credit });
           this.#ungranted = 0;
         }
       }
@@ -357,6 +417,30 @@ export class Stream implements Channel {
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * Window tuning, at each grant: once the local socket took half the window
+   * since the epoch began, end the epoch, and if that took less than two
+   * round trips per window (the peer is held back by its credit, not by the
+   * link or our reader) double the window, within the session's budget.
+   * Returns the extra credit to grant. A reader that takes nothing never
+   * reaches a grant, so its stream never grows.
+   */
+  #grow(): number {
+    const windows = this.#host.windows;
+    if (!windows || this.#window >= windows.max) return 0;
+    const taken = this.bytesReceived - this.#epochBytes;
+    if (taken < this.#window / 2) return 0;
+    const now = performance.now();
+    const rtt = windows.rttMs();
+    const fast = rtt > 0 && now - this.#epochAt < (4 * rtt * taken) / this.#window;
+    this.#epochAt = now;
+    this.#epochBytes = this.bytesReceived;
+    if (!fast) return 0;
+    const extra = windows.reserve(Math.min(this.#window, windows.max - this.#window));
+    this.#window += extra;
+    return extra;
   }
 
   #maybeDone(): void {
@@ -377,6 +461,9 @@ export class Stream implements Channel {
     this.#streaming = false;
     this.#dropReceived();
     this.#spare = [];
+    if (this.#window > INITIAL_WINDOW_BYTES) {
+      this.#host.windows?.unreserve(this.#window - INITIAL_WINDOW_BYTES);
+    }
     closeQuietly(this.conn); // the other direction may have closed it already
     const wake = this.#creditWaiter;
     this.#creditWaiter = null;

@@ -3,7 +3,15 @@ import { memoryConnPair } from "./_memory_conn.ts";
 import { encodeMessage, tagName } from "./codec.ts";
 import { ProtocolError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { type ByteConn, Stream, type StreamHost, type StreamSummary, writeAll } from "./mux.ts";
+import {
+  type BufferPool,
+  type ByteConn,
+  Stream,
+  type StreamHost,
+  type StreamSummary,
+  type WindowHost,
+  writeAll,
+} from "./mux.ts";
 import {
   FRAME_HEADER_BYTES,
   INITIAL_WINDOW_BYTES,
@@ -99,7 +107,12 @@ class RecordingHost {
 }
 
 /** A stream on `relay` (the local socket's near end) over a recording host. */
-function recordedStream(relay: ByteConn, ends: StreamSummary[] = []) {
+function recordedStream(
+  relay: ByteConn,
+  ends: StreamSummary[] = [],
+  windows: WindowHost | null = null,
+  buffers?: BufferPool,
+) {
   const host = new RecordingHost();
   const streamHost: StreamHost = {
     sendFrame: (f, w) => host.sendFrame(f, w),
@@ -107,6 +120,8 @@ function recordedStream(relay: ByteConn, ends: StreamSummary[] = []) {
     backpressure: () => host.backpressure(),
     release: () => host.release(),
     held: (d) => host.heldDelta(d),
+    windows,
+    buffers,
   };
   const stream = new Stream(5, relay, streamHost, { log, onEnd: (s) => ends.push(s) });
   return { host, stream };
@@ -308,4 +323,167 @@ Deno.test("Stream.quietWhileHalfClosed() counts quiet ticks only once one direct
   assert.equal(stream.quietWhileHalfClosed(2), true);
   stream.abort("test over");
   assert.equal(stream.quietWhileHalfClosed(1), false, "an ended stream is never quiet");
+});
+
+// --- Window tuning -------------------------------------------------------------
+
+/** A window policy with a fixed round trip and a budget for the growth of every window. */
+function windowPolicy(rttMs: number, max: number, budget = Infinity) {
+  const policy = {
+    grown: 0,
+    max,
+    rttMs: () => rttMs,
+    reserve(bytes: number): number {
+      const granted = Math.max(0, Math.min(bytes, budget - policy.grown));
+      policy.grown += granted;
+      return granted;
+    },
+    unreserve(bytes: number): void {
+      policy.grown -= bytes;
+    },
+  };
+  return policy;
+}
+
+/**
+ * Play a sender that always uses all its credit, and a local reader that
+ * takes everything at once, for `total` bytes; returns the credit granted.
+ */
+async function sendAsCreditAllows(
+  stream: Stream,
+  host: RecordingHost,
+  client: ByteConn,
+  total: number,
+): Promise<number> {
+  let credit = INITIAL_WINDOW_BYTES;
+  let granted = 0;
+  let seen = 0;
+  for (let sent = 0; sent < total;) {
+    for (const m of host.messages.slice(seen)) if (m.tag === Tag.WINDOW) credit += m.credit;
+    seen = host.messages.length;
+    const n = Math.min(MAX_DATA_BYTES, credit, total - sent);
+    assert.ok(n > 0, `the sender ran out of credit after ${sent} bytes`);
+    stream.onData(new Uint8Array(n));
+    credit -= n;
+    sent += n;
+    await readN(client, n);
+    await turnsUntil(() => stream.bytesReceived === sent, "the bytes written");
+  }
+  for (const m of host.messages.slice(seen)) if (m.tag === Tag.WINDOW) credit += m.credit;
+  for (const m of host.messages) if (m.tag === Tag.WINDOW) granted += m.credit;
+  return granted;
+}
+
+Deno.test("Stream doubles its receive window, up to the most allowed, while its peer is held back by credit", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const policy = windowPolicy(60_000, 4 * INITIAL_WINDOW_BYTES);
+  const { host, stream } = recordedStream(relay, [], policy);
+  stream.start();
+  const total = 8 * INITIAL_WINDOW_BYTES;
+  const granted = await sendAsCreditAllows(stream, host, client, total);
+  assert.equal(stream.window, 4 * INITIAL_WINDOW_BYTES, "the window did not reach its most");
+  assert.equal(policy.grown, 3 * INITIAL_WINDOW_BYTES, "the budget does not match the growth");
+  // Every byte written was granted back, plus the growth of the window.
+  const written = Math.floor(total / (INITIAL_WINDOW_BYTES / 4)) * (INITIAL_WINDOW_BYTES / 4);
+  assert.equal(granted, written + 3 * INITIAL_WINDOW_BYTES);
+  stream.reset("test over");
+  assert.equal(policy.grown, 0, "an ended stream kept its share of the budget");
+});
+
+Deno.test("Stream keeps its window when the round trip is unknown or its reader is slower than the round trip", async () => {
+  for (const rttMs of [0, 1e-6]) {
+    const [client, relay] = memoryConnPair(1024 * 1024);
+    const policy = windowPolicy(rttMs, 16 * INITIAL_WINDOW_BYTES);
+    const { host, stream } = recordedStream(relay, [], policy);
+    stream.start();
+    await sendAsCreditAllows(stream, host, client, 4 * INITIAL_WINDOW_BYTES);
+    assert.equal(
+      stream.window,
+      INITIAL_WINDOW_BYTES,
+      `the window grew with a round trip of ${rttMs} ms`,
+    );
+    assert.equal(policy.grown, 0);
+    stream.reset("test over");
+  }
+});
+
+Deno.test("Stream does not grow past the session's budget, and keeps the window it has", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const policy = windowPolicy(60_000, 16 * INITIAL_WINDOW_BYTES, INITIAL_WINDOW_BYTES + 1000);
+  const { host, stream } = recordedStream(relay, [], policy);
+  stream.start();
+  await sendAsCreditAllows(stream, host, client, 8 * INITIAL_WINDOW_BYTES);
+  assert.equal(stream.window, 2 * INITIAL_WINDOW_BYTES + 1000);
+  assert.equal(policy.grown, INITIAL_WINDOW_BYTES + 1000);
+  stream.reset("test over");
+});
+
+Deno.test("Stream behind a stalled reader never grows and holds at most its window", async () => {
+  const [client, relay] = memoryConnPair(4096);
+  const policy = windowPolicy(60_000, 16 * INITIAL_WINDOW_BYTES);
+  const { host, stream } = recordedStream(relay, [], policy);
+  stream.start();
+  for (let sent = 0; sent < INITIAL_WINDOW_BYTES; sent += MAX_DATA_BYTES) {
+    stream.onData(new Uint8Array(MAX_DATA_BYTES));
+  }
+  await turnsUntil(() => client.unread === 4096, "the local socket full");
+  await settle();
+  assert.deepEqual(host.tags(), [], "credit granted for bytes the reader did not take");
+  assert.equal(stream.window, INITIAL_WINDOW_BYTES);
+  assert.equal(host.held, INITIAL_WINDOW_BYTES, "held more or less than the window");
+  assert.throws(() => stream.onData(new Uint8Array(1)), ProtocolError, "accepted past its window");
+  stream.abort("test over");
+});
+
+Deno.test("Stream accepts credit beyond two initial windows only when its peer tunes windows", () => {
+  const [, relay] = memoryConnPair();
+  const { stream } = recordedStream(relay, [], windowPolicy(10, 16 * INITIAL_WINDOW_BYTES));
+  stream.onWindow(15 * INITIAL_WINDOW_BYTES);
+  stream.abort("test over");
+  const fixed = recordedStream(memoryConnPair()[1]).stream;
+  assert.throws(() => fixed.onWindow(2 * INITIAL_WINDOW_BYTES), /overflows/);
+  fixed.abort("test over");
+});
+
+Deno.test("Stream copies the DATA bodies it must hold, so the buffer they were views of may change", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const { stream } = recordedStream(relay);
+  const shared = new Uint8Array(1000).map((_, i) => i & 0xff);
+  const want = shared.slice();
+  stream.onData(shared.subarray(0, 500)); // not started: both wait
+  stream.onData(shared.subarray(500));
+  shared.fill(0);
+  stream.start();
+  assert.deepEqual(await readN(client, 1000), want);
+  stream.abort("test over");
+});
+
+Deno.test("busy streams read into the session's spare buffers once the link took their frames", async () => {
+  const spares: Uint8Array[] = [];
+  let reused = 0;
+  const pool: BufferPool = {
+    take: () => {
+      const buffer = spares.pop();
+      if (buffer) reused++;
+      return buffer;
+    },
+    give: (buffer) => void spares.push(buffer),
+  };
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const { host, stream } = recordedStream(relay, [], null, pool);
+  stream.onWindow(INITIAL_WINDOW_BYTES); // two windows of credit
+  stream.start();
+  const sent = new Uint8Array(2 * INITIAL_WINDOW_BYTES).map((_, i) => (i * 13 + (i >> 16)) & 0xff);
+  await writeAll(client, sent);
+  await turnsUntil(() => host.dataBytes === sent.length, "every byte sent");
+  const got = new Uint8Array(sent.length);
+  let at = 0;
+  for (const d of host.data) {
+    got.set(d, at);
+    at += d.length;
+  }
+  assert.deepEqual(got, sent, "a reused buffer changed what was sent");
+  assert.ok(reused > 0, "no spare buffer was reused");
+  assert.ok(spares.every((b) => b.length === FRAME_HEADER_BYTES + MAX_DATA_BYTES));
+  stream.reset("test over");
 });

@@ -55,6 +55,18 @@ export const DEAD_PEER_MS = 12_000;
 /** Credit a stream starts with, each way, in bytes. */
 export const INITIAL_WINDOW_BYTES = 512 * 1024;
 
+/**
+ * Default of the largest receive window one stream grows to (settings
+ * `streamWindowMax`), when both sides offer `window-tuning`.
+ */
+export const STREAM_WINDOW_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The largest `streamWindowMax` accepted. A sender refuses credit beyond
+ * twice this, as a peer that grants so much is broken.
+ */
+export const STREAM_WINDOW_LIMIT_BYTES = 1024 * 1024 * 1024;
+
 /** Largest UDP datagram carried (the IPv4 UDP payload limit). */
 export const MAX_DATAGRAM_BYTES = 65_507;
 
@@ -568,8 +580,12 @@ export const SENDERS: Readonly<Record<TagValue, readonly Role[]>> = {
  *   them on once the target is reached, or drops them with OPEN_ERR. A
  *   Console sends early only to a Daemon that offers it: a client that
  *   speaks first then waits one round trip less.
+ * - `window-tuning`: this side may grow a stream's receive window beyond
+ *   {@linkcode INITIAL_WINDOW_BYTES} (by granting extra credit) when the
+ *   stream uses its credit up in about a round trip. Only when both sides
+ *   offer it; with an older peer every window stays fixed.
  */
-export const CAPABILITIES: readonly string[] = ["tcp", "udp", "early-data"];
+export const CAPABILITIES: readonly string[] = ["tcp", "udp", "early-data", "window-tuning"];
 
 /**
  * The bytes a Daemon signs to prove its identity key: a fixed context, the

@@ -3,13 +3,20 @@ import { type MemoryConn, memoryConnPair } from "./_memory_conn.ts";
 import { encodeMessage } from "./codec.ts";
 import { HandshakeError, OpenError } from "./errors.ts";
 import { createLogger } from "./log.ts";
-import { INITIAL_WINDOW_BYTES, type OpenMessage, PROTOCOL_VERSION, Tag } from "./protocol.ts";
+import {
+  CAPABILITIES,
+  INITIAL_WINDOW_BYTES,
+  type OpenMessage,
+  PROTOCOL_VERSION,
+  Tag,
+} from "./protocol.ts";
 import {
   consoleHandshake,
   daemonHandshake,
   MessageReader,
   SEND_HIGH_WATER,
   SEND_QUEUE_CAP,
+  sendNow,
   Session,
   type SessionEnd,
   type SessionHandlers,
@@ -44,11 +51,18 @@ function sessionPair(
     earlyData?: boolean;
     /** Log lines of both sides, when given. */
     lines?: string[];
+    /** One-way delay of the link, in milliseconds. */
+    delayMs?: number;
+    /** Which sides grow windows (each saw `window-tuning` offered), and up to what. */
+    windowTuning?: { console?: boolean; daemon?: boolean; max?: number };
   } = {},
 ): Pair {
   const lines = options.lines;
   const pairLog = lines ? createLogger({ sink: (line) => lines.push(line) }) : log;
-  const [consoleLink, daemonLink] = memoryConnPair(options.linkCapacity ?? 4096);
+  const [consoleLink, daemonLink] = memoryConnPair(
+    options.linkCapacity ?? 4096,
+    options.delayMs,
+  );
   const targets = new Map<number, MemoryConn>();
   const waiting: ((c: MemoryConn) => void)[] = [];
   const ends: Pair["ends"] = {};
@@ -60,6 +74,8 @@ function sessionPair(
     maxStreams: options.maxStreams?.console,
     maxHeldBytes: options.maxHeldBytes?.console,
     earlyData: options.earlyData,
+    windowTuning: options.windowTuning?.console,
+    streamWindowMax: options.windowTuning?.max,
     ...options.timing,
     handlers: { onChat: (t) => chats.console.push(t), onEnd: (e) => (ends.console = e) },
   });
@@ -69,6 +85,8 @@ function sessionPair(
     log: pairLog.child({ side: "daemon" }),
     maxStreams: options.maxStreams?.daemon,
     maxHeldBytes: options.maxHeldBytes?.daemon,
+    windowTuning: options.windowTuning?.daemon,
+    streamWindowMax: options.windowTuning?.max,
     ...options.timing,
     handlers: {
       onOpen: (msg) => {
@@ -770,4 +788,190 @@ Deno.test("UDP opens still reaching their target count against the stream cap", 
   );
   assert.deepEqual(opens.map((m) => m.stream), [1001, 1002]);
   assert.match(lines.join("\n"), /stream limit reached.*side=daemon limit=2 refused=1/);
+});
+
+// --- Window tuning over a long link ----------------------------------------------
+
+const MIB = 1024 * 1024;
+
+/**
+ * Upload `data` through a new stream from the Console; resolves with what the
+ * target read. `written` is called once the client wrote it all, before its FIN.
+ */
+async function upload(
+  pair: Pair,
+  data: Uint8Array,
+  port = 80,
+  written = () => {},
+): Promise<Uint8Array> {
+  const [client, local] = memoryConnPair(MIB);
+  const arrived = pair.targetArrived();
+  await openStarted(pair.console, local, { host: "t", port, pfo: "p", client: "c" }, { log });
+  const target = await arrived;
+  const [, got] = await Promise.all([
+    writeAll(client, data).then(() => {
+      written();
+      return client.closeWrite();
+    }),
+    readAll(target),
+  ]);
+  return got;
+}
+
+Deno.test("with window-tuning on both sides, a stream held back by its credit grows its window over a long link", async () => {
+  await using pair = sessionPair({
+    linkCapacity: 64 * MIB,
+    targetCapacity: MIB,
+    delayMs: 25,
+    windowTuning: { console: true, daemon: true, max: 4 * MIB },
+  });
+  const windows: number[] = [];
+  const data = pattern(12 * MIB, 0);
+  const got = await upload(pair, data, 80, () => {
+    windows.push(...pair.daemon.streams().map((s) => s.window));
+  });
+  assert.deepEqual(got, data, "the bytes arrived changed");
+  assert.ok(pair.daemon.rttMs >= 50, `a round trip of ${pair.daemon.rttMs} ms on a 25 ms link`);
+  assert.equal(windows.length, 1);
+  assert.ok(windows[0] > INITIAL_WINDOW_BYTES, `the window stayed at ${windows[0]} bytes`);
+  assert.ok(windows[0] <= 4 * MIB, `the window passed its most: ${windows[0]} bytes`);
+});
+
+Deno.test("with window-tuning, a stream whose target stopped reading keeps its window and holds at most it", async () => {
+  await using pair = sessionPair({
+    linkCapacity: 64 * MIB,
+    targetCapacity: 4096,
+    delayMs: 10,
+    windowTuning: { console: true, daemon: true },
+  });
+  const [client, local] = memoryConnPair(MIB);
+  const arrived = pair.targetArrived();
+  const { stream } = await openStarted(
+    pair.console,
+    local,
+    { host: "t", port: 80, pfo: "p", client: "c" },
+    { log },
+  );
+  await arrived;
+  const pushing = writeAll(client, new Uint8Array(8 * MIB)).catch(() => {});
+  const sent = () => stream.bytesSent;
+  for (let i = 0; i < 200 && sent() < INITIAL_WINDOW_BYTES; i++) await pair.console.resolve("x");
+  // Round trips on the same link: any credit granted would have come back by now.
+  for (let i = 0; i < 5; i++) await pair.console.resolve("x");
+  const [far] = pair.daemon.streams();
+  assert.equal(stream.bytesSent, INITIAL_WINDOW_BYTES, "sent more than one window");
+  assert.equal(far.window, INITIAL_WINDOW_BYTES, "the window grew behind a stalled reader");
+  assert.ok(pair.daemon.heldBytes <= INITIAL_WINDOW_BYTES, `held ${pair.daemon.heldBytes} bytes`);
+  stream.reset("test over");
+  await pushing;
+});
+
+Deno.test("with window-tuning, the sum of the windows stays within the session's maxHeldBytes", async () => {
+  const budget = 2 * MIB;
+  await using pair = sessionPair({
+    linkCapacity: 64 * MIB,
+    targetCapacity: MIB,
+    delayMs: 25,
+    maxHeldBytes: { daemon: budget },
+    windowTuning: { console: true, daemon: true },
+  });
+  const sums: number[] = [];
+  const watch = setInterval(() => {
+    sums.push(pair.daemon.streams().reduce((n, s) => n + s.window, 0));
+  }, 5);
+  try {
+    const a = pattern(8 * MIB, 1);
+    const b = pattern(8 * MIB, 2);
+    const [gotA, gotB] = await Promise.all([upload(pair, a, 80), upload(pair, b, 81)]);
+    assert.deepEqual(gotA, a);
+    assert.deepEqual(gotB, b);
+  } finally {
+    clearInterval(watch);
+  }
+  const most = Math.max(...sums);
+  assert.ok(most <= budget, `the windows summed to ${most} bytes, over ${budget}`);
+  assert.ok(most > 2 * INITIAL_WINDOW_BYTES, `no window grew: they summed to ${most} bytes`);
+});
+
+Deno.test("without window-tuning (an older peer), windows stay fixed and data flows both ways", async () => {
+  await using pair = sessionPair({
+    linkCapacity: 64 * MIB,
+    targetCapacity: MIB,
+    delayMs: 10,
+    windowTuning: { console: false, daemon: false },
+  });
+  assert.equal(pair.console.windows, null);
+  const [client, local] = memoryConnPair(MIB);
+  const arrived = pair.targetArrived();
+  const { stream } = await openStarted(
+    pair.console,
+    local,
+    { host: "t", port: 80, pfo: "p", client: "c" },
+    { log },
+  );
+  const target = await arrived;
+  const up = pattern(3 * MIB, 3);
+  const down = pattern(3 * MIB, 4);
+  const [, gotUp, , gotDown] = await Promise.all([
+    writeAll(client, up).then(() => client.closeWrite()),
+    readAll(target),
+    writeAll(target, down).then(() => target.closeWrite()),
+    readAll(client),
+  ]);
+  assert.deepEqual(gotUp, up);
+  assert.deepEqual(gotDown, down);
+  assert.equal(stream.window, INITIAL_WINDOW_BYTES);
+});
+
+Deno.test("each side learns the other's capabilities in the handshake, window-tuning among them", async () => {
+  assert.ok(CAPABILITIES.includes("window-tuning"));
+  const [c, d] = memoryConnPair(512);
+  let offered: readonly string[] = [];
+  const daemonSide = daemonHandshake(d, new MessageReader(d), {
+    consoleFingerprint: "SHA256:x",
+    cert: "Y2VydA",
+    sign: () => Promise.resolve("c2ln"),
+    token: null,
+    host: "home",
+    user: "ann",
+    os: "linux",
+    onPending: () => {},
+    onCapabilities: (capabilities) => (offered = capabilities),
+  });
+  const claim = await consoleHandshake(c, new MessageReader(c));
+  assert.ok(claim.capabilities.includes("window-tuning"));
+  await sendNow(c, { tag: Tag.ACCEPT, session: "00000000" });
+  await daemonSide;
+  assert.deepEqual(offered, CAPABILITIES);
+});
+
+// --- DATA bodies handed on as views ----------------------------------------------
+
+Deno.test("MessageReader hands DATA bodies on as views of its read buffer, never overwritten by later reads", async () => {
+  const [a, b] = memoryConnPair(8 * MIB);
+  const reader = new MessageReader(b);
+  reader.trust();
+  const frames = 40;
+  const sizes = Array.from({ length: frames }, (_, i) => 60_000 + i * 97);
+  const writing = (async () => {
+    for (let i = 0; i < frames; i++) {
+      await writeAll(a, encodeMessage({ tag: Tag.DATA, stream: 1, data: pattern(sizes[i], i) }));
+      await writeAll(a, encodeMessage({ tag: Tag.PING, seq: i + 1 }));
+    }
+    await a.closeWrite();
+  })();
+  const bodies: Uint8Array[] = [];
+  for (let batch; (batch = await reader.batch()) !== null;) {
+    for (const msg of batch) if (msg.tag === Tag.DATA) bodies.push(msg.data);
+  }
+  await writing;
+  assert.equal(bodies.length, frames);
+  for (let i = 0; i < frames; i++) {
+    assert.deepEqual(bodies[i], pattern(sizes[i], i), `DATA body ${i} changed after it was read`);
+  }
+  assert.ok(
+    bodies.every((body) => body.buffer.byteLength === 256 * 1024),
+    "a DATA body was copied out of the read buffer",
+  );
+  assert.ok(new Set(bodies.map((body) => body.buffer)).size > 1, "one read buffer for 2.4 MB");
 });

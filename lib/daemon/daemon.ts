@@ -72,6 +72,8 @@ export interface DaemonOptions {
   readonly graceMs?: number;
   /** Most bytes a session holds for the Console (settings `maxHeldBytes`). */
   readonly maxHeldBytes?: number;
+  /** Largest receive window one stream grows to (settings `streamWindowMax`). */
+  readonly streamWindowMax?: number;
 }
 
 /**
@@ -256,7 +258,7 @@ export class Daemon {
     const state = this.#state;
     const consoleText = state.session.console;
     state.change({ type: "connecting", console: consoleText, first });
-    const { link, reader, id } = await dialConsole({
+    const { link, reader, id, capabilities } = await dialConsole({
       host: this.#console.host,
       port: this.#console.port,
       fingerprint: this.#options.fingerprint,
@@ -273,6 +275,8 @@ export class Daemon {
       id,
       log,
       maxHeldBytes: this.#options.maxHeldBytes,
+      windowTuning: capabilities.includes("window-tuning"),
+      streamWindowMax: this.#options.streamWindowMax,
       handlers: {
         onOpen: (msg) => void handleOpen(with_.ctx, s, msg),
         onResolve: (msg) => answerResolve(with_.lookups, s, msg, this.#options.log),

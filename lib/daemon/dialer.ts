@@ -38,6 +38,8 @@ export interface Dialed {
   readonly reader: MessageReader;
   /** The session id, checked. */
   readonly id: string;
+  /** What the Console offered in its challenge. */
+  readonly capabilities: readonly string[];
 }
 
 /**
@@ -64,7 +66,9 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
   try {
     options.onHandshake();
     const identity = options.identity;
+    let capabilities: readonly string[] = [];
     const id = await daemonHandshake(link, reader, {
+      onCapabilities: (offered) => (capabilities = offered),
       consoleFingerprint: options.fingerprint,
       cert: identity.certDer.toBase64(),
       sign: (data) => signChallenge(identity, data),
@@ -79,7 +83,7 @@ export async function dialConsole(options: DialOptions): Promise<Dialed> {
         }" is not 8 hex digits`,
       );
     }
-    return { link, reader, id };
+    return { link, reader, id, capabilities };
   } catch (err) {
     abortLink();
     throw err;

@@ -16,6 +16,7 @@ import { parseAllowRule } from "../net/allowlist.ts";
 import { errorMessage } from "../core/errors.ts";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "../core/log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_HELD_BYTES, PENDING_TIMEOUT_MS } from "../core/protocol.ts";
+import { STREAM_WINDOW_LIMIT_BYTES, STREAM_WINDOW_MAX_BYTES } from "../core/protocol.ts";
 import {
   DEFAULT_SESSION_PORT,
   type HostPort,
@@ -95,6 +96,8 @@ export interface ConsoleSettings {
   readonly logFormat: LogFormat;
   /** Port forwarding operations, in file order. */
   readonly pfos: readonly ResolvedPfo[];
+  /** Largest receive window one stream grows to, in bytes. Default 16777216 (16 MiB). */
+  readonly streamWindowMax: number;
 }
 
 /** Resolved Daemon settings. Every field has its default filled in. */
@@ -123,6 +126,8 @@ export interface DaemonSettings {
   readonly logFormat: LogFormat;
   /** Target allow-list entries, checked by the allow-list module. Empty allows all. */
   readonly allow: readonly string[];
+  /** Largest receive window one stream grows to, in bytes. Default 16777216 (16 MiB). */
+  readonly streamWindowMax: number;
 }
 
 /** Console settings when the file is missing or empty. */
@@ -138,6 +143,7 @@ export const DEFAULT_CONSOLE_SETTINGS: ConsoleSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   pfos: Object.freeze([]),
+  streamWindowMax: STREAM_WINDOW_MAX_BYTES,
 });
 
 /** Daemon settings when the file is missing or empty. */
@@ -152,6 +158,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   logLevel: "info",
   logFormat: "text",
   allow: Object.freeze([]),
+  streamWindowMax: STREAM_WINDOW_MAX_BYTES,
 });
 
 // ---------------------------------------------------------------------------
@@ -170,6 +177,7 @@ const CONSOLE_KEYS = [
   "logLevel",
   "logFormat",
   "pfos",
+  "streamWindowMax",
 ] as const;
 
 const DAEMON_KEYS = [
@@ -183,6 +191,7 @@ const DAEMON_KEYS = [
   "logLevel",
   "logFormat",
   "allow",
+  "streamWindowMax",
 ] as const;
 
 /** The keys of one PFO entry. */
@@ -432,7 +441,23 @@ export function _consoleFrom(src: _Source): ConsoleSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     pfos: Object.freeze(_pfos(src, e.get("pfos"))),
+    streamWindowMax: _windowMax(src, e.get("streamWindowMax"), d.streamWindowMax),
   });
+}
+
+/** `streamWindowMax`: from the initial window to {@linkcode STREAM_WINDOW_LIMIT_BYTES}. */
+function _windowMax(src: _Source, e: _Entry | undefined, fallback: number): number {
+  const v = _int(src, "streamWindowMax", e, fallback, 0);
+  if (v < INITIAL_WINDOW_BYTES || v > STREAM_WINDOW_LIMIT_BYTES) {
+    _fail(
+      src,
+      _at(e!),
+      `Cannot use ${
+        _label("streamWindowMax")
+      }: ${v} is out of range; use ${INITIAL_WINDOW_BYTES} to ${STREAM_WINDOW_LIMIT_BYTES}`,
+    );
+  }
+  return v;
 }
 
 /** Daemon settings from a parsed file. */
@@ -467,6 +492,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     logLevel: _choice(src, "logLevel", e.get("logLevel"), LOG_LEVELS, d.logLevel),
     logFormat: _choice(src, "logFormat", e.get("logFormat"), LOG_FORMATS, d.logFormat),
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
+    streamWindowMax: _windowMax(src, e.get("streamWindowMax"), d.streamWindowMax),
   });
 }
 

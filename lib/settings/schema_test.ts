@@ -316,3 +316,20 @@ Deno.test("parseConsoleSettings() reads 10,000 plain PFOs by lines, the same as 
   assert.deepEqual(plain, _parseFull(text, "/x/c.yaml"));
   assert.deepEqual(parseConsoleSettings(text, "/x/c2.yaml"), plain.settings);
 });
+
+Deno.test("streamWindowMax defaults to 16 MiB in both programs and is refused outside 512 KiB to 1 GiB", () => {
+  assert.equal(parseConsoleSettings("", "c.yaml").streamWindowMax, 16 * 1024 * 1024);
+  assert.equal(parseDaemonSettings("", "d.yaml").streamWindowMax, 16 * 1024 * 1024);
+  assert.equal(
+    parseDaemonSettings("streamWindowMax: 4194304\n", "d.yaml").streamWindowMax,
+    4194304,
+  );
+  assert.throws(
+    () => parseConsoleSettings("streamWindowMax: 1000\n", "c.yaml"),
+    /streamWindowMax.*1000 is out of range; use 524288 to 1073741824/,
+  );
+  assert.throws(
+    () => parseDaemonSettings("streamWindowMax: 2147483647\n", "d.yaml"),
+    /streamWindowMax.*2147483647 is out of range; use 524288 to 1073741824/,
+  );
+});
