@@ -347,6 +347,8 @@ async function runProfile(
         const result = results.get(def)!;
         if (!r) continue;
         try {
+          // Let the link drain what the last run left queued (2 × BDP) and in flight.
+          await new Promise((resolve) => setTimeout(resolve, 8 * p.delayMs + 100));
           const got = await wanOnce(lg, r, w, p, o.smoke);
           result.figures[w] = got.value;
           const key = w.endsWith("4") ? "streams4" : "streams1";
@@ -413,6 +415,89 @@ export function wanTable(rows: WanPathResult[]): string {
   return [head, head.map(() => "---"), ...body].map((c) => `| ${c.join(" | ")} |`).join("\n");
 }
 
+/** Issue 13's targets for one profile, as table rows; none for profiles it sets none for. */
+export function wanTargets(p: WanProfile, rows: WanPathResult[]): string[] {
+  const fig = (name: string, key: WanWorkload) => rows.find((r) => r.name === name)?.figures[key];
+  const out: string[] = [];
+  const row = (
+    what: string,
+    goal: string,
+    a: number | undefined,
+    b: number | undefined,
+    ok: (r: number) => boolean,
+  ) => {
+    const measured = a === undefined || b === undefined ? "not measured" : `${(a / b).toFixed(2)}×`;
+    const met = a === undefined || b === undefined ? "—" : ok(a / b) ? "met" : "missed";
+    out.push(`| ${what} | ${goal} | ${measured} | ${met} |`);
+  };
+  const streams: [WanWorkload, string, number][] = p.name === "1g-20ms"
+    ? [
+      ["up1", "1-stream up", 0.9],
+      ["down1", "1-stream down", 0.9],
+      ["up4", "4 streams up", 0.95],
+      [
+        "down4",
+        "4 streams down",
+        0.95,
+      ],
+    ]
+    : p.name === "100m-100ms"
+    ? [["up1", "1-stream up", 0.9], ["down1", "1-stream down", 0.9]]
+    : [];
+  for (const [key, what, goal] of streams) {
+    row(
+      `portferry ${what} vs direct`,
+      `≥ ${goal}×`,
+      fig("portferry", key),
+      fig("direct", key),
+      (r) => r >= goal,
+    );
+  }
+  if (p.name === "1g-20ms") {
+    for (const key of ["up1", "down1"] as const) {
+      row(
+        `portferry ${key === "up1" ? "1-stream up" : "1-stream down"} vs ssh -R`,
+        "≥ 2.4×",
+        fig("portferry", key),
+        fig("ssh-R", key),
+        (r) => r >= 2.4,
+      );
+    }
+  }
+  if (p.name === "ceiling") return out;
+  // Direct TCP pays two round trips (handshake, request); one round trip is half of it.
+  const direct = fig("direct", "conn");
+  row(
+    "portferry new connection + reply vs one direct round trip",
+    "≤ 1.1×",
+    fig("portferry", "conn"),
+    direct === undefined ? undefined : direct / 2,
+    (r) => r <= 1.1,
+  );
+  const pf = rows.find((r) => r.name === "portferry");
+  if (pf?.peakRssMiB.streams1.length) {
+    const peak = Math.max(...pf.peakRssMiB.streams1);
+    out.push(
+      `| peak RSS of the Console or the Daemon, 1 stream | ≤ 150 MiB | ${peak.toFixed(0)} MiB | ${
+        peak <= 150 ? "met" : "missed"
+      } |`,
+    );
+  }
+  return out;
+}
+
+function targetLines(ts: string[]): string[] {
+  if (ts.length === 0) return [];
+  return [
+    "",
+    "Targets (issue 13):",
+    "",
+    "| target | goal | measured | |",
+    "|---|---|---|---|",
+    ...ts,
+  ];
+}
+
 /** The commit the worktree is on, read from .git (the bench may not run `git`). */
 async function commitOf(): Promise<string> {
   try {
@@ -456,11 +541,14 @@ async function writeWanSections(file: string, sections: Map<string, string>): Pr
   const start = text.indexOf(WAN_HEADING);
   const before = start < 0 ? text.trimEnd() : text.slice(0, start).trimEnd();
   const old = start < 0 ? "" : text.slice(start);
-  const parts = WAN_PROFILES.map((p) => {
-    if (sections.has(p.name)) return sections.get(p.name)!;
-    const a = old.indexOf(BEGIN(p.name));
-    const b = old.indexOf(END(p.name));
-    return a >= 0 && b > a ? old.slice(a, b + END(p.name).length) : null;
+  // Other marked sections (a loopback comparison written by hand) stay, after the profiles.
+  const others = [...old.matchAll(/<!-- wan:([\w-]+) -->/g)].map((m) => m[1])
+    .filter((name) => !WAN_PROFILES.some((p) => p.name === name));
+  const parts = [...WAN_PROFILES.map((p) => p.name), ...others].map((name) => {
+    if (sections.has(name)) return sections.get(name)!;
+    const a = old.indexOf(BEGIN(name));
+    const b = old.indexOf(END(name));
+    return a >= 0 && b > a ? old.slice(a, b + END(name).length) : null;
   }).filter((s): s is string => s !== null);
   const intro = [
     WAN_HEADING,
@@ -476,7 +564,12 @@ async function writeWanSections(file: string, sections: Map<string, string>): Pr
   const tmp = `${file}.tmp`;
   await Deno.writeTextFile(tmp, out);
   await Deno.rename(tmp, file);
-  await new Deno.Command(DENO, { args: ["fmt", "--quiet", file], stdout: "null", stderr: "null" })
+  await new Deno.Command(DENO, {
+    args: ["fmt", "--quiet", file],
+    cwd: ROOT_PATH,
+    stdout: "null",
+    stderr: "null",
+  })
     .output();
 }
 
@@ -527,6 +620,7 @@ export async function wanMain(args: string[]): Promise<number> {
           }.`,
           "",
           wanTable(rows),
+          ...targetLines(wanTargets(p, rows)),
           ...(errors.length ? ["", "Failed:", ...errors] : []),
         ].join("\n");
         console.log(`${text}\n`);

@@ -303,19 +303,22 @@ interface LinkState {
 /** Relay one accepted connection through the link until both sides are done. */
 async function relay(client: Deno.TcpConn, link: LinkState): Promise<void> {
   const { o, open } = link;
+  const accepted = performance.now();
   open.add(client);
   let target: Deno.TcpConn | null = null;
   try {
     // The SYN's way out: the target hears of the connection one delay later.
-    if (o.handshake && o.delayMs > 0) await sleep(o.delayMs);
+    if (o.handshake && o.delayMs > 0) await waitUntil(accepted + o.delayMs, link.up.spinMs);
     target = await Deno.connect({ hostname: o.to.hostname, port: o.to.port });
     open.add(target);
     target.setNoDelay(true);
     client.setNoDelay(true);
     const upPipe = new Pipe(link.up, link.cap, o.onBackpressure);
     const downPipe = new Pipe(link.down, link.cap, o.onBackpressure);
-    // The SYN-ACK's way back: the client's first bytes leave after it.
-    const upStart = o.handshake && o.delayMs > 0 ? sleep(o.delayMs) : Promise.resolve();
+    // The SYN-ACK's way back: the client's first bytes leave one round trip after it connected.
+    const upStart = o.handshake && o.delayMs > 0
+      ? waitUntil(accepted + 2 * o.delayMs, link.up.spinMs)
+      : Promise.resolve();
     await Promise.all([
       upStart.then(() => upPipe.readFrom(client)),
       upPipe.writeTo(target),
