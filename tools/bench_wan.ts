@@ -54,7 +54,8 @@ import {
   type Via,
   waitForLine,
   which,
-} from "./bench.ts";
+} from "./bench_loopback.ts";
+import { WAN_HEADING } from "./_bench_sections.ts";
 
 /** One emulated link. */
 export interface WanProfile {
@@ -526,14 +527,6 @@ async function commitOf(): Promise<string> {
 
 const BEGIN = (name: string) => `<!-- wan:${name} -->`;
 const END = (name: string) => `<!-- /wan:${name} -->`;
-const WAN_HEADING = "## WAN mode (`deno task bench --wan`)";
-
-/** The WAN sections of `file`, for a loopback run that rewrites the rest of it. */
-export async function keepWanSection(file: string): Promise<string[]> {
-  const text = await Deno.readTextFile(file).catch(() => "");
-  const start = text.indexOf(WAN_HEADING);
-  return start < 0 ? [] : [text.slice(start).trimEnd(), ""];
-}
 
 /** Put each profile's section into `file` in place of its last one, in profile order. */
 async function writeWanSections(file: string, sections: Map<string, string>): Promise<void> {
@@ -575,7 +568,7 @@ async function writeWanSections(file: string, sections: Map<string, string>): Pr
 
 // --------------------------------------------------------------------- main
 
-/** The WAN mode's entry, from tools/bench.ts's main when `--wan` is given. */
+/** The WAN mode's entry: tools/bench.ts runs it when `--wan` is given. */
 export async function wanMain(args: string[]): Promise<number> {
   const o = parseWanArgs(args);
   const started = Date.now();
