@@ -146,8 +146,8 @@ Deno.test("a Daemon killed with SIGKILL is noticed at once, PFOs close connectio
   const listenersBefore = await listening(con.child.pid);
   assert.equal(
     listenersBefore.length,
-    4,
-    `session port, its internal TLS side, control, PFO: ${listenersBefore}`,
+    5,
+    `session port, its internal TLS side, control, dashboard, PFO: ${listenersBefore}`,
   );
 
   const mark = con.out.mark;
@@ -334,8 +334,8 @@ Deno.test("a Console killed with SIGKILL is noticed, the Daemon backs off with j
   const listeners = await listening(second.child.pid);
   assert.equal(
     listeners.length,
-    4,
-    `session port, its internal TLS side, control, PFO: ${listeners}`,
+    5,
+    `session port, its internal TLS side, control, dashboard, PFO: ${listeners}`,
   );
   assert.ok(listeners.includes(`127.0.0.1:${sessionPort}`), `${listeners}`);
   assert.ok(listeners.includes(`127.0.0.1:${pfoPort}`), `${listeners}`);
