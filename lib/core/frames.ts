@@ -198,6 +198,8 @@ export class FrameWriter {
   /** Index in `#queue` of the heartbeat answer not yet taken for writing, or -1. */
   #pongAt = -1;
   #running = false;
+  /** Set while {@linkcode FrameWriter.together} queues frames that must leave in one write. */
+  #corked = false;
   #failed: unknown = null;
   #drainWaiters: (() => void)[] = [];
   /** Waiting for the control frames queued to fall back under the high-water mark. */
@@ -233,7 +235,25 @@ export class FrameWriter {
     this.#isData.push(data);
     this.#queued += frame.length;
     if (data) this.#queuedData += frame.length;
-    if (!this.#running) this.#run();
+    if (!this.#running && !this.#corked) this.#run();
+  }
+
+  /**
+   * Queue what `queue` pushes, then start writing: small frames pushed there
+   * leave in one write. Without it the first is written as soon as it is
+   * pushed, and the next small one waits behind it on a link that cannot set
+   * TCP_NODELAY (the Console's TLS socket) until the peer acknowledges the
+   * first, which Linux delays by several milliseconds.
+   */
+  together(queue: () => void): void {
+    const corked = this.#corked;
+    this.#corked = true;
+    try {
+      queue();
+    } finally {
+      this.#corked = corked;
+    }
+    if (!corked && !this.#running && this.#head < this.#queue.length) this.#run();
   }
 
   /**
@@ -254,7 +274,7 @@ export class FrameWriter {
     this.#written.splice(this.#head, 0, undefined);
     this.#isData.splice(this.#head, 0, false);
     this.#queued += frame.length;
-    if (!this.#running) this.#run();
+    if (!this.#running && !this.#corked) this.#run();
   }
 
   /** A promise while over the high-water mark, else null. */
