@@ -488,6 +488,11 @@ export class Session implements StreamHost {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
   }
 
+  /** StreamHost: a DATA body is no longer read; its read buffer may be reused. */
+  returnData(data: Uint8Array): void {
+    this.#reader.giveBack(data);
+  }
+
   /** StreamHost: bytes held for the peer grew or shrank by `delta`. */
   held(delta: number): void {
     this.#held += delta;
