@@ -88,6 +88,11 @@ export function writeFrameHeader(
   view.setUint32(5, stream);
 }
 
+/** The stream id in an encoded frame's header (see {@linkcode writeFrameHeader}). */
+export function streamOfFrame(frame: Uint8Array): number {
+  return new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER_BYTES).getUint32(5);
+}
+
 function frame(tag: TagValue, stream: number, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_HEADER_BYTES + body.length);
   writeFrameHeader(out, tag, stream, body.length);

@@ -110,6 +110,11 @@ export interface StreamHost {
   readonly windows?: WindowHost | null;
   /** Spare read buffers shared by the streams; without it each stream keeps a few. */
   readonly buffers?: BufferPool;
+  /**
+   * A DATA body `onData` was given is no longer read: written to the local
+   * socket, or copied. The session may then reuse the buffer it is a view of.
+   */
+  returnData?(data: Uint8Array): void;
 }
 
 /** Final figures of a stream, for logs and status. */
@@ -331,6 +336,7 @@ export class Stream implements Channel {
     // stalls pins at most two frames of the session's read buffers.
     const waits = !this.#started || this.#recvHead < this.#recvQueue.length;
     this.#recvQueue.push(waits ? data.slice() : data);
+    if (waits) this.#host.returnData?.(data);
     this.#recvBytes += data.length;
     this.#host.held?.(data.length);
     if (this.#started && !this.#writing) this.#drain();
@@ -383,6 +389,7 @@ export class Stream implements Channel {
       while (this.#recvHead < this.#recvQueue.length && !this.#ended) {
         const chunk = this.#recvQueue[this.#recvHead++];
         await writeAll(this.conn, chunk);
+        this.#host.returnData?.(chunk);
         // An ended stream let go of everything it held, this chunk included.
         if (!this.#ended) {
           this.#recvBytes -= chunk.length;

@@ -487,3 +487,39 @@ Deno.test("busy streams read into the session's spare buffers once the link took
   assert.ok(spares.every((b) => b.length === FRAME_HEADER_BYTES + MAX_DATA_BYTES));
   stream.reset("test over");
 });
+
+Deno.test("Stream hands each DATA body back to its host once copied, or once written to the local socket, and not before", async () => {
+  const [client, relay] = memoryConnPair(1024 * 1024);
+  const returned: Uint8Array[] = [];
+  const host = new RecordingHost();
+  const stream = new Stream(5, relay, {
+    sendFrame: (f, w) => host.sendFrame(f, w),
+    send: (m) => host.send(m),
+    backpressure: () => null,
+    release: () => host.release(),
+    returnData: (d) => void returned.push(d),
+  }, { log, onEnd: () => {} });
+  // Not started: the body is copied to be held, and handed back at once.
+  const early = new Uint8Array(100).fill(1);
+  stream.onData(early);
+  assert.deepEqual(returned, [early], "a copied body comes back at once");
+  stream.start();
+  assert.deepEqual(await readN(client, 100), early);
+  // Started and idle: the body itself is written, and comes back only once the write is done.
+  await settle(5); // the drain loop ends once that write is done
+  const direct = new Uint8Array(200).fill(2);
+  stream.onData(direct);
+  const next = new Uint8Array(300).fill(3);
+  stream.onData(next); // next to be written: kept as it is
+  const behind = new Uint8Array(400).fill(4);
+  stream.onData(behind); // behind another: copied
+  assert.ok(!returned.includes(direct), "a body being written is not handed back yet");
+  assert.ok(!returned.includes(next), "a body kept to be written is not handed back yet");
+  assert.ok(returned.includes(behind), "a body copied to wait is handed back at once");
+  assert.deepEqual(await readN(client, 900), new Uint8Array([...direct, ...next, ...behind]));
+  await turnsUntil(
+    () => returned.includes(direct) && returned.includes(next),
+    "written bodies back",
+  );
+  stream.abort("test over");
+});

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { encodeMessage, tagName } from "./codec.ts";
+import { encodeMessage, streamOfFrame, tagName } from "./codec.ts";
 import {
   closeQuietly,
   errorMessage,
@@ -86,6 +86,13 @@ const TCP_ACTIVE_MS = 100;
 const TCP_BUSY_BYTES = 64 * 1024;
 /** Datagrams UDP may send in a burst while TCP is active. */
 const UDP_TOKENS_MAX = 32;
+/**
+ * Console: how long an early-data stream's OPEN waits for the client's first
+ * bytes, so both leave in one write (see {@linkcode FrameWriter.together}).
+ * A client that speaks first has sent them by the time its connection is
+ * accepted; one that waits for the server pays this once per connection.
+ */
+export const EARLY_OPEN_WAIT_MS = 1;
 /** How long the Console waits for an OPEN_OK or OPEN_ERR. */
 const OPEN_TIMEOUT_MS = 20_000;
 /** How long a resolve may take. */
@@ -232,6 +239,8 @@ export class Session implements StreamHost {
   #handlers: SessionHandlers;
   #streams = new Map<number, Channel>();
   #pendingOpens = new Map<number, PendingOpen>();
+  /** Console: OPEN frames held for their stream's first frame (at most EARLY_OPEN_WAIT_MS). */
+  #heldOpens = new Map<number, { frame: Uint8Array; timer: ReturnType<typeof setTimeout> }>();
   /** Daemon: OPENs whose target is still being reached, with any DATA and FIN sent meanwhile. */
   #early = new Map<number, EarlyData>();
   /** Daemon: opens this session refused (held bytes) while their target was being reached. */
@@ -424,8 +433,30 @@ export class Session implements StreamHost {
   sendFrame(frame: Uint8Array, written?: (frame: Uint8Array) => void): void {
     if (this.#ended) return;
     this.#tcpFrame(frame.length);
-    this.#writer.push(frame, written, true);
+    const push = () => this.#writer.push(frame, written, true);
+    if (this.#heldOpens.size === 0) push();
+    else this.#withOpen(streamOfFrame(frame), push);
     this.#checkQueueCap();
+  }
+
+  /**
+   * Run `push` (which queues stream `id`'s frame) after the stream's held
+   * OPEN, in one write with it; or at once when no OPEN is held.
+   */
+  #withOpen(id: number, push: () => void): void {
+    const held = this.#heldOpens.get(id);
+    if (!held) return push();
+    this.#heldOpens.delete(id);
+    clearTimeout(held.timer);
+    this.#writer.together(() => {
+      this.#writer.push(held.frame);
+      push();
+    });
+  }
+
+  /** Queue stream `id`'s held OPEN now, if it is still held. */
+  #releaseOpen(id: number): void {
+    this.#withOpen(id, () => {});
   }
 
   /** Queue one message for the peer; throws TypeError for a message this side may not send. */
@@ -441,7 +472,9 @@ export class Session implements StreamHost {
     if (msg.tag === Tag.ACCEPT) this.#endPending();
     if (this.#ended) return;
     if (msg.tag === Tag.PONG) this.#writer.pushPong(encodeMessage(msg));
-    else this.#writer.push(encodeMessage(msg));
+    else if (this.#heldOpens.size > 0 && "stream" in msg) {
+      this.#withOpen(msg.stream, () => this.#writer.push(encodeMessage(msg)));
+    } else this.#writer.push(encodeMessage(msg));
     this.#checkQueueCap();
   }
 
@@ -453,6 +486,11 @@ export class Session implements StreamHost {
   /** StreamHost: the channel is finished; forget it. */
   release(channel: Channel): void {
     if (this.#streams.get(channel.id) === channel) this.#streams.delete(channel.id);
+  }
+
+  /** StreamHost: a DATA body is no longer read; its read buffer may be reused. */
+  returnData(data: Uint8Array): void {
+    this.#reader.giveBack(data);
   }
 
   /** StreamHost: bytes held for the peer grew or shrank by `delta`. */
@@ -828,8 +866,14 @@ export class Session implements StreamHost {
         resolve: (address) => resolve({ channel, address }),
         reject,
       });
-      this.send({ tag: Tag.OPEN, stream: id, ...target });
-      if (early && this.#earlyData && channel instanceof Stream) channel.start();
+      const open: OpenMessage = { tag: Tag.OPEN, stream: id, ...target };
+      if (!early || !this.#earlyData || !(channel instanceof Stream)) return this.send(open);
+      // The OPEN goes with the client's first bytes, or alone after a moment.
+      this.#heldOpens.set(id, {
+        frame: encodeMessage(open),
+        timer: setTimeout(() => this.#releaseOpen(id), EARLY_OPEN_WAIT_MS),
+      });
+      channel.start();
     });
   }
 
@@ -1032,6 +1076,8 @@ export class Session implements StreamHost {
       this.#resolves.delete(id);
     }
     this.#endPending();
+    for (const held of this.#heldOpens.values()) clearTimeout(held.timer);
+    this.#heldOpens.clear();
     this.#early.clear();
     this.#abandoned.clear();
     for (const stream of [...this.#streams.values()]) stream.abort(`session ended: ${reason}`);

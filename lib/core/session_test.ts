@@ -1006,3 +1006,70 @@ Deno.test("MessageReader hands DATA bodies on as views of its read buffer, never
   );
   assert.ok(new Set(bodies.map((body) => body.buffer)).size > 1, "one read buffer for 2.4 MB");
 });
+
+Deno.test("early data: an OPEN leaves in one write with the client's first bytes when they are at hand, and alone when the client says nothing", async () => {
+  const [consoleLink, daemonLink] = memoryConnPair(64 * 1024);
+  /** Each write the Console's session makes on its link, decoded to tags (and DATA bodies). */
+  const writes: { tags: number[]; data: string }[] = [];
+  let wrote: () => void = () => {};
+  const recording = {
+    read: (p: Uint8Array) => consoleLink.read(p),
+    write: (p: Uint8Array) => {
+      const tags: number[] = [];
+      let data = "";
+      for (let at = 0; at + 4 <= p.length;) {
+        const length = new DataView(p.buffer, p.byteOffset + at).getUint32(0);
+        tags.push(p[at + 4]);
+        if (p[at + 4] === Tag.DATA) data += decoder.decode(p.subarray(at + 9, at + 4 + length));
+        at += 4 + length;
+      }
+      writes.push({ tags, data });
+      wrote();
+      return consoleLink.write(p);
+    },
+    closeWrite: () => consoleLink.closeWrite(),
+    close: () => consoleLink.close(),
+  };
+  const session = new Session(recording, new MessageReader(recording), {
+    role: "console",
+    id: "t",
+    log,
+    earlyData: true,
+    handlers: { onChat: () => {}, onEnd: () => {} },
+  });
+  session.run();
+  const peer = new MessageReader(daemonLink);
+  const nextWrite = () => new Promise<void>((r) => (wrote = r));
+  const target = { host: "t", port: 2, pfo: "p", client: "c" };
+
+  // 1. The client spoke before its connection was handed on: OPEN and DATA in one write.
+  const [client, relay] = memoryConnPair();
+  await client.write(encoder.encode("GET /"));
+  let written = nextWrite();
+  const first = session.openStream(relay, target, { log, early: true });
+  await written;
+  assert.deepEqual(writes[0], { tags: [Tag.OPEN, Tag.DATA], data: "GET /" });
+  const open1 = await peer.next();
+  assert.equal(open1.tag, Tag.OPEN);
+  assert.equal((await peer.next()).tag, Tag.DATA);
+
+  // 2. A client that waits for the server: its OPEN still goes, alone.
+  const [quiet, relay2] = memoryConnPair();
+  written = nextWrite();
+  const second = session.openStream(relay2, target, { log, early: true });
+  await written;
+  assert.deepEqual(writes[1], { tags: [Tag.OPEN], data: "" });
+  const open2 = await peer.next();
+  assert.equal(open2.tag, Tag.OPEN);
+
+  // 3. Without early data (a SOCKS client), the OPEN goes at once, as it always did.
+  const [, relay3] = memoryConnPair();
+  const third = session.openStream(relay3, target, { log, early: false });
+  assert.deepEqual(writes[2], { tags: [Tag.OPEN], data: "" }, "written inside openStream()");
+  assert.equal((await peer.next()).tag, Tag.OPEN);
+
+  await session.close("exit", "test over");
+  for (const opening of [first, second, third]) await opening.catch(() => {});
+  quiet.close();
+  client.close();
+});
