@@ -146,8 +146,8 @@ Deno.test("a Daemon killed with SIGKILL is noticed at once, PFOs close connectio
   const listenersBefore = await listening(con.child.pid);
   assert.equal(
     listenersBefore.length,
-    4,
-    `session port, its internal TLS side, control, PFO: ${listenersBefore}`,
+    5,
+    `session port, its internal TLS side, control, dashboard, PFO: ${listenersBefore}`,
   );
 
   const mark = con.out.mark;
@@ -334,8 +334,8 @@ Deno.test("a Console killed with SIGKILL is noticed, the Daemon backs off with j
   const listeners = await listening(second.child.pid);
   assert.equal(
     listeners.length,
-    4,
-    `session port, its internal TLS side, control, PFO: ${listeners}`,
+    5,
+    `session port, its internal TLS side, control, dashboard, PFO: ${listeners}`,
   );
   assert.ok(listeners.includes(`127.0.0.1:${sessionPort}`), `${listeners}`);
   assert.ok(listeners.includes(`127.0.0.1:${pfoPort}`), `${listeners}`);
@@ -638,6 +638,9 @@ Deno.test("SIGTERM lets the Daemon finish a transfer in flight, and a second SIG
     assert.ok(performance.now() - t0 < 3_000);
     const n = await within(conn.read(new Uint8Array(8)).catch(() => null), 5_000, "closed");
     assert.equal(n, null, "the client's connection is closed, not left open");
+    // The Console is told why, and neither side reports the cut link as an I/O error.
+    await pair.console.out.waitFor(/Session with .* ended: the Daemon is exiting/);
+    assert.doesNotMatch(pair.daemon.out.text(), /Bad resource|Cannot write to the peer/);
   } finally {
     closeQuietly(conn);
   }
