@@ -70,9 +70,10 @@ import { wantsScreen } from "./lib/ui/screen.ts";
 function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   const program = rootCommand({
     name: "daemon",
-    usage: "HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close",
+    usage: "HOST[:PORT]|ws://HOST[:PORT]/PATH|wss://HOST[:PORT]/PATH --fingerprint SHA256:... " +
+      "[options]  |  [command]",
     description:
-      "portferry Daemon: dial out to a Console and let it reach TCP services on this network.\n" +
+      "portferry Daemon: dial out to a Console and let it reach TCP and UDP services on this network.\n" +
       "Shows every connection made through it.",
     settingsPath,
   })
