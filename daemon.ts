@@ -70,9 +70,10 @@ import { wantsScreen } from "./lib/ui/screen.ts";
 function buildProgram(settingsPath: string, commands?: DaemonCommandRunner) {
   const program = rootCommand({
     name: "daemon",
-    usage: "HOST[:PORT] --fingerprint SHA256:... [options]  |  status | chat TEXT... | close",
+    usage: "HOST[:PORT]|ws://HOST[:PORT]/PATH|wss://HOST[:PORT]/PATH --fingerprint SHA256:... " +
+      "[options]  |  [command]",
     description:
-      "portferry Daemon: dial out to a Console and let it reach TCP services on this network.\n" +
+      "portferry Daemon: dial out to a Console and let it reach TCP and UDP services on this network.\n" +
       "Shows every connection made through it.",
     settingsPath,
   })
@@ -235,24 +236,27 @@ async function mistypedCommand(word: string, names: readonly string[]): Promise<
   return !resolves;
 }
 
-/** The `--ca` file's certificates (only with a `wss://` address), or undefined. */
+/** The `--ca` (or settings `ca:`) file's certificates (only with a `wss://` address), or undefined. */
 async function readCaFile(
   file: string | undefined,
   consoleAddr: string,
+  name = "--ca",
 ): Promise<string[] | undefined> {
   if (file === undefined) return undefined;
   if (!/^wss:\/\//i.test(consoleAddr)) {
-    throw new UsageError(`--ca applies to a wss:// Console address only, not "${consoleAddr}"`);
+    throw new UsageError(`${name} applies to a wss:// Console address only, not "${consoleAddr}"`);
   }
   let text: string;
   try {
     text = await Deno.readTextFile(file);
   } catch (err) {
-    throw new UsageError(`--ca: Cannot read "${file}": ${errorMessage(err)}`);
+    throw new UsageError(`${name}: Cannot read "${file}": ${errorMessage(err)}`);
   }
   const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   if (!pems) {
-    throw new UsageError(`--ca: "${file}" holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    throw new UsageError(
+      `${name}: "${file}" holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    );
   }
   return pems.map((pem) => `${pem}\n`);
 }
@@ -351,7 +355,9 @@ if (import.meta.main) {
       } catch (err) {
         throw new UsageError(errorMessage(err));
       }
-      const caCerts = await readCaFile(opts.ca, consoleAddr);
+      const caCerts = opts.ca !== undefined
+        ? await readCaFile(opts.ca, consoleAddr)
+        : await readCaFile(settings.ca ?? undefined, consoleAddr, `"ca" in ${settingsPath}`);
       let fingerprint: string | null = (opts.fingerprint as string | undefined) ??
         settings.fingerprint;
       if (!fingerprint && !interactive(opts.headless === true)) {

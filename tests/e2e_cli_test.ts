@@ -952,6 +952,9 @@ Deno.test("`help`, `help COMMAND` and typos: usage of the command at fault, the 
   assert.match(help.stdout, /^Usage: deno task console \[options\] \[command\]/);
   assert.match(helpPfo.stdout, /^Usage: deno task console pfo /);
   assert.match(daemonHelp.stdout, /^Usage: deno task daemon HOST/);
+  // The first line names the ws:// and wss:// forms and that there are commands (listed below it).
+  assert.match(daemonHelp.stdout, /^Usage: [^\n]*wss:\/\/HOST\[:PORT\]\/PATH [^\n]*\[command\]\n/);
+  assert.match(daemonHelp.stdout, /^ {2}dashboard /m);
 
   const cases: [entry: "console.ts" | "daemon.ts", args: string[], usage: RegExp, last: string][] =
     [

@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import type { Browser, Page } from "playwright-core";
 import {
+  addPfo,
   type ConsoleProc,
   echoServer,
   spareTcpPort,
@@ -404,3 +405,37 @@ async function screenshot(page: Page, name: string): Promise<void> {
   await Deno.mkdir(DOCS, { recursive: true });
   await page.screenshot({ path: new URL(name, DOCS).pathname, fullPage: true });
 }
+
+Deno.test("dashboard: the Console's page keeps a connection's rate over a window, not between two pushes, so a burst does not read 0 B/s a second later", async () => {
+  using echo = echoServer();
+  await using browser = await launchBrowser();
+  await using pair = await startPair();
+  const url = await bannerUrl(pair.console.out);
+  const bound = await addPfo(pair.console, "burst", `127.0.0.1:${echo.port}`);
+  const { page } = await newPage(browser);
+  await logIn(page, url);
+  const [hostname, port] = [bound.slice(0, bound.lastIndexOf(":")), bound.split(":").pop()];
+  using client = await Deno.connect({ hostname, port: Number(port) });
+  const burst = new Uint8Array(256 * 1024);
+  const write = client.write(burst).then(async (n) => {
+    for (let off = n; off < burst.length;) off += await client.write(burst.subarray(off));
+  });
+  let got = 0;
+  const buf = new Uint8Array(64 * 1024);
+  while (got < burst.length) {
+    const n = await within(client.read(buf), 15_000, "the echo through the PFO");
+    assert.ok(n !== null, "the echo ended early");
+    got += n;
+  }
+  await write;
+  // The first push a second or more after the burst, with no byte moving since: the page's
+  // rate must still show the burst (the Console's own PFO rates look back 5 s too).
+  const row = page.getByRole("table", { name: "Connections" }).getByRole("row").filter({
+    hasText: `127.0.0.1:${echo.port}`,
+  });
+  await row.getByRole("cell", { name: /^[1-9]\d*s$/ }).waitFor();
+  const cells = await row.getByRole("cell").allInnerTexts();
+  const [age, rateIn] = [cells[5], cells[6]];
+  assert.ok(Number.parseInt(age) <= 4, `the page updated only ${age} after the burst`);
+  assert.notEqual(rateIn, "0 B/s", `a connection ${age} after a 256 KiB burst shows ${rateIn}`);
+});

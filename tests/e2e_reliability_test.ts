@@ -638,6 +638,9 @@ Deno.test("SIGTERM lets the Daemon finish a transfer in flight, and a second SIG
     assert.ok(performance.now() - t0 < 3_000);
     const n = await within(conn.read(new Uint8Array(8)).catch(() => null), 5_000, "closed");
     assert.equal(n, null, "the client's connection is closed, not left open");
+    // The Console is told why, and neither side reports the cut link as an I/O error.
+    await pair.console.out.waitFor(/Session with .* ended: the Daemon is exiting/);
+    assert.doesNotMatch(pair.daemon.out.text(), /Bad resource|Cannot write to the peer/);
   } finally {
     closeQuietly(conn);
   }

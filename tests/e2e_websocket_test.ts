@@ -140,3 +140,24 @@ Deno.test("the Daemon refuses a ws:// address without a host, and --ca with a ws
   assert.equal(ca.code, 2, ca.stderr);
   assert.match(ca.stderr, /--ca applies to a wss:\/\/ Console address only/);
 });
+
+Deno.test("the Daemon reads the wss:// web server's CA from `ca:` in its settings, as it reads --ca", async () => {
+  const dir = await tempDir("pf-daemon-ca-");
+  const fp = "SHA256:ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs";
+  const settings = `${dir}/d.yaml`;
+  await Deno.writeTextFile(
+    settings,
+    `console: "wss://127.0.0.1:1/portferry"\nfingerprint: "${fp}"\nca: missing-ca.pem\n`,
+    { mode: 0o600 },
+  );
+  const missing = await runCli("daemon.ts", ["--config", settings, "--headless", "--no-reconnect"]);
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.ok(
+    missing.stderr.includes(`"ca" in ${settings}: Cannot read "${dir}/missing-ca.pem"`),
+    missing.stderr,
+  );
+  await Deno.writeTextFile(`${dir}/missing-ca.pem`, "not a certificate\n", { mode: 0o600 });
+  const notPem = await runCli("daemon.ts", ["--config", settings, "--headless", "--no-reconnect"]);
+  assert.equal(notPem.code, 2, notPem.stderr);
+  assert.match(notPem.stderr, /holds no PEM certificate/);
+});

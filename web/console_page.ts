@@ -22,10 +22,10 @@ import {
   labelFor,
   post,
   rate,
-  RateTracker,
   section,
   ThroughputChart,
 } from "./dashboard_client.ts";
+import { RateMeter } from "../lib/core/rates.ts";
 import type { ConnectionInfo } from "../lib/console/pfos.ts";
 import type { ConsoleSnapshot, PfoSnapshot, TrustEntry } from "../lib/console/state.ts";
 
@@ -248,9 +248,12 @@ function pfoView() {
 /** Connections: live, newest first, with rates, a Kill button each, and the chart. */
 function connectionView() {
   const error = h("p", { class: "error", role: "alert" });
-  const rates = new RateTracker();
+  // Over the same 5 s window as the PFOs' rates and the Daemon's: a connection's counters move in
+  // bursts (a slow reader takes a large write at once), so a rate between two pushes swings to 0.
+  const rates = new RateMeter<"in" | "out">({ windowMs: 5000 });
   const chart = new ThroughputChart();
   const shownRates = new Map<number, { in: number; out: number }>();
+  let known = new Set<string>();
   const table = new KeyedTable<ConnectionInfo>(
     "Connections",
     [
@@ -279,15 +282,23 @@ function connectionView() {
     el: section("Connections", chart.element, count, table.element, error),
     update(s: ConsoleSnapshot) {
       const now = Date.now();
-      const next = new Map();
       shownRates.clear();
+      const open = new Set<string>();
       for (const c of s.connections) {
-        shownRates.set(c.id, {
-          in: rates.rate(`${c.id}:in`, c.bytesIn, now, next),
-          out: rates.rate(`${c.id}:out`, c.bytesOut, now, next),
-        });
+        const key = String(c.id);
+        // A connection opened within the window started at 0 bytes: count what it moved before
+        // this page first saw it.
+        const since = Date.parse(c.since);
+        if (!known.has(key) && now - since < 5000) {
+          rates.sample(key, { in: 0, out: 0 }, Math.min(since, now));
+        }
+        open.add(key);
+        rates.sample(key, { in: c.bytesIn, out: c.bytesOut }, now);
+        const r = rates.rates(key, now);
+        shownRates.set(c.id, { in: r?.in ?? 0, out: r?.out ?? 0 });
       }
-      rates.commit(next);
+      rates.retain(open);
+      known = open;
       // The open connections' rates: a PFO's byte counters move when its connections close.
       let inRate = 0, outRate = 0;
       for (const r of shownRates.values()) {

@@ -171,30 +171,6 @@ export function age(iso: string | null): string {
   return `${s}s`;
 }
 
-/** Per-key byte rates measured from successive snapshots (for rows that carry no rates). */
-export class RateTracker {
-  #last = new Map<string, { at: number; bytes: number; rate: number }>();
-
-  /** The rate of `key` now that it has `bytes`; 0 the first time. */
-  rate(
-    key: string,
-    bytes: number,
-    at: number,
-    next: Map<string, { at: number; bytes: number; rate: number }>,
-  ): number {
-    const prev = this.#last.get(key);
-    let r = prev?.rate ?? 0;
-    if (prev && at - prev.at >= 500) r = ((bytes - prev.bytes) * 1000) / (at - prev.at);
-    next.set(key, prev && at - prev.at < 500 ? prev : { at, bytes, rate: r });
-    return r;
-  }
-
-  /** Keep only what `next` measured (rows gone are forgotten). */
-  commit(next: Map<string, { at: number; bytes: number; rate: number }>): void {
-    this.#last = next;
-  }
-}
-
 const SVG = "http://www.w3.org/2000/svg";
 
 /** Total throughput over the last minutes: two lines (in, out) in an inline SVG. */

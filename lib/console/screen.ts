@@ -19,6 +19,7 @@ import {
   limitRows,
   type ScreenLine,
   table,
+  textWidth,
 } from "../ui/tables.ts";
 import type { ConnectionInfo } from "./pfos.ts";
 import type { ConsoleSnapshot, PfoSnapshot } from "./state.ts";
@@ -120,14 +121,23 @@ function sessionText(snapshot: ConsoleSnapshot): string {
   return `session: ${session.state}${who}`;
 }
 
-function headerLines(snapshot: ConsoleSnapshot, extras: ConsoleScreenExtras): ScreenLine[] {
+/** Both fingerprints on one line, or on two when one line would cut one (they are compared by eye). */
+function fingerprintLines(snapshot: ConsoleSnapshot, width: number): ScreenLine[] {
+  const daemon = `Daemon ${snapshot.session.peer?.fingerprint ?? "-"}`;
+  const mine = `this Console ${snapshot.fingerprint}`;
+  const one = `${daemon}   ${mine}`;
+  return textWidth(one) <= width ? [{ text: one }] : [{ text: daemon }, { text: mine }];
+}
+
+function headerLines(
+  snapshot: ConsoleSnapshot,
+  extras: ConsoleScreenExtras,
+  width: number,
+): ScreenLine[] {
   const t = totals(snapshot.pfos);
-  const peer = snapshot.session.peer;
   const lines: ScreenLine[] = [
     { text: `portferry Console  ${sessionText(snapshot)}`, style: "title" },
-    {
-      text: `Daemon ${peer ? peer.fingerprint : "-"}   this Console ${snapshot.fingerprint}`,
-    },
+    ...fingerprintLines(snapshot, width),
     {
       text: `up ${formatAge(extras.now - extras.startedAt)}  session port ${snapshot.listen}  ` +
         `in ${formatBytes(t.bytesIn)} (${formatRate(t.rateIn)})  ` +
@@ -197,7 +207,7 @@ function fullLines(
   extras: ConsoleScreenExtras,
 ): ScreenLine[] {
   const { columns, rows } = view.size;
-  const header = headerLines(snapshot, extras);
+  const header = headerLines(snapshot, extras, columns);
   // Fixed: header, a blank and a title per section, table heads.
   const free = Math.max(3, rows - header.length - 3 * 3 - 2);
   const eventRoom = Math.min(Math.max(2, Math.floor(free / 4)), Math.max(2, view.events.length));

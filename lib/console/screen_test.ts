@@ -152,3 +152,18 @@ Deno.test("consoleScreen() escapes a hostile Daemon's host name and PFO errors",
   assert.match(text, /failed: bind\\x0d\\x0afailed/);
   assert.ok(text.split("\n").every((line) => !hasControls(line)), text);
 });
+
+Deno.test("consoleScreen() puts the two fingerprints on two lines when one line would cut the Console's", () => {
+  const daemonFp = "SHA256:j2YGE/1suyTCAH0prOBeLw4Gu8KekMTe3qWeVkcSO4Q";
+  const consoleFp = "SHA256:Z6i1nrzskr5gwqC3WXOaDhYeYPnhcZh4D+NP0ogI72A";
+  const base = snapshot();
+  const s = snapshot({
+    fingerprint: consoleFp,
+    session: { ...base.session, peer: { ...base.session.peer!, fingerprint: daemonFp } },
+  });
+  const narrow = consoleScreen(s, view(120, 35), extras).map((l) => l.text);
+  assert.ok(narrow.includes(`Daemon ${daemonFp}`), narrow.slice(0, 4).join("\n"));
+  assert.ok(narrow.includes(`this Console ${consoleFp}`), narrow.slice(0, 4).join("\n"));
+  const wide = consoleScreen(s, view(140, 35), extras).map((l) => l.text);
+  assert.ok(wide.includes(`Daemon ${daemonFp}   this Console ${consoleFp}`));
+});

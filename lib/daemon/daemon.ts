@@ -355,9 +355,15 @@ export class Daemon {
     });
     this.#session = s;
     state.change({ type: "established", session: id, console: consoleText });
-    // From now on, exit means: drain, then tell the Console; force exit cuts the link.
+    // From now on, exit means: drain, then tell the Console. Force exit skips the drain (see
+    // #closeSession) and cuts the link if the Console has not taken the CLOSE within a second:
+    // cutting first made the session end on its own failed write ("Bad resource ID").
     const exitGracefully = () => void this.#closeSession(s);
-    const cut = () => closeQuietly(link);
+    const cut = () => {
+      const timer = setTimeout(() => closeQuietly(link), FORCE_CUT_MS);
+      Deno.unrefTimer(timer);
+      void s.done().then(() => clearTimeout(timer));
+    };
     this.#exit.signal.addEventListener("abort", exitGracefully, { once: true });
     this.#force.signal.addEventListener("abort", cut, { once: true });
     s.run();
@@ -382,6 +388,9 @@ export class Daemon {
     await s.close("exit", "the Daemon is exiting");
   }
 }
+
+/** How long a forced exit waits for the Console to take the CLOSE before it cuts the link. */
+const FORCE_CUT_MS = 1000;
 
 /** What each attempt works with. */
 interface AttemptContext {

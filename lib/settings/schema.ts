@@ -146,6 +146,8 @@ export interface DaemonSettings {
   readonly proxy: ProxyConfig | "none" | null;
   /** File holding the proxy's `USER:PASS`, resolved against the settings file's folder; or null. */
   readonly proxyAuthFile: string | null;
+  /** PEM file of the CA a `wss://` web server chains to (`--ca`), resolved like proxyAuthFile; or null. */
+  readonly ca: string | null;
   /** Where the web dashboard listens (default 127.0.0.1, a port the system picks); null: off. */
   readonly dashboard: HostPort | null;
   /** Largest receive window one stream grows to, in bytes. Default 16777216 (16 MiB). */
@@ -195,6 +197,7 @@ export const DEFAULT_DAEMON_SETTINGS: DaemonSettings = Object.freeze({
   allow: Object.freeze([]),
   proxy: null,
   proxyAuthFile: null,
+  ca: null,
   dashboard: DEFAULT_DASHBOARD,
   streamWindowMax: STREAM_WINDOW_MAX_BYTES,
 });
@@ -234,6 +237,7 @@ const DAEMON_KEYS = [
   "allow",
   "proxy",
   "proxyAuthFile",
+  "ca",
   "dashboard",
   "streamWindowMax",
 ] as const;
@@ -585,6 +589,7 @@ export function _daemonFrom(src: _Source): DaemonSettings {
     allow: Object.freeze(_allowRules(src, e.get("allow"))),
     proxy: _proxy(src, e.get("proxy")),
     proxyAuthFile: _file(src, "proxyAuthFile", e.get("proxyAuthFile")),
+    ca: _file(src, "ca", e.get("ca")),
     dashboard: _dashboard(src, e.get("dashboard")),
     streamWindowMax: _windowMax(src, e.get("streamWindowMax"), d.streamWindowMax),
   });

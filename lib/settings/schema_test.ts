@@ -383,3 +383,11 @@ Deno.test("streamWindowMax defaults to 16 MiB in both programs and is refused ou
     /streamWindowMax.*2147483647 is out of range; use 524288 to 1073741824/,
   );
 });
+
+Deno.test("parseDaemonSettings() reads ca, a PEM file resolved against the settings file's folder", () => {
+  assert.equal(DEFAULT_DAEMON_SETTINGS.ca, null);
+  assert.equal(parseDaemonSettings("ca: web-ca.pem\n", "/etc/pf/d.yaml").ca, "/etc/pf/web-ca.pem");
+  assert.equal(parseDaemonSettings("ca: /opt/ca.pem\n", "/etc/pf/d.yaml").ca, "/opt/ca.pem");
+  assert.equal(parseDaemonSettings("ca: null\n", "/etc/pf/d.yaml").ca, null);
+  assert.throws(() => parseDaemonSettings("ca: 5\n", "d.yaml"), /ca/);
+});
