@@ -1,13 +1,13 @@
 /**
  * The live terminal screens, measured and photographed.
  *
- * `deno run -A tools/screens.ts measure [MB]`: a Console at a pseudo-terminal
+ * `deno task screens measure [MB]`: a Console at a pseudo-terminal
  * (util-linux `script`), once with its live screen and once with `--plain`:
  * time to the first frame (or first line), RSS, and the Console's CPU time
  * (utime+stime from /proc/PID/stat) while four streams each pull MB megabytes
  * (default 64) through one PFO from a headless Daemon.
  *
- * `deno run -A tools/screens.ts shots`: both programs' screens in tmux with a
+ * `deno task screens shots`: both programs' screens in tmux with a
  * session, PFOs, connections moving bytes and chat, captured with
  * `capture-pane -e`, turned into a small HTML page (escaped) and rendered by
  * `chromium --headless` to docs/console-screen.png and docs/daemon-screen.png.
@@ -551,7 +551,7 @@ if (import.meta.main) {
   else if (what === "measure") await measure(Number(arg ?? 64));
   else if (what === "shots") await shots();
   else {
-    console.error("usage: deno run -A tools/screens.ts paint | measure [MB] | shots");
+    console.error("usage: deno task screens paint | measure [MB] | shots");
     Deno.exit(2);
   }
 }
