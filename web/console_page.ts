@@ -16,6 +16,7 @@ import {
   bytes,
   chatView,
   connectFeed,
+  facts,
   field,
   h,
   KeyedTable,
@@ -45,18 +46,7 @@ function sessionView() {
   };
   const el = section(
     "Session",
-    h(
-      "dl",
-      {},
-      h("dt", {}, "State"),
-      state,
-      h("dt", {}, "Peer"),
-      peer,
-      h("dt", {}, "Fingerprint"),
-      fingerprint,
-      h("dt", {}, "Since"),
-      since,
-    ),
+    facts([["State", state], ["Peer", peer], ["Fingerprint", fingerprint], ["Since", since]]),
     buttons,
     error,
   );

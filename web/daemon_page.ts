@@ -15,6 +15,7 @@ import {
   bytes,
   chatView,
   connectFeed,
+  facts,
   h,
   KeyedTable,
   post,
@@ -40,22 +41,14 @@ function sessionView() {
   });
   const el = section(
     "Session",
-    h(
-      "dl",
-      {},
-      h("dt", {}, "State"),
-      phase,
-      h("dt", {}, "Console"),
-      consoleAt,
-      h("dt", {}, "Pinned fingerprint"),
-      pinned,
-      h("dt", {}, "This Daemon"),
-      own,
-      h("dt", {}, "Since"),
-      since,
-      h("dt", {}, "Last error"),
-      lastError,
-    ),
+    facts([
+      ["State", phase],
+      ["Console", consoleAt],
+      ["Pinned fingerprint", pinned],
+      ["This Daemon", own],
+      ["Since", since],
+      ["Last error", lastError],
+    ]),
     close,
     error,
   );

@@ -53,6 +53,11 @@ export interface Column<T> {
   readonly className?: (row: T) => string;
 }
 
+/** A definition list of labelled values: `[label, value element]` pairs, in order. */
+export function facts(pairs: readonly (readonly [string, HTMLElement])[]): HTMLElement {
+  return h("dl", {}, ...pairs.flatMap(([label, value]) => [h("dt", {}, label), value]));
+}
+
 /** A table whose rows are kept by key and updated in place. */
 export class KeyedTable<T> {
   readonly element: HTMLTableElement;
