@@ -7,12 +7,13 @@
  * @module
  */
 
-import { createLogger, type Logger, type LogLevel } from "../core/log.ts";
 import { RateMeter } from "../core/rates.ts";
-import { LiveScreen, type LiveScreenOptions } from "../ui/screen.ts";
+import type { LiveScreenOptions } from "../ui/screen.ts";
+import { LiveView, type ScreenView } from "../ui/live_view.ts";
 import type { ScreenLine } from "../ui/tables.ts";
 import type { Console } from "./console.ts";
 import { consoleScreen } from "./screen.ts";
+import type { ConsoleEvent } from "./state.ts";
 
 /** Options for {@linkcode ConsoleLive}. */
 export interface ConsoleLiveOptions {
@@ -24,69 +25,29 @@ export interface ConsoleLiveOptions {
   readonly screen?: Partial<LiveScreenOptions>;
 }
 
-/** How often the screen redraws with nothing new (ages, uptime, falling rates). */
-const IDLE_REDRAW_MS = 1000;
-
 /** The Console's live screen. */
-export class ConsoleLive {
-  /** The terminal plumbing: its `lines()` are the operator's input lines. */
-  readonly screen: LiveScreen;
-  readonly #o: ConsoleLiveOptions;
-  readonly #startedAt = Date.now();
+export class ConsoleLive extends LiveView<ConsoleEvent> {
+  readonly #asking: () => boolean;
   readonly #rates = new RateMeter<"in" | "out">({ windowMs: 3000 });
   #console: Console | null = null;
-  #exiting: string | null = null;
-  #timer: ReturnType<typeof setInterval> | null = null;
-  readonly #stop = new AbortController();
 
   /** A screen not yet shown; {@linkcode ConsoleLive.attach} shows it. */
   constructor(options: ConsoleLiveOptions) {
-    this.#o = options;
-    this.screen = new LiveScreen({
-      render: (view) => this.#render(view),
+    super({
       // y, n or t answers the pending-session question; other keys are typed.
       onKey: (key) => /^[ynt]$/i.test(key) && options.asking() && options.answer(key),
       ...options.screen,
     });
+    this.#asking = options.asking;
   }
 
-  /** The display for the Console's own lines (banner, answers, chat). */
-  get display(): (text: string) => void {
-    return this.screen.display;
-  }
-
-  /** A logger whose records become event lines. */
-  logger(level: LogLevel): Logger {
-    return createLogger({ level, format: "text", sink: this.screen.logSink });
-  }
-
-  /** Show the screen for `con` and keep it current until {@linkcode ConsoleLive.stop}. */
+  /** Show the screen for `con` and keep it current until {@linkcode LiveView.stop}. */
   attach(con: Console): void {
     this.#console = con;
-    this.screen.start();
-    this.#timer = setInterval(() => this.screen.invalidate(), IDLE_REDRAW_MS);
-    (async () => {
-      for await (const _event of con.events.subscribe({ signal: this.#stop.signal })) {
-        this.screen.invalidate();
-      }
-    })();
+    this.follow((signal) => con.events.subscribe({ signal }));
   }
 
-  /** Say that the Console is exiting (shown in the header until it stops). */
-  exiting(text: string): void {
-    this.#exiting = text;
-    this.screen.invalidate();
-  }
-
-  /** Give the terminal back; later lines are printed as before. */
-  stop(): void {
-    this.#stop.abort();
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
-    this.screen.stop();
-  }
-
-  #render(view: Parameters<LiveScreenOptions["render"]>[0]): ScreenLine[] {
+  protected override render(view: ScreenView): ScreenLine[] {
     const con = this.#console;
     if (!con) return [{ text: "portferry Console: starting", style: "title" }, ...view.events];
     const now = Date.now();
@@ -100,10 +61,10 @@ export class ConsoleLive {
     this.#rates.retain(open);
     return consoleScreen(snapshot, view, {
       now,
-      startedAt: this.#startedAt,
+      startedAt: this.startedAt,
       rates: (id) => this.#rates.rates(String(id), now),
-      asking: this.#o.asking(),
-      exiting: this.#exiting,
+      asking: this.#asking(),
+      exiting: this.exitingText,
     });
   }
 }
