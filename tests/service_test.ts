@@ -3,6 +3,7 @@ import { child, parseXml, plistValue } from "./_xml.ts";
 import { tempDir } from "./_harness.ts";
 import { parseUnit, splitExec, splitWindows } from "./_xml.ts";
 import { RUNTIME_FLAGS } from "../lib/app/permissions.ts";
+import { installNotes } from "../lib/app/service/command.ts";
 import { launchdPlist } from "../lib/app/service/launchd.ts";
 import { type HostInfo, serviceCommand, underRoot } from "../lib/app/service/plan.ts";
 import { type ServiceSpec, validateServiceName } from "../lib/app/service/spec.ts";
@@ -272,4 +273,23 @@ Deno.test("systemdUnit() refuses a path with a line break rather than let it sta
     });
   }
   assert.throws(() => systemdWord("a\rb"), /control character/);
+});
+
+Deno.test("installNotes() warns that a Linux user service cannot listen below port 1024", () => {
+  const request = {
+    program: "console",
+    name: "portferry-console",
+    scope: "user",
+    platform: "linux",
+    settingsFile: "/home/ana/pf/c.yaml",
+    root: null,
+    logFormat: "json",
+    account: "LocalService",
+  } as const;
+  const low = installNotes(request, HOST, { lowPorts: true }).join("\n");
+  assert.match(low, /below port 1024, which a user service cannot do.*--system/);
+  assert.doesNotMatch(installNotes(request, HOST, { lowPorts: false }).join("\n"), /1024/);
+  // A system service gets CAP_NET_BIND_SERVICE in its unit: no warning.
+  const system = installNotes({ ...request, scope: "system" }, HOST, { lowPorts: true });
+  assert.doesNotMatch(system.join("\n"), /1024/);
 });

@@ -150,7 +150,7 @@ export function addServiceCommands(
     }
     await carryOut(installPlan(request, host, { lowPorts }), printing(request, flags, options));
     if (!flags.dryRun) options.print(`Installed ${request.name}. Logs: ${at.logs}`);
-    for (const note of installNotes(request, host)) options.print(`Note: ${note}`);
+    for (const note of installNotes(request, host, { lowPorts })) options.print(`Note: ${note}`);
   }));
   withFlags(service.command("uninstall").description("stop the service and remove its definition"))
     .action(withOpts(async (flags) => {
@@ -176,7 +176,11 @@ export function addServiceCommands(
 }
 
 /** What the user should know after an install: what could make the service not last. */
-export function installNotes(request: ServiceRequest, host: HostInfo): string[] {
+export function installNotes(
+  request: ServiceRequest,
+  host: HostInfo,
+  options: { lowPorts: boolean } = { lowPorts: false },
+): string[] {
   const notes: string[] = [];
   if (!isCompiled(host.execPath) && /[\\/]_npx[\\/]/.test(host.execPath)) {
     notes.push(
@@ -189,6 +193,13 @@ export function installNotes(request: ServiceRequest, host: HostInfo): string[] 
       `a user service starts at boot, before you log in, only with lingering: ` +
         `loginctl enable-linger ${host.username}`,
     );
+    if (options.lowPorts) {
+      notes.push(
+        `the settings listen below port 1024, which a user service cannot do (systemd's user ` +
+          `manager cannot grant CAP_NET_BIND_SERVICE): install with --system, or use ports ` +
+          `from 1024 up`,
+      );
+    }
   }
   return notes;
 }
