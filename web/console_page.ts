@@ -11,6 +11,7 @@
  */
 
 import {
+  act,
   age,
   button,
   bytes,
@@ -23,14 +24,13 @@ import {
   labelFor,
   post,
   rate,
+  say,
   section,
   ThroughputChart,
 } from "./dashboard_client.ts";
 import { RateMeter } from "../lib/core/rates.ts";
 import type { ConnectionInfo } from "../lib/console/pfos.ts";
 import type { ConsoleSnapshot, PfoSnapshot, TrustEntry } from "../lib/console/state.ts";
-
-const say = (el: HTMLElement, text: string) => (el.textContent = text);
 
 /** Session: who, fingerprint, state, and the buttons the state allows. */
 function sessionView() {
@@ -40,10 +40,6 @@ function sessionView() {
   const since = h("dd", {});
   const error = h("p", { class: "error", role: "alert" });
   const buttons = h("div", {});
-  const act = (name: string, body: Record<string, unknown> = {}) => async () => {
-    const answer = await post(name, body);
-    say(error, answer.ok ? "" : answer.error);
-  };
   const el = section(
     "Session",
     facts([["State", state], ["Peer", peer], ["Fingerprint", fingerprint], ["Since", since]]),
@@ -65,12 +61,12 @@ function sessionView() {
       shown = session.state;
       if (session.state === "pending") {
         buttons.replaceChildren(
-          button("Accept", act("session/accept", { remember: false })),
-          button("Reject", act("session/reject")),
-          button("Trust always", act("session/accept", { remember: true })),
+          button("Accept", act(error, "session/accept", { remember: false })),
+          button("Reject", act(error, "session/reject")),
+          button("Trust always", act(error, "session/accept", { remember: true })),
         );
       } else if (session.state === "established") {
-        buttons.replaceChildren(button("Close session", act("session/close")));
+        buttons.replaceChildren(button("Close session", act(error, "session/close")));
       } else buttons.replaceChildren();
     },
   };
@@ -189,10 +185,6 @@ function pfoView() {
   const error = h("p", { class: "error", role: "alert" });
   const form = pfoForm();
   const latest = new Map<string, PfoSnapshot>();
-  const act = (name: string, body: Record<string, unknown>) => async () => {
-    const answer = await post(name, body);
-    say(error, answer.ok ? "" : answer.error);
-  };
   const table = new KeyedTable<PfoSnapshot>(
     "PFOs",
     [
@@ -215,11 +207,11 @@ function pfoView() {
     (p) => p.name,
     (p) => [
       p.enabled
-        ? button("Disable", act("pfo/disable", { name: p.name }))
-        : button("Enable", act("pfo/enable", { name: p.name })),
+        ? button("Disable", act(error, "pfo/disable", { name: p.name }))
+        : button("Enable", act(error, "pfo/enable", { name: p.name })),
       // The row's buttons outlive its snapshot: edit what the PFO is now.
       button("Edit", () => form.edit(latest.get(p.name) ?? p)),
-      button("Remove", act("pfo/rm", { name: p.name })),
+      button("Remove", act(error, "pfo/rm", { name: p.name })),
     ],
     "No PFOs yet: add one below.",
   );
@@ -260,10 +252,7 @@ function connectionView() {
     ],
     (c) => String(c.id),
     (c) => [
-      button("Kill", async () => {
-        const answer = await post("connections/kill", { id: c.id });
-        say(error, answer.ok ? "" : answer.error);
-      }),
+      button("Kill", act(error, "connections/kill", { id: c.id })),
     ],
     "No open connections.",
   );
@@ -332,10 +321,7 @@ function trustView() {
     ],
     (t) => `${t.source}:${t.fingerprint}`,
     (t) => [
-      button("Remove", async () => {
-        const answer = await post("trust/rm", { fingerprint: t.fingerprint });
-        say(error, answer.ok ? "" : answer.error);
-      }),
+      button("Remove", act(error, "trust/rm", { fingerprint: t.fingerprint })),
     ],
     "No trusted Daemons.",
   );

@@ -10,6 +10,7 @@
  */
 
 import {
+  act,
   age,
   button,
   bytes,
@@ -20,12 +21,11 @@ import {
   KeyedTable,
   post,
   rate,
+  say,
   section,
   ThroughputChart,
 } from "./dashboard_client.ts";
 import type { DaemonConnection, DaemonSnapshot } from "../lib/daemon/state.ts";
-
-const say = (el: HTMLElement, text: string) => (el.textContent = text);
 
 function sessionView() {
   const phase = h("dd", {});
@@ -88,10 +88,7 @@ function connectionView() {
     ],
     (c) => String(c.stream),
     (c) => [
-      button("Kill", async () => {
-        const answer = await post("connections/kill", { id: c.stream });
-        say(error, answer.ok ? "" : answer.error);
-      }),
+      button("Kill", act(error, "connections/kill", { id: c.stream })),
     ],
     "No open connections.",
   );

@@ -319,8 +319,24 @@ export function field(label: string, input: HTMLElement): HTMLElement {
   return h("div", {}, labelFor(label, input), " ", input);
 }
 
-function setText(el: HTMLElement, text: string): void {
+/** Put `text` in `el` as text, never as HTML. */
+export function say(el: HTMLElement, text: string): void {
   el.textContent = text;
+}
+
+/**
+ * A button action: run the program's `command` with `body`, then show its
+ * error in `error`, or clear it when the command succeeded.
+ */
+export function act(
+  error: HTMLElement,
+  command: string,
+  body: Record<string, unknown> = {},
+): () => Promise<void> {
+  return async () => {
+    const answer = await post(command, body);
+    say(error, answer.ok ? "" : answer.error);
+  };
 }
 
 /** Chat: the history (peer text as text), and a line to send. */
@@ -335,7 +351,7 @@ export function chatView() {
   const send = async () => {
     const answer = await post("chat", { text: input.value });
     if (answer.ok) input.value = "";
-    setText(error, answer.ok ? "" : answer.error);
+    say(error, answer.ok ? "" : answer.error);
   };
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter") void send();
