@@ -183,18 +183,40 @@ export interface StartConsoleOptions {
   readonly dir?: string;
 }
 
+/** A program's `deno run` arguments: its task's permission flags, the entry file, then `args`. */
+export async function entryArgs(
+  entry: "console.ts" | "daemon.ts",
+  args: readonly string[],
+): Promise<string[]> {
+  return ["run", ...await taskFlags(entry === "console.ts" ? "console" : "daemon"), entry, ...args];
+}
+
+/** `word` quoted for `sh`. */
+export function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** A command line run of `entry`: from the repository, no stdin, output piped, no colour. */
+export async function cliCommand(
+  entry: "console.ts" | "daemon.ts",
+  args: readonly string[],
+): Promise<Deno.Command> {
+  return new Deno.Command(Deno.execPath(), {
+    args: await entryArgs(entry, args),
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  });
+}
+
 /** Run a CLI entry to completion. */
 export async function runCli(
   entry: "console.ts" | "daemon.ts",
   args: readonly string[],
 ): Promise<CliResult> {
-  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, entry, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
+  const out = await (await cliCommand(entry, args)).output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 

@@ -6,17 +6,13 @@
  * @module
  */
 
-import { taskFlags } from "./_harness.ts";
+import { entryArgs, shellQuote } from "./_harness.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const decoder = new TextDecoder();
 
 /** What the pane prints once the program exits, before its exit status. */
 export const EXIT_LINE = "program exited with status";
-
-function shellQuote(word: string): string {
-  return `'${word.replaceAll("'", `'\\''`)}'`;
-}
 
 /** One tmux server of a test's own; dispose it to end it and everything it runs. */
 export interface Tmux extends AsyncDisposable {
@@ -72,9 +68,8 @@ export async function startTmux(env: Record<string, string> = {}): Promise<Tmux>
     run,
     capture,
     async start(name, entry, args, size) {
-      const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
       const vars = Object.entries({ USER: "tester", ...env }).map(([k, v]) => `${k}=${v}`);
-      const program = ["env", ...vars, Deno.execPath(), "run", ...flags, entry, ...args]
+      const program = ["env", ...vars, Deno.execPath(), ...await entryArgs(entry, args)]
         .map(shellQuote).join(" ");
       // The shell tells how the program exited, on the screen it leaves.
       const command = `${program}; echo "${EXIT_LINE} $?"`;

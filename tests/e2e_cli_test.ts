@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   addPfo,
+  cliCommand,
   type CliResult,
   type ConsoleProc,
   echoRoundTrip,
@@ -44,15 +45,7 @@ async function runBounded(
   args: readonly string[],
   ms = 20_000,
 ): Promise<CliResult> {
-  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, entry, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
+  const child = (await cliCommand(entry, args)).spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), ms);
   try {
     const out = await child.output();

@@ -8,9 +8,11 @@
 
 import assert from "node:assert/strict";
 import {
+  entryArgs,
   Output,
   type Proc,
   runCli,
+  shellQuote,
   spareTcpPort,
   startConsole,
   startDaemon,
@@ -27,17 +29,12 @@ interface TerminalProc extends Proc {
   type(line: string): Promise<void>;
 }
 
-function shellQuote(word: string): string {
-  return `'${word.replaceAll("'", `'\\''`)}'`;
-}
-
 /** Run `entry` at a pseudo-terminal (util-linux `script`), so it is interactive. */
 async function atTerminal(
   entry: "console.ts" | "daemon.ts",
   args: string[],
 ): Promise<TerminalProc> {
-  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
-  const command = [Deno.execPath(), "run", ...flags, entry, ...args].map(shellQuote).join(" ");
+  const command = [Deno.execPath(), ...await entryArgs(entry, args)].map(shellQuote).join(" ");
   const child = new Deno.Command("script", {
     args: ["-qfec", command, "/dev/null"],
     cwd: ROOT,

@@ -8,31 +8,22 @@
 import assert from "node:assert/strict";
 import {
   addPfo,
+  cliCommand,
   closeQuietly,
   echoServer,
   hostPort,
   Output,
   startConsole,
   startPair,
-  taskFlags,
   within,
 } from "./_harness.ts";
 import { settingsPaths } from "../lib/settings/paths.ts";
 
-const ROOT = new URL("../", import.meta.url);
 const encoder = new TextEncoder();
 
 /** A `--watch` CLI run, read line by line until the test stops it. */
 async function watcher(entry: "console.ts" | "daemon.ts", args: string[]) {
-  const flags = await taskFlags(entry === "console.ts" ? "console" : "daemon");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, entry, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
+  const child = (await cliCommand(entry, args)).spawn();
   const out = new Output();
   const err = new Output();
   const pumps = Promise.all([out.pump(child.stdout), err.pump(child.stderr)]);
